@@ -1,0 +1,1 @@
+//! crashcart-imgbuild: write the tool image through libext2fs.

@@ -1,0 +1,1 @@
+//! crashcart: sideload a tool image into a running container.

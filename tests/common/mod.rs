@@ -1,0 +1,220 @@
+//! Shared harness for crashcart's end-to-end tests.
+//!
+//! The tests drive the real binaries against the real kernel and a real Docker engine. This
+//! module finds the built executables, starts distroless containers (removed on drop), and
+//! makes small ext3 images with `mke2fs -d`.
+//!
+//! A test whose requirement is missing calls [`skip`], which prints `SKIP: <reason>` and
+//! returns — except under `CI=true`, where a missing requirement is a failure: CI installs
+//! everything, so nothing may be skipped there.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// Name of the distroless test image built from `tests/fixtures/distroless`.
+pub const DISTROLESS_IMAGE: &str = "crashcart-test-distroless:latest";
+
+/// Reports a test that cannot run here. Panics under `CI=true`.
+pub fn skip(reason: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("required for CI but missing: {reason}");
+    }
+    eprintln!("SKIP: {reason}");
+}
+
+/// The workspace root (the directory holding the top-level `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Path of a binary built by this workspace (`crashcart`, `crashcart-imgbuild`).
+///
+/// Integration tests live in `target/<profile>/deps/`; the binaries sit one level up.
+/// `cargo test --workspace` builds every member's binaries before running any test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built; run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// True when running as root (uid 0).
+pub fn is_root() -> bool {
+    // Reading /proc avoids a libc dependency in the harness.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Whether `program` can be found on `PATH`.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs a command, returning its output; panics if it cannot be started.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs a command and asserts success, returning trimmed stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Checks root and a responding Docker engine; returns false (after [`skip`]) otherwise.
+pub fn docker_ready() -> bool {
+    if !is_root() {
+        skip("needs root");
+        return false;
+    }
+    if !have("docker") {
+        skip("docker CLI not installed");
+        return false;
+    }
+    let ok = Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip("docker engine not answering on /var/run/docker.sock");
+    }
+    ok
+}
+
+/// Builds the distroless test image once per test process.
+pub fn distroless_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let busybox = Path::new("/bin/busybox");
+        assert!(
+            busybox.exists(),
+            "/bin/busybox missing: apt-get install busybox-static"
+        );
+        let ctx = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(
+            workspace_root().join("tests/fixtures/distroless/Dockerfile"),
+            ctx.path().join("Dockerfile"),
+        )
+        .expect("copy Dockerfile");
+        std::fs::copy(busybox, ctx.path().join("busybox")).expect("copy busybox");
+        run_ok(
+            Command::new("docker")
+                .env("DOCKER_BUILDKIT", "0")
+                .args(["build", "-q", "-t", DISTROLESS_IMAGE])
+                .arg(ctx.path()),
+        );
+    });
+    DISTROLESS_IMAGE
+}
+
+/// A running distroless container, force-removed on drop.
+pub struct Container {
+    /// Full 64-hex container ID.
+    pub id: String,
+    /// The container's name (`--name`).
+    pub name: String,
+}
+
+impl Container {
+    /// Starts a distroless container running `busybox sleep` as PID 1.
+    ///
+    /// `docker_args` go before the image (e.g. `--read-only`); `cmd` replaces the default
+    /// `sleep` when not empty (arguments to `/busybox`).
+    pub fn start(docker_args: &[&str], cmd: &[&str]) -> Container {
+        let image = distroless_image();
+        let name = unique_name("cc");
+        let id = run_ok(
+            Command::new("docker")
+                .args(["run", "-d", "--name", &name])
+                .args(docker_args)
+                .arg(image)
+                .args(cmd),
+        );
+        Container { id, name }
+    }
+
+    /// The host PID of the container's init process.
+    pub fn pid(&self) -> u32 {
+        run_ok(Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &self.id]))
+            .parse()
+            .expect("pid")
+    }
+
+    /// Runs `busybox ARGS...` inside the container with `docker exec`.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        run(Command::new("docker")
+            .args(["exec", &self.id, "/busybox"])
+            .args(args))
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &self.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A name unique within this machine for this run: prefix, PID, counter.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Makes an ext3 image of `dir` with `mke2fs -d` at `out` (for tests that do not exercise
+/// crashcart-imgbuild).
+pub fn mke2fs_image(dir: &Path, out: &Path, size_mb: u32) {
+    run_ok(
+        Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext3", "-d"])
+            .arg(dir)
+            .arg(out)
+            .arg(format!("{size_mb}M")),
+    );
+}
+
+/// Loop devices currently backed by `image` (as `losetup -j` reports them).
+pub fn loop_devices_for(image: &Path) -> Vec<String> {
+    let out = run(Command::new("losetup").arg("-j").arg(image));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(':').next().map(str::to_string))
+        .collect()
+}
