@@ -1,1 +1,4 @@
-//! crashcart-imgbuild: write the tool image through libext2fs.
+//! crashcart-imgbuild: write crashcart's tool image through libext2fs, without root.
+
+pub mod host;
+pub mod nix;

@@ -1,1 +1,4 @@
-//! crashcart: sideload a tool image into a running container.
+//! crashcart: sideload a read-only tool image into a running container and run a command
+//! inside its namespaces.
+
+pub mod target;
