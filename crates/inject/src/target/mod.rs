@@ -1,0 +1,388 @@
+//! Target resolution: turn what the user typed (a PID, a container ID, ID prefix or name, a
+//! `docker://ID`-style reference) into the host PID of the container's init process.
+//!
+//! Resolution asks the cheapest authority that can answer, in this order:
+//!
+//! 1. All digits: a PID, checked in `/proc`.
+//! 2. `docker://`, `containerd://`, `cri-o://`, `podman://` (how Kubernetes pod status writes
+//!    container IDs): the scheme is stripped and only that runtime's containers match.
+//! 3. An ID or ID prefix: the runtimes' state files under `/run` ([`state_files`]), then the
+//!    IDs the kernel shows in `/proc/*/cgroup` ([`cgroup_scan`]). No daemon is involved, so
+//!    this works when dockerd hangs and for runtimes without an API.
+//! 4. Anything else, or an ID the files do not know (a stopped container): the Docker Engine
+//!    API ([`docker`]), which also knows names.
+//!
+//! Like Docker, any unique prefix of a hex ID is accepted, and an ambiguous one is an error
+//! that lists the candidates. Unlike Docker, a hex prefix matching a running container wins
+//! over a container *named* like that prefix: the daemonless answer comes first. A PID read
+//! from a file is only trusted while its process lives and, where the runtime records the
+//! init's start time, started at that time (so a recycled PID is never taken for the init).
+
+mod cgroup_scan;
+mod docker;
+mod procfs;
+mod state_files;
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+pub use docker::DockerError;
+
+/// The container runtime a target was found through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runtime {
+    /// A bare PID; no runtime involved (also a container runc/crun run without a known
+    /// manager).
+    Pid,
+    /// Docker Engine (also `moby` containerd tasks).
+    Docker,
+    /// A containerd task in the given namespace (e.g. `k8s.io`).
+    Containerd {
+        /// containerd namespace.
+        namespace: String,
+    },
+    /// Podman.
+    Podman,
+    /// CRI-O.
+    CriO,
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Runtime::Pid => f.write_str("process"),
+            Runtime::Docker => f.write_str("docker"),
+            Runtime::Containerd { namespace } => write!(f, "containerd namespace {namespace}"),
+            Runtime::Podman => f.write_str("podman"),
+            Runtime::CriO => f.write_str("cri-o"),
+        }
+    }
+}
+
+/// A resolved target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Host PID of a process in the container (its init where known).
+    pub pid: u32,
+    /// How it was found.
+    pub runtime: Runtime,
+    /// Full container ID, when the target is a container.
+    pub id: Option<String>,
+    /// Container name, when the runtime has one.
+    pub name: Option<String>,
+}
+
+/// Why a target could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// Nothing matched.
+    #[error("no container or process matches {0:?}")]
+    NotFound(String),
+    /// A prefix matched several containers.
+    #[error("{spec:?} is ambiguous; it matches {}", candidates.join(", "))]
+    Ambiguous {
+        /// What the user typed.
+        spec: String,
+        /// Full IDs (and names) that matched.
+        candidates: Vec<String>,
+    },
+    /// The container exists but is not running.
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    /// The target was empty.
+    #[error("the target is empty; give a PID, a container ID, ID prefix or name")]
+    Empty,
+    /// `scheme://` that is not one of the runtimes Kubernetes writes.
+    #[error("unknown runtime in {0:?}; use docker://, containerd://, cri-o:// or podman://")]
+    UnknownScheme(String),
+    /// An all-digit target that names no process.
+    #[error("no process with PID {0}")]
+    NoSuchPid(u32),
+    /// The process has exited and is waiting to be reaped; its namespaces are gone.
+    #[error("process {0} is exiting")]
+    PidExiting(u32),
+    /// The container is frozen; a command in it would hang.
+    #[error("container {0} is paused; run `docker unpause` first")]
+    Paused(String),
+    /// Not an ID any state file knows, and Docker cannot be asked about names.
+    #[error("no container or process matches {spec:?} (and Docker is not reachable at {})", socket.display())]
+    DockerUnreachable {
+        /// What the user typed.
+        spec: String,
+        /// The socket tried.
+        socket: PathBuf,
+        /// Why it could not be reached.
+        #[source]
+        source: io::Error,
+    },
+    /// Asking Docker failed.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// `/proc` could not be listed.
+    #[error("cannot read {}", path.display())]
+    Proc {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Where resolution looks. [`Resolver::from_env`] honors `CRASHCART_PROC`, `CRASHCART_RUN`
+/// and `DOCKER_HOST` so tests (and odd hosts) can point it elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolver {
+    /// The host's procfs (`/proc`).
+    pub proc_root: PathBuf,
+    /// The runtimes' state directory (`/run`).
+    pub run_root: PathBuf,
+    /// `DOCKER_HOST` (`unix:///path`); `None` means `/var/run/docker.sock`.
+    pub docker_host: Option<String>,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver {
+            proc_root: PathBuf::from("/proc"),
+            run_root: PathBuf::from("/run"),
+            docker_host: None,
+        }
+    }
+}
+
+/// Which runtime a `scheme://` restricts the search to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Any,
+    Docker,
+    Containerd,
+    CriO,
+    Podman,
+}
+
+impl Scope {
+    fn admits(self, runtime: &Runtime) -> bool {
+        match self {
+            Scope::Any => true,
+            // Docker's containers are containerd tasks (namespace `moby`) too.
+            Scope::Docker => *runtime == Runtime::Docker,
+            Scope::Containerd => matches!(runtime, Runtime::Containerd { .. } | Runtime::Docker),
+            Scope::CriO => *runtime == Runtime::CriO,
+            Scope::Podman => *runtime == Runtime::Podman,
+        }
+    }
+}
+
+/// A container some source reported, before its PID is checked.
+#[derive(Debug, Clone)]
+struct Candidate {
+    id: String,
+    runtime: Runtime,
+    pid: u32,
+    start_time: Option<u64>,
+}
+
+impl Resolver {
+    /// The defaults, overridden by `CRASHCART_PROC`, `CRASHCART_RUN` and `DOCKER_HOST`.
+    pub fn from_env() -> Self {
+        let defaults = Resolver::default();
+        let path = |var: &str, default: PathBuf| {
+            std::env::var_os(var)
+                .filter(|v| !v.is_empty())
+                .map_or(default, PathBuf::from)
+        };
+        Resolver {
+            proc_root: path("CRASHCART_PROC", defaults.proc_root),
+            run_root: path("CRASHCART_RUN", defaults.run_root),
+            docker_host: std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()),
+        }
+    }
+
+    /// Resolves `spec`; see the module documentation for the order.
+    pub fn resolve(&self, spec: &str) -> Result<Target, ResolveError> {
+        if spec.is_empty() {
+            return Err(ResolveError::Empty);
+        }
+        if spec.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(pid) = spec.parse::<u32>() {
+                return self.resolve_pid(pid);
+            }
+        }
+        let (scope, query) = split_scheme(spec)?;
+        if query.is_empty() {
+            return Err(ResolveError::NotFound(spec.to_string()));
+        }
+        if let Some(target) = self.resolve_without_daemon(spec, scope, query)? {
+            return Ok(target);
+        }
+        match scope {
+            Scope::Any | Scope::Docker => self.resolve_with_docker(spec, query),
+            _ => Err(ResolveError::NotFound(spec.to_string())),
+        }
+    }
+
+    fn resolve_pid(&self, pid: u32) -> Result<Target, ResolveError> {
+        match procfs::read_stat(&self.proc_root, pid) {
+            Ok(stat) if stat.is_exiting() => Err(ResolveError::PidExiting(pid)),
+            Ok(_) => Ok(Target {
+                pid,
+                runtime: Runtime::Pid,
+                id: None,
+                name: None,
+            }),
+            Err(_) => Err(ResolveError::NoSuchPid(pid)),
+        }
+    }
+
+    /// Looks `query` up in the state files, then in the cgroup paths. `Ok(None)` when neither
+    /// knows it.
+    fn resolve_without_daemon(
+        &self,
+        spec: &str,
+        scope: Scope,
+        query: &str,
+    ) -> Result<Option<Target>, ResolveError> {
+        let is_hex = query.bytes().all(|b| b.is_ascii_hexdigit());
+        let query_lower = query.to_ascii_lowercase();
+        // Exact IDs of any form (containerd task IDs can be names); prefixes of hex IDs.
+        let wanted = |id: &str| id == query || (is_hex && id.starts_with(&query_lower));
+
+        let mut candidates: Vec<Candidate> =
+            state_files::find(&self.run_root, &self.proc_root, wanted)
+                .into_iter()
+                .map(|e| Candidate {
+                    id: e.id,
+                    runtime: e.runtime,
+                    pid: e.pid,
+                    start_time: e.start_time,
+                })
+                .collect();
+        candidates.retain(|c| scope.admits(&c.runtime));
+        if candidates.is_empty() && is_hex {
+            candidates = cgroup_scan::scan(&self.proc_root, wanted)
+                .map_err(|source| ResolveError::Proc {
+                    path: self.proc_root.clone(),
+                    source,
+                })?
+                .into_iter()
+                .map(|found| Candidate {
+                    id: found.container.id,
+                    runtime: found.container.runtime,
+                    pid: found.init_pid,
+                    start_time: None,
+                })
+                .filter(|c| scope.admits(&c.runtime))
+                .collect();
+        }
+        if candidates.iter().any(|c| c.id == query) {
+            candidates.retain(|c| c.id == query);
+        }
+
+        candidates.sort_by(|a, b| a.id.cmp(&b.id));
+        match candidates.as_slice() {
+            [] => Ok(None),
+            [only] => self.check_alive(only).map(Some),
+            many => Err(ResolveError::Ambiguous {
+                spec: spec.to_string(),
+                candidates: many
+                    .iter()
+                    .map(|c| format!("{} ({})", c.id, c.runtime))
+                    .collect(),
+            }),
+        }
+    }
+
+    /// Trusts a candidate's PID only while that process lives and, when the runtime
+    /// recorded it, has the init's start time.
+    fn check_alive(&self, candidate: &Candidate) -> Result<Target, ResolveError> {
+        let alive = procfs::read_stat(&self.proc_root, candidate.pid).is_ok_and(|stat| {
+            !stat.is_exiting() && candidate.start_time.is_none_or(|t| t == stat.start_time)
+        });
+        if !alive {
+            return Err(ResolveError::NotRunning(candidate.id.clone()));
+        }
+        Ok(Target {
+            pid: candidate.pid,
+            runtime: candidate.runtime.clone(),
+            id: Some(candidate.id.clone()),
+            name: None,
+        })
+    }
+
+    /// Asks the Docker Engine about a name, or an ID no state file knows.
+    fn resolve_with_docker(&self, spec: &str, query: &str) -> Result<Target, ResolveError> {
+        if !docker::is_valid_reference(query) {
+            return Err(ResolveError::NotFound(spec.to_string()));
+        }
+        let socket = docker::socket_path(self.docker_host.as_deref())?;
+        let info = match docker::inspect_container(&socket, query) {
+            Ok(Some(info)) => info,
+            Ok(None) => return Err(ResolveError::NotFound(spec.to_string())),
+            Err(DockerError::Connect { socket, source })
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Err(ResolveError::DockerUnreachable {
+                    spec: spec.to_string(),
+                    socket,
+                    source,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let name = info
+            .name
+            .strip_prefix('/')
+            .unwrap_or(&info.name)
+            .to_string();
+        let shown = if name.is_empty() {
+            info.id.clone()
+        } else {
+            name.clone()
+        };
+        if info.state.paused {
+            return Err(ResolveError::Paused(shown));
+        }
+        let pid = u32::try_from(info.state.pid).unwrap_or(0);
+        if !info.state.running || pid == 0 {
+            return Err(ResolveError::NotRunning(shown));
+        }
+        // Docker's answer can be stale by the time we read it: the init may have just exited.
+        match procfs::read_stat(&self.proc_root, pid) {
+            Ok(stat) if !stat.is_exiting() => Ok(Target {
+                pid,
+                runtime: Runtime::Docker,
+                id: Some(info.id),
+                name: Some(name).filter(|n| !n.is_empty()),
+            }),
+            _ => Err(ResolveError::NotRunning(shown)),
+        }
+    }
+}
+
+/// Splits `scheme://rest`; no scheme means any runtime.
+fn split_scheme(spec: &str) -> Result<(Scope, &str), ResolveError> {
+    let Some((scheme, rest)) = spec.split_once("://") else {
+        return Ok((Scope::Any, spec));
+    };
+    let scope = match scheme {
+        "docker" => Scope::Docker,
+        "containerd" => Scope::Containerd,
+        "cri-o" => Scope::CriO,
+        "podman" => Scope::Podman,
+        _ => return Err(ResolveError::UnknownScheme(spec.to_string())),
+    };
+    Ok((scope, rest))
+}
+
+/// Resolves `spec` with [`Resolver::from_env`].
+pub fn resolve(spec: &str) -> Result<Target, ResolveError> {
+    Resolver::from_env().resolve(spec)
+}
+
+#[cfg(test)]
+mod tests;

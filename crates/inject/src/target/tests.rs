@@ -1,0 +1,332 @@
+//! Resolution order and errors, against fake `/proc` and `/run` trees.
+
+use std::path::Path;
+
+use super::*;
+
+const ID_A: &str = "abc0000000000000000000000000000000000000000000000000000000000001";
+const ID_B: &str = "abd0000000000000000000000000000000000000000000000000000000000002";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let fixture = Fixture {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir_all(fixture.proc()).unwrap();
+        std::fs::create_dir_all(fixture.run()).unwrap();
+        fixture
+    }
+    fn proc(&self) -> PathBuf {
+        self.dir.path().join("proc")
+    }
+    fn run(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+    fn resolver(&self) -> Resolver {
+        Resolver {
+            proc_root: self.proc(),
+            run_root: self.run(),
+            // Nothing listens here: any test that reaches Docker sees it unreachable.
+            docker_host: Some(format!(
+                "unix://{}",
+                self.dir.path().join("docker.sock").display()
+            )),
+        }
+    }
+    fn process(&self, pid: u32, ppid: u32, state: char, start: u64, cgroup: &str) {
+        let dir = self.proc().join(pid.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("stat"),
+            format!("{pid} (x) {state} {ppid} 0 0 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("cgroup"), cgroup).unwrap();
+    }
+    fn file(&self, relative: &str, contents: &str) {
+        let path = self.run().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+    fn docker_task(&self, id: &str, pid: u32) {
+        self.file(
+            &format!("containerd/io.containerd.runtime.v2.task/moby/{id}/init.pid"),
+            &pid.to_string(),
+        );
+    }
+}
+
+fn container(pid: u32, runtime: Runtime, id: &str) -> Target {
+    Target {
+        pid,
+        runtime,
+        id: Some(id.to_string()),
+        name: None,
+    }
+}
+
+#[test]
+fn pids() {
+    let f = Fixture::new();
+    f.process(42, 1, 'S', 5, "0::/\n");
+    f.process(43, 1, 'Z', 6, "0::/\n");
+    let r = f.resolver();
+    assert_eq!(
+        r.resolve("42").unwrap(),
+        Target {
+            pid: 42,
+            runtime: Runtime::Pid,
+            id: None,
+            name: None
+        }
+    );
+    assert!(matches!(r.resolve("43"), Err(ResolveError::PidExiting(43))));
+    assert!(matches!(r.resolve("44"), Err(ResolveError::NoSuchPid(44))));
+    assert!(matches!(r.resolve("0"), Err(ResolveError::NoSuchPid(0))));
+}
+
+#[test]
+fn digits_too_large_for_a_pid_are_not_a_pid() {
+    let f = Fixture::new();
+    let digits = "1".repeat(64);
+    f.process(9, 1, 'S', 5, "0::/\n");
+    f.docker_task(&digits, 9);
+    assert_eq!(
+        f.resolver().resolve(&digits).unwrap(),
+        container(9, Runtime::Docker, &digits)
+    );
+}
+
+#[test]
+fn full_id_and_unique_prefix_from_state_files() {
+    let f = Fixture::new();
+    f.process(100, 1, 'S', 5, "0::/\n");
+    f.process(200, 1, 'S', 6, "0::/\n");
+    f.docker_task(ID_A, 100);
+    f.docker_task(ID_B, 200);
+    let r = f.resolver();
+    assert_eq!(
+        r.resolve(ID_A).unwrap(),
+        container(100, Runtime::Docker, ID_A)
+    );
+    assert_eq!(
+        r.resolve("abc").unwrap(),
+        container(100, Runtime::Docker, ID_A)
+    );
+    assert_eq!(
+        r.resolve("ABD").unwrap(),
+        container(200, Runtime::Docker, ID_B)
+    );
+    assert_eq!(
+        r.resolve(&format!("docker://{}", &ID_B[..12])).unwrap(),
+        container(200, Runtime::Docker, ID_B)
+    );
+}
+
+#[test]
+fn ambiguous_prefix_lists_candidates() {
+    let f = Fixture::new();
+    f.process(100, 1, 'S', 5, "0::/\n");
+    f.process(200, 1, 'S', 6, "0::/\n");
+    f.docker_task(ID_A, 100);
+    f.file(
+        &format!("containerd/io.containerd.runtime.v2.task/k8s.io/{ID_B}/init.pid"),
+        "200",
+    );
+    let err = f.resolver().resolve("ab").unwrap_err();
+    let ResolveError::Ambiguous { spec, candidates } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(spec, "ab");
+    assert_eq!(
+        candidates,
+        &[
+            format!("{ID_A} (docker)"),
+            format!("{ID_B} (containerd namespace k8s.io)")
+        ]
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "\"ab\" is ambiguous; it matches {ID_A} (docker), {ID_B} (containerd namespace k8s.io)"
+        )
+    );
+    // A scheme narrows it down.
+    assert_eq!(
+        f.resolver().resolve("docker://ab").unwrap(),
+        container(100, Runtime::Docker, ID_A)
+    );
+}
+
+#[test]
+fn containerd_task_names_match_exactly_and_beat_prefixes() {
+    let f = Fixture::new();
+    f.process(100, 1, 'S', 5, "0::/\n");
+    f.process(300, 1, 'S', 7, "0::/\n");
+    f.docker_task(ID_A, 100);
+    f.file(
+        "containerd/io.containerd.runtime.v2.task/default/abc/init.pid",
+        "300",
+    );
+    f.file(
+        "containerd/io.containerd.runtime.v2.task/default/web/init.pid",
+        "300",
+    );
+    let default = Runtime::Containerd {
+        namespace: "default".into(),
+    };
+    let r = f.resolver();
+    assert_eq!(
+        r.resolve("abc").unwrap(),
+        container(300, default.clone(), "abc")
+    );
+    assert_eq!(
+        r.resolve("containerd://web").unwrap(),
+        container(300, default, "web")
+    );
+    // Non-hex names are not prefixes.
+    assert!(matches!(
+        r.resolve("we"),
+        Err(ResolveError::DockerUnreachable { .. })
+    ));
+}
+
+#[test]
+fn stale_or_dead_init_is_not_running() {
+    let f = Fixture::new();
+    f.process(100, 1, 'S', 5, "0::/\n");
+    f.process(101, 1, 'Z', 5, "0::/\n");
+    // Recorded start time 4, but PID 100 started at 5: a recycled PID.
+    f.file(
+        &format!("docker/runtime-runc/moby/{ID_A}/state.json"),
+        r#"{"init_process_pid":100,"init_process_start":4}"#,
+    );
+    f.docker_task(ID_B, 101);
+    f.file(
+        "containerd/io.containerd.runtime.v2.task/default/gone/init.pid",
+        "999",
+    );
+    let r = f.resolver();
+    for spec in [ID_A, ID_B, "gone"] {
+        match r.resolve(spec) {
+            Err(ResolveError::NotRunning(id)) => assert_eq!(id, spec),
+            other => panic!("{spec}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn cgroup_scan_when_no_state_file_knows() {
+    let f = Fixture::new();
+    f.process(1, 0, 'S', 1, "0::/\n");
+    f.process(10, 1, 'S', 2, "0::/system.slice/containerd.service\n");
+    f.process(
+        500,
+        10,
+        'S',
+        3,
+        &format!("0::/kubepods.slice/crio-{ID_A}.scope\n"),
+    );
+    f.process(
+        501,
+        500,
+        'S',
+        4,
+        &format!("0::/kubepods.slice/crio-{ID_A}.scope\n"),
+    );
+    f.process(
+        600,
+        10,
+        'S',
+        3,
+        &format!("0::/machine.slice/libpod-{ID_B}.scope\n"),
+    );
+    let r = f.resolver();
+    assert_eq!(
+        r.resolve("abc").unwrap(),
+        container(500, Runtime::CriO, ID_A)
+    );
+    assert_eq!(
+        r.resolve("cri-o://abc").unwrap(),
+        container(500, Runtime::CriO, ID_A)
+    );
+    assert_eq!(
+        r.resolve("podman://abd").unwrap(),
+        container(600, Runtime::Podman, ID_B)
+    );
+    assert!(matches!(
+        r.resolve("ab"),
+        Err(ResolveError::Ambiguous { .. })
+    ));
+    // The wrong runtime finds nothing, and does not ask Docker.
+    assert!(
+        matches!(r.resolve("podman://abc"), Err(ResolveError::NotFound(s)) if s == "podman://abc")
+    );
+}
+
+#[test]
+fn names_go_to_docker() {
+    let f = Fixture::new();
+    let r = f.resolver();
+    let err = r.resolve("web-1").unwrap_err();
+    assert!(
+        matches!(&err, ResolveError::DockerUnreachable { spec, socket, .. }
+            if spec == "web-1" && socket == &f.dir.path().join("docker.sock")),
+        "{err:?}"
+    );
+    assert!(err
+        .to_string()
+        .starts_with("no container or process matches \"web-1\" (and Docker is not reachable at "));
+    // An unknown hex ID also ends up asking Docker (it may be a stopped container).
+    assert!(matches!(
+        r.resolve("docker://abc"),
+        Err(ResolveError::DockerUnreachable { .. })
+    ));
+}
+
+#[test]
+fn unusable_docker_host() {
+    let f = Fixture::new();
+    let r = Resolver {
+        docker_host: Some("tcp://127.0.0.1:2375".into()),
+        ..f.resolver()
+    };
+    assert!(matches!(
+        r.resolve("web-1"),
+        Err(ResolveError::Docker(DockerError::UnsupportedHost(_)))
+    ));
+}
+
+#[test]
+fn bad_specs() {
+    let f = Fixture::new();
+    let r = f.resolver();
+    assert!(matches!(r.resolve(""), Err(ResolveError::Empty)));
+    assert!(matches!(
+        r.resolve("docker://"),
+        Err(ResolveError::NotFound(_))
+    ));
+    assert!(
+        matches!(r.resolve("rkt://abc"), Err(ResolveError::UnknownScheme(s)) if s == "rkt://abc")
+    );
+    // Never sent to Docker: it could not be a container name.
+    for spec in ["../../etc", "a/b", "web 1", "-1", "+5"] {
+        assert!(
+            matches!(r.resolve(spec), Err(ResolveError::NotFound(s)) if s == spec),
+            "{spec}"
+        );
+    }
+}
+
+#[test]
+fn from_env_defaults() {
+    // Only the defaults are checked: setting variables would race with other tests.
+    let defaults = Resolver::default();
+    assert_eq!(defaults.proc_root, Path::new("/proc"));
+    assert_eq!(defaults.run_root, Path::new("/run"));
+    assert_eq!(defaults.docker_host, None);
+}
