@@ -1,0 +1,303 @@
+//! `--packages FILE`: build the tool set with nix (rootless) and hand its closure to the
+//! image writer.
+//!
+//! Seam with the image writer: the CLI flattens [`NixArgs`]; when `--packages` is given the
+//! builder calls [`build`] and writes the returned [`NixClosure`] exactly as it writes a
+//! `--closure` input: every store path under `store/` of the image, bytes read from
+//! `real_root` joined with the logical path, `profile` pointing at the profile, and when
+//! [`NixClosure::relocate`] is set every occurrence of `from` in file contents and symlink
+//! targets replaced with the equal-length `to`, which is also recorded in the manifest as
+//! `store_alias` (crashcart makes that path resolve to `/dev/crashcart/store`).
+//!
+//! The build itself: the packages file is parsed here (so typos get a line number), the
+//! expressions of the repository's `nix/` turn the names into one profile from a pinned
+//! nixpkgs (or `--nixpkgs`), and nix runs either on the host against a chroot store under
+//! the user's cache directory ([`local`]) or inside a container ([`container`]).
+
+mod container;
+mod expr;
+mod local;
+mod packages;
+mod run;
+mod store;
+
+use std::path::PathBuf;
+
+pub use packages::read_packages_file;
+pub use store::{NATIVE_STORE_DIR, NIX_STORE_DIR};
+
+/// The path crashcart makes resolve to `/dev/crashcart/store` in a session: `/nix/store`
+/// is rewritten to it in relocated images. Same length, so every offset stays valid.
+pub const STORE_ALIAS: &str = "/dev/.cart";
+const _: () = assert!(STORE_ALIAS.len() == NIX_STORE_DIR.len());
+
+/// How store paths are made to work from inside the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum StoreMode {
+    /// Build with `/nix/store`, rewrite it to an equal-length alias while writing the image.
+    #[default]
+    Relocated,
+    /// Build with store dir `/dev/crashcart/store`: no rewriting, seed-compatible layout.
+    Native,
+}
+
+/// Command-line flags owned by this module (flattened into the builder's CLI).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NixArgs {
+    /// Build the nixpkgs attributes listed in FILE (one per line, `#` comments) with nix.
+    #[arg(long, value_name = "FILE")]
+    pub packages: Option<PathBuf>,
+    /// A nixpkgs-like expression to build from (`import PATH {}`); default: the pin in nix/.
+    #[arg(long, value_name = "PATH", requires = "packages")]
+    pub nixpkgs: Option<PathBuf>,
+    /// How the store is made to work inside the image.
+    #[arg(long, value_enum, default_value_t, requires = "packages")]
+    pub store_mode: StoreMode,
+    /// Where nix keeps its store between builds [default: ~/.cache/crashcart/nix].
+    #[arg(long, value_name = "DIR", requires = "packages")]
+    pub nix_store: Option<PathBuf>,
+    /// Run nix inside this container image (podman, else docker) instead of the host's nix.
+    #[arg(long, value_name = "IMAGE", requires = "packages")]
+    pub nix_container: Option<String>,
+}
+
+/// Replace `from` with `to` (same length) in contents and symlink targets while writing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relocation {
+    /// The store directory the closure was built for, e.g. `/nix/store`.
+    pub from: String,
+    /// The equal-length path crashcart makes resolve to `/dev/crashcart/store`.
+    pub to: String,
+}
+
+/// A built closure, ready for the image writer.
+pub struct NixClosure {
+    /// Store paths as nix prints them (logical paths under the store dir), sorted.
+    pub store_paths: Vec<PathBuf>,
+    /// The environment whose `bin`/`sbin` the user gets.
+    pub profile: PathBuf,
+    /// Where the bytes live: the logical path is read at `real_root` + path (`/` for a
+    /// store at its logical location).
+    pub real_root: PathBuf,
+    /// Set in relocated mode.
+    pub relocate: Option<Relocation>,
+    /// Kept alive until the image is written (e.g. a temporary GC root or store).
+    pub keep: Vec<Box<dyn std::any::Any>>,
+}
+
+impl std::fmt::Debug for NixClosure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NixClosure")
+            .field("store_paths", &self.store_paths)
+            .field("profile", &self.profile)
+            .field("real_root", &self.real_root)
+            .field("relocate", &self.relocate)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a nix run produced, before it is checked against the store on disk.
+struct BuiltProfile {
+    profile: PathBuf,
+    store_paths: Vec<PathBuf>,
+}
+
+/// Errors from building the tool set with nix.
+#[derive(Debug, thiserror::Error)]
+pub enum NixError {
+    /// The packages file cannot be read.
+    #[error("cannot read packages file {path}: {source}")]
+    PackagesUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The packages file lists nothing.
+    #[error("packages file {path} names no packages (one nixpkgs attribute per line, `#` starts a comment)")]
+    PackagesEmpty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A line of the packages file is not an attribute name.
+    #[error("{path}:{line}: `{text}` is not a nixpkgs attribute name (one per line)")]
+    BadPackageName {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The offending text.
+        text: String,
+    },
+    /// Names that the nixpkgs set does not have.
+    #[error("unknown package{}: {}", if names.len() == 1 { "" } else { "s" }, names.join(", "))]
+    UnknownPackages {
+        /// The attribute names not found.
+        names: Vec<String>,
+    },
+    /// `--nixpkgs` does not exist.
+    #[error("--nixpkgs {path}: {source}")]
+    Nixpkgs {
+        /// The path given.
+        path: PathBuf,
+        /// Why it cannot be used.
+        source: std::io::Error,
+    },
+    /// nix is not on PATH.
+    #[error(
+        "nix is not installed (`{program}` not found on PATH): install it \
+         (https://nixos.org/download, or `apt install nix-bin`), \
+         or build inside a container with --nix-container IMAGE (e.g. nixos/nix)"
+    )]
+    NixNotInstalled {
+        /// The nix command that was looked for.
+        program: &'static str,
+    },
+    /// Neither podman nor docker is on PATH.
+    #[error("--nix-container needs podman or docker on PATH")]
+    NoContainerEngine,
+    /// A program could not be started for another reason than being absent.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// nix ran and failed.
+    #[error("nix build failed ({program}: {status}); end of its log:\n{log_tail}")]
+    BuildFailed {
+        /// The program that failed (nix-build, nix-store, or the container engine).
+        program: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// The last lines nix wrote to stderr.
+        log_tail: String,
+    },
+    /// nix succeeded but printed no store path.
+    #[error("nix printed no profile store path (output: {output:?})")]
+    NoProfile {
+        /// What it printed.
+        output: String,
+    },
+    /// The nix container did not leave its result files.
+    #[error("cannot read the nix container's result {path}: {source}")]
+    ContainerResult {
+        /// The expected file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A path of the closure is not where the store keeps its files.
+    #[error("store path {path} of the closure is missing at {real}")]
+    MissingStorePath {
+        /// The logical store path.
+        path: PathBuf,
+        /// Where its files should be.
+        real: PathBuf,
+    },
+    /// Neither `XDG_CACHE_HOME` nor `HOME` is set.
+    #[error(
+        "no cache directory for the nix store: set HOME or XDG_CACHE_HOME, or pass --nix-store DIR"
+    )]
+    NoCacheDir,
+    /// The store or a scratch directory cannot be created.
+    #[error("cannot create directory {path}: {source}")]
+    StoreDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The nix expressions cannot be written out.
+    #[error("cannot write nix expression {path}: {source}")]
+    Expressions {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `build` was called without `--packages`.
+    #[error("no --packages file given")]
+    NoPackagesFile,
+}
+
+/// Builds the packages named in `args` and returns their closure.
+pub fn build(args: &NixArgs) -> Result<NixClosure, NixError> {
+    let packages_file = args.packages.as_deref().ok_or(NixError::NoPackagesFile)?;
+    let names = read_packages_file(packages_file)?;
+    let nixpkgs = args
+        .nixpkgs
+        .as_deref()
+        .map(|path| {
+            path.canonicalize().map_err(|source| NixError::Nixpkgs {
+                path: path.to_path_buf(),
+                source,
+            })
+        })
+        .transpose()?;
+
+    let cache_root = match &args.nix_store {
+        Some(dir) => absolute(dir)?,
+        None => store::default_cache_root()?,
+    };
+    let location = store::StoreLocation::new(&cache_root, args.store_mode);
+    location.create()?;
+
+    let work_dir = tempfile::Builder::new()
+        .prefix("crashcart-nix-")
+        .tempdir()
+        .map_err(|source| NixError::StoreDir {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let expressions = work_dir.path().join("nix");
+    std::fs::create_dir(&expressions).map_err(|source| NixError::StoreDir {
+        path: expressions.clone(),
+        source,
+    })?;
+    expr::write_expressions(&expressions)?;
+
+    let packages_json = packages::to_json(&names);
+    let request = local::BuildRequest {
+        expressions: &expressions,
+        packages_json: &packages_json,
+        nixpkgs: nixpkgs.as_deref(),
+        work_dir: work_dir.path(),
+    };
+    let built = match &args.nix_container {
+        None => local::build(&location, &request)?,
+        Some(image) => container::build(image, &location, args.store_mode, &request)?,
+    };
+
+    let mut store_paths = built.store_paths;
+    store_paths.sort();
+    store_paths.dedup();
+    for path in &store_paths {
+        let real = location.real_path(path);
+        if std::fs::symlink_metadata(&real).is_err() {
+            return Err(NixError::MissingStorePath {
+                path: path.clone(),
+                real,
+            });
+        }
+    }
+
+    Ok(NixClosure {
+        store_paths,
+        profile: built.profile,
+        real_root: location.root,
+        relocate: (args.store_mode == StoreMode::Relocated).then(|| Relocation {
+            from: NIX_STORE_DIR.to_string(),
+            to: STORE_ALIAS.to_string(),
+        }),
+        keep: vec![Box::new(work_dir)],
+    })
+}
+
+fn absolute(dir: &std::path::Path) -> Result<PathBuf, NixError> {
+    std::path::absolute(dir).map_err(|source| NixError::StoreDir {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
