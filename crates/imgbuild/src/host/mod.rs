@@ -1,0 +1,186 @@
+//! `--host PROG`: bundle the host's own binaries, with their loader and libraries, into a
+//! tree that runs from `/dev/crashcart` in any container.
+//!
+//! Seam with the image writer: the CLI flattens [`HostArgs`]; when programs are given, the
+//! builder creates an empty staging directory, calls [`bundle`], then adds that directory to
+//! the image exactly like a `--dir` source, and records [`HostBundle::programs`] and
+//! [`HostBundle::env`] in the manifest.
+//!
+//! The staging tree:
+//!
+//! | path | what |
+//! | --- | --- |
+//! | `bin/<prog>` | each program, its interpreter set to the image's loader |
+//! | `lib/<soname>` | every library of the closure, flat, and the loader itself |
+//! | `lib/gconv/` | glibc's iconv modules, when a bundled object calls `iconv_open` |
+//! | `share/terminfo/` | terminfo entries for common terminals |
+//! | `etc/ssl/certs/ca-certificates.crt` | the host's CA bundle, when TLS libraries are bundled |
+//!
+//! Every program and library gets `DT_RPATH=/dev/crashcart/lib` and `DF_1_NODEFLIB`, so the
+//! image's loader finds all dependencies in the image before `LD_LIBRARY_PATH` and never
+//! consults the container's `/etc/ld.so.cache` or default directories — not even for libraries
+//! dlopened later (NSS modules): a container's own libraries cannot be pulled in.
+
+mod elf_deps;
+mod ld_cache;
+mod locate;
+mod pkginfo;
+mod relocate;
+mod runtime_data;
+mod stage;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// Where the image's root appears inside the container; every rewritten path points here.
+pub const MOUNT_POINT: &str = "/dev/crashcart";
+
+/// Command-line flags owned by this module (flattened into the builder's CLI).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HostArgs {
+    /// Bundle a host program (a name looked up on PATH, or a path) with its loader and
+    /// libraries. Repeatable.
+    #[arg(long = "host", value_name = "PROG")]
+    pub programs: Vec<OsString>,
+}
+
+/// One program placed in the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundledProgram {
+    /// Name under `bin/` in the image.
+    pub name: String,
+    /// Where it came from on the host.
+    pub host_path: PathBuf,
+    /// Owning package, when the host's package manager knows it.
+    pub package: Option<String>,
+    /// That package's version.
+    pub version: Option<String>,
+}
+
+/// What [`bundle`] produced besides the files in the staging tree.
+#[derive(Debug, Clone, Default)]
+pub struct HostBundle {
+    /// The bundled programs, for the manifest.
+    pub programs: Vec<BundledProgram>,
+    /// Environment the tools need in the session (e.g. `TERMINFO_DIRS`); crashcart sets it
+    /// and `.crashcartrc` exports it.
+    pub env: Vec<(String, String)>,
+}
+
+/// Errors from bundling host programs.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The name is not on `PATH` (nor in the sbin directories), or the path does not exist.
+    #[error("host program {0:?} not found on PATH")]
+    ProgramNotFound(OsString),
+    /// The file is neither ELF nor a `#!` script.
+    #[error("{0}: not an ELF executable and has no #! interpreter line")]
+    NotExecutable(PathBuf),
+    /// A script's interpreter does not exist on the host.
+    #[error("{script}: interpreter {interpreter} not found")]
+    InterpreterNotFound {
+        /// The script.
+        script: PathBuf,
+        /// What its `#!` line names.
+        interpreter: String,
+    },
+    /// Scripts naming scripts as interpreters, deeper than the kernel follows.
+    #[error("{0}: #! interpreters nest deeper than the kernel follows")]
+    InterpreterTooDeep(PathBuf),
+    /// The file is ELF, but for a machine or word size this host cannot run.
+    #[error("{path}: built for {found}, but this host runs {expected}")]
+    WrongArchitecture {
+        /// The program or library.
+        path: PathBuf,
+        /// Its ELF machine and class.
+        found: String,
+        /// The host's.
+        expected: String,
+    },
+    /// The ELF headers cannot be parsed.
+    #[error("{path}: malformed ELF file")]
+    MalformedElf {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        #[source]
+        source: goblin::error::Error,
+    },
+    /// A `DT_NEEDED` library is nowhere the host's loader would look.
+    #[error("library {library} needed by {needed_by} (for {program}) not found")]
+    MissingLibrary {
+        /// The `DT_NEEDED` name.
+        library: String,
+        /// The object that needs it.
+        needed_by: PathBuf,
+        /// The program whose closure it is part of.
+        program: PathBuf,
+    },
+    /// Two different host files would land at the same `bin/` name.
+    #[error("--host {first} and {second} would both be bin/{name} in the image")]
+    NameClash {
+        /// The name under `bin/`.
+        name: String,
+        /// The first program of that name.
+        first: PathBuf,
+        /// The second.
+        second: PathBuf,
+    },
+    /// Reading a host file failed.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing into the staging tree failed.
+    #[error("cannot write {path}")]
+    Write {
+        /// The file in the staging tree.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `patchelf` could not be started.
+    #[error("cannot run patchelf (install the patchelf package)")]
+    PatchelfMissing(#[source] std::io::Error),
+    /// `patchelf` refused a file.
+    #[error("patchelf failed on {files}: {stderr}")]
+    Patchelf {
+        /// The files of that invocation.
+        files: String,
+        /// What patchelf printed.
+        stderr: String,
+    },
+}
+
+/// Fills the empty directory `staging` with `programs` and everything they need.
+pub fn bundle(programs: &[OsString], staging: &Path) -> Result<HostBundle, HostError> {
+    let plan = stage::plan(programs)?;
+    let env = stage::write(&plan, staging)?;
+    let packages = pkginfo::lookup(
+        &plan
+            .programs
+            .iter()
+            .map(|p| (p.found_path.as_path(), p.host_path.as_path()))
+            .collect::<Vec<_>>(),
+    );
+    let programs = plan
+        .programs
+        .iter()
+        .zip(packages)
+        .map(|(p, pkg)| {
+            let (package, version) = pkg.map_or((None, None), |(n, v)| (Some(n), Some(v)));
+            BundledProgram {
+                name: p.name.clone(),
+                host_path: p.host_path.clone(),
+                package,
+                version,
+            }
+        })
+        .collect();
+    Ok(HostBundle { programs, env })
+}

@@ -1,0 +1,272 @@
+//! Data files the bundled tools read at run time, which an empty container does not have:
+//! terminfo, glibc's dlopened NSS modules and gconv modules, CA certificates.
+//!
+//! Each comes with the variable that points the tools at the image's copy. Those variables
+//! also reach the container's own programs started from the debug shell, so each is chosen
+//! to be harmless there: `TERMINFO_DIRS` ends with an empty entry, which ncurses reads as
+//! "then the system's own directories".
+
+use std::path::{Path, PathBuf};
+
+use super::stage::copy_file;
+use super::{HostError, MOUNT_POINT};
+
+/// Terminals people debug from; entries a host lacks are skipped (Debian's `ncurses-base`
+/// has the common ones, `ncurses-term` the rest).
+const TERMINALS: &[&str] = &[
+    "alacritty",
+    "ansi",
+    "dumb",
+    "foot",
+    "linux",
+    "putty",
+    "putty-256color",
+    "rxvt",
+    "rxvt-256color",
+    "rxvt-unicode",
+    "rxvt-unicode-256color",
+    "screen",
+    "screen-256color",
+    "st-256color",
+    "tmux",
+    "tmux-256color",
+    "vt100",
+    "vt102",
+    "vt220",
+    "xterm",
+    "xterm-256color",
+    "xterm-color",
+    "xterm-kitty",
+];
+
+/// ncurses' compiled-in search list, most specific first.
+const TERMINFO_SOURCES: &[&str] = &["/etc/terminfo", "/lib/terminfo", "/usr/share/terminfo"];
+
+/// Libraries glibc dlopens by name, from its own directory: the NSS modules `passwd`,
+/// `group` and `hosts` lookups use (glibc 2.34+ builds `files` and `dns` into libc and keeps
+/// stubs; older ones need the real modules), and `libthread_db`, which gdb loads to see
+/// threads.
+const LIBC_DLOPENED: &[&str] = &[
+    "libnss_files.so.2",
+    "libnss_dns.so.2",
+    "libnss_compat.so.2",
+    "libthread_db.so.1",
+];
+
+/// Bundled libraries whose presence means TLS, and so a need for CA certificates.
+const TLS_LIBRARY_PREFIXES: &[&str] = &["libssl.so", "libgnutls", "libcurl", "libnss3.so"];
+
+/// Where distributions keep the concatenated CA bundle (Debian, then Fedora).
+const CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+];
+
+/// Copies the terminfo entries for [`TERMINALS`] into `share/terminfo/`.
+pub fn copy_terminfo(staging: &Path) -> Result<Vec<(String, String)>, HostError> {
+    let dest_root = staging.join("share/terminfo");
+    let mut copied = 0;
+    for name in TERMINALS {
+        let Some(first) = name.chars().next() else {
+            continue;
+        };
+        let relative = PathBuf::from(first.to_string()).join(name);
+        let Some(source) = TERMINFO_SOURCES
+            .iter()
+            .map(|dir| Path::new(dir).join(&relative))
+            .find(|p| p.is_file())
+        else {
+            continue;
+        };
+        copy_file(&source, &dest_root.join(&relative), 0o644)?;
+        copied += 1;
+    }
+    Ok(if copied == 0 {
+        Vec::new()
+    } else {
+        vec![(
+            "TERMINFO_DIRS".to_string(),
+            format!("{MOUNT_POINT}/share/terminfo:"),
+        )]
+    })
+}
+
+/// The dlopened companions of `libc` that exist next to it on the host.
+pub fn libc_dlopened(libc: &Path) -> Vec<(String, PathBuf)> {
+    let Some(dir) = libc.parent() else {
+        return Vec::new();
+    };
+    LIBC_DLOPENED
+        .iter()
+        .map(|name| (name.to_string(), dir.join(name)))
+        .filter(|(_, path)| path.is_file())
+        .collect()
+}
+
+/// Copies glibc's gconv modules (next to `libc`) into `lib/gconv/`, for programs that call
+/// `iconv_open`. Without them only the charsets built into libc convert.
+///
+/// `GCONV_PATH` makes glibc ignore the host-built `gconv-modules.cache` and read the
+/// `gconv-modules` configuration from the image; the modules carry `RUNPATH=$ORIGIN`, so the
+/// helper libraries some of them need are found beside them.
+pub fn copy_gconv(libc: &Path, staging: &Path) -> Result<Vec<(String, String)>, HostError> {
+    let Some(source) = libc
+        .parent()
+        .map(|d| d.join("gconv"))
+        .filter(|d| d.is_dir())
+    else {
+        return Ok(Vec::new());
+    };
+    copy_tree(&source, &staging.join("lib/gconv"))?;
+    Ok(vec![(
+        "GCONV_PATH".to_string(),
+        format!("{MOUNT_POINT}/lib/gconv"),
+    )])
+}
+
+/// Whether the bundle speaks TLS: a curl or wget, or a TLS library in the closure.
+pub fn needs_ca_bundle<'a>(
+    programs: impl IntoIterator<Item = &'a str>,
+    mut libraries: impl Iterator<Item = &'a str>,
+) -> bool {
+    programs.into_iter().any(|p| p == "curl" || p == "wget")
+        || libraries.any(|l| TLS_LIBRARY_PREFIXES.iter().any(|t| l.starts_with(t)))
+}
+
+/// Copies the host's CA bundle to `etc/ssl/certs/ca-certificates.crt` and names it in the
+/// variables OpenSSL and curl read.
+pub fn copy_ca_bundle(staging: &Path) -> Result<Vec<(String, String)>, HostError> {
+    let Some(source) = CA_BUNDLES.iter().map(Path::new).find(|p| p.is_file()) else {
+        return Ok(Vec::new());
+    };
+    let relative = "etc/ssl/certs/ca-certificates.crt";
+    copy_file(source, &staging.join(relative), 0o644)?;
+    let in_image = format!("{MOUNT_POINT}/{relative}");
+    Ok(vec![
+        ("CURL_CA_BUNDLE".to_string(), in_image.clone()),
+        ("SSL_CERT_FILE".to_string(), in_image),
+    ])
+}
+
+/// Parts of a Python standard library no debugging session needs: tests, build
+/// configuration (a 25 MB static library on Debian), GUI and packaging tools, and bytecode
+/// caches compiled for the host's paths.
+const PYTHON_STDLIB_SKIPPED: &[&str] = &[
+    "__pycache__",
+    "dist-packages",
+    "distutils",
+    "ensurepip",
+    "idlelib",
+    "lib2to3",
+    "pydoc_data",
+    "site-packages",
+    "test",
+    "tkinter",
+    "turtledemo",
+    "unittest",
+];
+
+/// Copies the pure-Python standard library for each bundled `libpythonX.Y` to
+/// `lib/pythonX.Y/`, where an embedding program run from `/dev/crashcart/bin` finds it.
+///
+/// gdb links libpython and, when Python cannot initialise, quits before doing anything. gdb
+/// relocates Python's program name next to its own binary, so Python looks for its
+/// `lib/pythonX.Y/os.py` landmark under `/dev/crashcart` by itself: no `PYTHONHOME`, which
+/// would break the container's own Python. C extension modules (`lib-dynload`) are left out,
+/// so their closures (OpenSSL, sqlite, ...) are too: the directory is created empty because
+/// it is Python's landmark for `exec_prefix`. Imports of those modules fail in the session.
+pub fn copy_python_stdlib<'a>(
+    libraries: impl Iterator<Item = &'a str>,
+    staging: &Path,
+) -> Result<(), HostError> {
+    for library in libraries {
+        let Some(version) = library
+            .strip_prefix("libpython")
+            .and_then(|rest| rest.split_once(".so"))
+            .map(|(version, _)| version.trim_end_matches(['m', 'd']))
+        else {
+            continue;
+        };
+        let subdir = format!("python{version}");
+        let Some(source) = ["/usr/lib", "/usr/lib64", "/usr/local/lib"]
+            .iter()
+            .map(|dir| Path::new(dir).join(&subdir))
+            .find(|dir| dir.join("os.py").is_file())
+        else {
+            continue;
+        };
+        let dest = staging.join("lib").join(&subdir);
+        copy_tree_filtered(&source, &dest, &|name| {
+            !PYTHON_STDLIB_SKIPPED.contains(&name)
+                && name != "lib-dynload"
+                && !name.starts_with("config-")
+        })?;
+        let dynload = dest.join("lib-dynload");
+        std::fs::create_dir_all(&dynload).map_err(|source| HostError::Write {
+            path: dynload,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Copies gdb's data directory (its Python package, syscall names for `catch syscall`) to
+/// `share/gdb/`: gdb relocates its configured `PREFIX/share/gdb` relative to its binary.
+pub fn copy_gdb_data(gdb: &Path, staging: &Path) -> Result<(), HostError> {
+    let Some(source) = gdb
+        .parent()
+        .and_then(Path::parent)
+        .map(|prefix| prefix.join("share/gdb"))
+        .filter(|dir| dir.is_dir())
+    else {
+        return Ok(());
+    };
+    copy_tree(&source, &staging.join("share/gdb"))
+}
+
+/// Copies regular files and directories under `from` to `to`, in name order; symlinks are
+/// followed (dangling ones skipped).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), HostError> {
+    copy_tree_filtered(from, to, &|_| true)
+}
+
+/// [`copy_tree`], skipping entries (at any depth) whose name `keep` rejects.
+fn copy_tree_filtered(
+    from: &Path,
+    to: &Path,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<(), HostError> {
+    let read_err = |source| HostError::Read {
+        path: from.to_path_buf(),
+        source,
+    };
+    let mut entries = std::fs::read_dir(from)
+        .and_then(|d| d.collect::<Result<Vec<_>, _>>())
+        .map_err(read_err)?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        if !keep(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            copy_tree_filtered(&path, &to.join(entry.file_name()), keep)?;
+        } else if path.is_file() {
+            copy_file(&path, &to.join(entry.file_name()), 0o644)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_is_detected_from_programs_or_libraries() {
+        assert!(needs_ca_bundle(["curl"], std::iter::empty()));
+        assert!(needs_ca_bundle(["gdb"], ["libgnutls.so.30"].into_iter()));
+        assert!(needs_ca_bundle(["x"], ["libssl.so.3"].into_iter()));
+        assert!(!needs_ca_bundle(["bash"], ["libtinfo.so.6"].into_iter()));
+    }
+}

@@ -1,0 +1,291 @@
+//! Planning a bundle (which host files go where) and writing it into the staging tree.
+//!
+//! Planning reads only; nothing is written until every program, interpreter and library has
+//! been found, so bad input fails before the staging tree is touched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::elf_deps::{Closure, ElfObject, LibraryResolver, Machine};
+use super::locate::{classify, find_program, Executable};
+use super::relocate::{rewrite_all, Rewrite};
+use super::{runtime_data, HostError, MOUNT_POINT};
+
+/// How many scripts may name scripts as their interpreter; the kernel's binfmt recursion
+/// limit (`BINPRM_MAX_RECURSION`) is 4.
+const MAX_INTERPRETER_DEPTH: usize = 4;
+
+/// One program to place under `bin/`.
+pub struct PlannedProgram {
+    /// Its name under `bin/`.
+    pub name: String,
+    /// The path the user's argument resolved to.
+    pub found_path: PathBuf,
+    /// The file itself (canonical).
+    pub host_path: PathBuf,
+    kind: ProgramKind,
+}
+
+enum ProgramKind {
+    Elf(ElfObject),
+    /// A script: its new `#!` line, then the original from `body_offset` on.
+    Script {
+        shebang: String,
+        body_offset: usize,
+    },
+}
+
+/// Everything a bundle will contain, found on the host but not yet copied.
+pub struct Plan {
+    /// Programs in the order given (script interpreters before their scripts).
+    pub programs: Vec<PlannedProgram>,
+    closure: Closure,
+    /// Names in `lib/` that are loaders (`PT_INTERP` targets), which are never rewritten.
+    loaders: BTreeSet<String>,
+}
+
+/// Finds every program, interpreter and library for `programs`.
+pub fn plan(programs: &[OsString]) -> Result<Plan, HostError> {
+    let mut planner = Planner {
+        resolver: LibraryResolver::for_host(Machine::host()),
+        plan: Plan {
+            programs: Vec::new(),
+            closure: Closure::default(),
+            loaders: BTreeSet::new(),
+        },
+    };
+    for program in programs {
+        let found = find_program(program)?;
+        planner.add_program(&found, 0)?;
+    }
+    if let Some(libc) = planner.plan.closure.libraries.get("libc.so.6") {
+        for (name, path) in runtime_data::libc_dlopened(&libc.path.clone()) {
+            planner
+                .plan
+                .closure
+                .add_dlopened(&planner.resolver, &name, &path)?;
+        }
+    }
+    Ok(planner.plan)
+}
+
+struct Planner {
+    resolver: LibraryResolver,
+    plan: Plan,
+}
+
+impl Planner {
+    /// Adds the program at `found`, returning its name under `bin/`.
+    fn add_program(&mut self, found: &Path, depth: usize) -> Result<String, HostError> {
+        let name = found
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| HostError::ProgramNotFound(found.as_os_str().to_os_string()))?;
+        let host_path = std::fs::canonicalize(found).map_err(|source| HostError::Read {
+            path: found.to_path_buf(),
+            source,
+        })?;
+        if let Some(existing) = self.plan.programs.iter().find(|p| p.name == name) {
+            return if existing.host_path == host_path {
+                Ok(name)
+            } else {
+                Err(HostError::NameClash {
+                    name,
+                    first: existing.found_path.clone(),
+                    second: found.to_path_buf(),
+                })
+            };
+        }
+        let kind = match classify(&host_path)? {
+            Executable::Elf => ProgramKind::Elf(self.add_elf_program(&host_path, found)?),
+            Executable::Script(shebang) => {
+                if depth >= MAX_INTERPRETER_DEPTH {
+                    return Err(HostError::InterpreterTooDeep(found.to_path_buf()));
+                }
+                let (interpreter, argument) =
+                    resolve_interpreter(found, &shebang.interpreter, shebang.argument)?;
+                let interpreter_name = self.add_program(&interpreter, depth + 1)?;
+                let argument = argument.map(|a| format!(" {a}")).unwrap_or_default();
+                ProgramKind::Script {
+                    shebang: format!("#!{MOUNT_POINT}/bin/{interpreter_name}{argument}\n"),
+                    body_offset: shebang.body_offset,
+                }
+            }
+        };
+        self.plan.programs.push(PlannedProgram {
+            name: name.clone(),
+            found_path: found.to_path_buf(),
+            host_path,
+            kind,
+        });
+        Ok(name)
+    }
+
+    /// Reads an ELF program and adds its loader and library closure.
+    fn add_elf_program(&mut self, host_path: &Path, found: &Path) -> Result<ElfObject, HostError> {
+        let object = ElfObject::read(host_path, self.resolver.machine())?;
+        if let Some(interp) = &object.interpreter {
+            let loader_name = Path::new(interp)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| interp.clone());
+            if !self.plan.closure.libraries.contains_key(&loader_name) {
+                let missing = || HostError::MissingLibrary {
+                    library: interp.clone(),
+                    needed_by: host_path.to_path_buf(),
+                    program: found.to_path_buf(),
+                };
+                if !Path::new(interp).is_file() {
+                    return Err(missing());
+                }
+                let loader = ElfObject::read(Path::new(interp), self.resolver.machine())?;
+                self.plan
+                    .closure
+                    .libraries
+                    .insert(loader_name.clone(), loader);
+            }
+            self.plan.loaders.insert(loader_name);
+        }
+        self.plan.closure.add(&self.resolver, &object, found)?;
+        Ok(object)
+    }
+}
+
+/// The program a `#!` line runs and the argument to keep. `#!/usr/bin/env NAME` is resolved
+/// to NAME on `PATH` now, since the container's `PATH` would find the container's NAME.
+fn resolve_interpreter(
+    script: &Path,
+    interpreter: &str,
+    argument: Option<String>,
+) -> Result<(PathBuf, Option<String>), HostError> {
+    let not_found = |what: &str| HostError::InterpreterNotFound {
+        script: script.to_path_buf(),
+        interpreter: what.to_string(),
+    };
+    let via_env = Path::new(interpreter).file_name() == Some("env".as_ref());
+    match argument {
+        Some(name) if via_env && !name.starts_with('-') && !name.contains([' ', '\t']) => {
+            let found = find_program(name.as_ref()).map_err(|_| not_found(&name))?;
+            Ok((found, None))
+        }
+        argument => {
+            let path = PathBuf::from(interpreter);
+            if path.is_absolute() && path.is_file() {
+                Ok((path, argument))
+            } else {
+                Err(not_found(interpreter))
+            }
+        }
+    }
+}
+
+/// Copies `plan` into `staging` and rewrites it; returns the session environment.
+pub fn write(plan: &Plan, staging: &Path) -> Result<Vec<(String, String)>, HostError> {
+    let bin = staging.join("bin");
+    let lib = staging.join("lib");
+    let lib_in_image = format!("{MOUNT_POINT}/lib");
+    let mut programs_by_loader: BTreeMap<Option<String>, Vec<PathBuf>> = BTreeMap::new();
+    let mut uses_iconv = false;
+    for program in &plan.programs {
+        let dest = bin.join(&program.name);
+        match &program.kind {
+            ProgramKind::Elf(object) => {
+                copy_file(&program.host_path, &dest, 0o755)?;
+                uses_iconv |= object.uses_iconv;
+                if object.is_dynamic() {
+                    let loader = object.interpreter.as_ref().map(|interp| {
+                        let name = Path::new(interp).file_name().unwrap_or_default();
+                        format!("{lib_in_image}/{}", name.to_string_lossy())
+                    });
+                    programs_by_loader.entry(loader).or_default().push(dest);
+                }
+            }
+            ProgramKind::Script {
+                shebang,
+                body_offset,
+            } => {
+                let original =
+                    std::fs::read(&program.host_path).map_err(|source| HostError::Read {
+                        path: program.host_path.clone(),
+                        source,
+                    })?;
+                let mut content = shebang.as_bytes().to_vec();
+                content.extend_from_slice(original.get(*body_offset..).unwrap_or_default());
+                write_file(&dest, &content, 0o755)?;
+            }
+        }
+    }
+    let mut libraries = Vec::new();
+    for (name, object) in &plan.closure.libraries {
+        let dest = lib.join(name);
+        copy_file(&object.path, &dest, 0o755)?;
+        uses_iconv |= object.uses_iconv;
+        if !plan.loaders.contains(name) && object.is_dynamic() {
+            libraries.push(dest);
+        }
+    }
+    let mut batches: Vec<Rewrite> = programs_by_loader
+        .into_iter()
+        .map(|(interpreter, files)| Rewrite {
+            interpreter,
+            rpath: lib_in_image.clone(),
+            files,
+        })
+        .collect();
+    batches.push(Rewrite {
+        interpreter: None,
+        rpath: lib_in_image.clone(),
+        files: libraries,
+    });
+    rewrite_all(&batches)?;
+
+    let mut env = runtime_data::copy_terminfo(staging)?;
+    if let Some(libc) = plan.closure.libraries.get("libc.so.6") {
+        if uses_iconv {
+            env.extend(runtime_data::copy_gconv(&libc.path, staging)?);
+        }
+    }
+    runtime_data::copy_python_stdlib(plan.closure.libraries.keys().map(String::as_str), staging)?;
+    if let Some(gdb) = plan.programs.iter().find(|p| p.name == "gdb") {
+        runtime_data::copy_gdb_data(&gdb.host_path, staging)?;
+    }
+    if runtime_data::needs_ca_bundle(
+        plan.programs.iter().map(|p| p.name.as_str()),
+        plan.closure.libraries.keys().map(String::as_str),
+    ) {
+        env.extend(runtime_data::copy_ca_bundle(staging)?);
+    }
+    env.sort();
+    Ok(env)
+}
+
+/// Copies a host file into the staging tree with a fixed mode (the host's may be read-only,
+/// which patchelf could not rewrite, and fixed modes keep images reproducible).
+pub fn copy_file(from: &Path, to: &Path, mode: u32) -> Result<(), HostError> {
+    let write_err = |source| HostError::Write {
+        path: to.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(write_err)?;
+    }
+    std::fs::copy(from, to).map_err(|source| HostError::Read {
+        path: from.to_path_buf(),
+        source,
+    })?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).map_err(write_err)
+}
+
+fn write_file(to: &Path, content: &[u8], mode: u32) -> Result<(), HostError> {
+    let write_err = |source| HostError::Write {
+        path: to.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(write_err)?;
+    }
+    std::fs::write(to, content).map_err(write_err)?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).map_err(write_err)
+}
