@@ -8,6 +8,7 @@
 //! | --- | --- | --- |
 //! | Docker | `/docker/<id>` | `/system.slice/docker-<id>.scope` |
 //! | containerd (CRI) | `/kubepods/.../pod<uid>/<id>` | `/kubepods.slice/.../cri-containerd-<id>.scope` |
+//! | containerd (`ctr run`) | `/<namespace>/<id>` | |
 //! | CRI-O | `/kubepods/.../crio-<id>` | `/kubepods.slice/.../crio-<id>.scope` |
 //! | Podman | `/libpod_parent/libpod-<id>` | `/machine.slice/libpod-<id>.scope` |
 //!
@@ -93,13 +94,18 @@ fn container_in_component(component: &str, ancestors: &[&str]) -> Option<CgroupC
     if !is_full_id(name) {
         return None;
     }
-    // A bare ID: Docker's cgroupfs layout (`/docker/<id>`, or `--cgroup-parent`), or a
-    // kubelet's cgroupfs layout, where the CRI runtime is containerd unless it says crio-.
-    let under_kubepods = ancestors.iter().any(|a| a.starts_with("kubepods"));
-    let runtime = if under_kubepods && ancestors.last() != Some(&"docker") {
-        kubernetes_containerd()
-    } else {
-        Runtime::Docker
+    // A bare ID: runc's default (`/<id>`), a kubelet's cgroupfs layout (the CRI runtime is containerd unless it says
+    // crio-), Docker's cgroupfs layout (`/docker/<id>`), or containerd's own default,
+    // `/<namespace>/<id>` (what `ctr run` makes).
+    let runtime = match ancestors {
+        // runc's own default, `/<id>`: no manager to name.
+        [] => Runtime::Pid,
+        [.., "docker"] => Runtime::Docker,
+        _ if ancestors.iter().any(|a| a.starts_with("kubepods")) => kubernetes_containerd(),
+        [namespace] => Runtime::Containerd {
+            namespace: namespace.to_string(),
+        },
+        _ => Runtime::Docker,
     };
     Some(CgroupContainer {
         id: name.to_string(),
@@ -238,6 +244,18 @@ mod tests {
         assert_eq!(container_of(&crio), found(ID, Runtime::CriO));
         let crio_cgroupfs = format!("3:cpu:/kubepods/burstable/pod1/crio-{ID}\n");
         assert_eq!(container_of(&crio_cgroupfs), found(ID, Runtime::CriO));
+    }
+
+    #[test]
+    fn containerd_default_layout() {
+        let text = format!("0::/default/{ID}\n");
+        let default = Runtime::Containerd {
+            namespace: "default".into(),
+        };
+        assert_eq!(container_of(&text), found(ID, default));
+        // Deeper custom parents are Docker's --cgroup-parent.
+        let custom = format!("0::/apps/web/{ID}\n");
+        assert_eq!(container_of(&custom), found(ID, Runtime::Docker));
     }
 
     #[test]

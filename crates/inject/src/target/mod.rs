@@ -259,8 +259,11 @@ impl Resolver {
                     start_time: e.start_time,
                 })
                 .collect();
+        // The cgroup path only guesses the runtime; a state file that knows the ID is
+        // authoritative, even when its runtime is not the one asked for.
+        let known_to_state_files = !candidates.is_empty();
         candidates.retain(|c| scope.admits(&c.runtime));
-        if candidates.is_empty() && is_hex {
+        if !known_to_state_files && is_hex {
             candidates = cgroup_scan::scan(&self.proc_root, wanted)
                 .map_err(|source| ResolveError::Proc {
                     path: self.proc_root.clone(),

@@ -269,6 +269,28 @@ fn cgroup_scan_when_no_state_file_knows() {
 }
 
 #[test]
+fn a_state_file_beats_the_cgroup_guess() {
+    let f = Fixture::new();
+    // `ctr run` in namespace "team": cgroup /team/<id> alone would not say which runtime.
+    f.process(100, 1, 'S', 5, &format!("0::/team/{ID_A}\n"));
+    f.file(
+        &format!("containerd/io.containerd.runtime.v2.task/team/{ID_A}/init.pid"),
+        "100",
+    );
+    let team = Runtime::Containerd {
+        namespace: "team".into(),
+    };
+    let r = f.resolver();
+    assert_eq!(r.resolve("abc").unwrap(), container(100, team, ID_A));
+    // Not a Docker container, so docker:// asks Docker (unreachable here) and finds nothing
+    // locally.
+    assert!(matches!(
+        r.resolve("docker://abc"),
+        Err(ResolveError::DockerUnreachable { .. })
+    ));
+}
+
+#[test]
 fn names_go_to_docker() {
     let f = Fixture::new();
     let r = f.resolver();
