@@ -27,45 +27,56 @@ pub struct Rewrite {
 }
 
 /// Runs patchelf over every batch, in parallel, and fails if any run fails.
+///
+/// `DF_1_NODEFLIB` is set in a pass of its own: patchelf 0.14 (Debian 12) silently drops
+/// `--no-default-lib` when the same run also rewrites the dynamic section for the rpath.
 pub fn rewrite_all(batches: &[Rewrite]) -> Result<(), HostError> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut running: Vec<(Child, String)> = Vec::new();
-    let mut first_error = None;
+    let mut flag_pass = Vec::new();
+    let mut path_pass = Vec::new();
     for batch in batches {
         let chunk = batch.files.len().div_ceil(cpus).max(1);
         for files in batch.files.chunks(chunk) {
-            let mut cmd = Command::new("patchelf");
+            let mut flag = Command::new("patchelf");
+            flag.arg("--no-default-lib").args(files);
+            flag_pass.push((flag, files));
+            let mut path = Command::new("patchelf");
             if let Some(interp) = &batch.interpreter {
-                cmd.arg("--set-interpreter").arg(interp);
+                path.arg("--set-interpreter").arg(interp);
             }
-            cmd.args([
-                "--set-rpath",
-                &batch.rpath,
-                "--force-rpath",
-                "--no-default-lib",
-            ])
-            .args(files)
-            .stdin(Stdio::null())
+            path.args(["--set-rpath", &batch.rpath, "--force-rpath"])
+                .args(files);
+            path_pass.push((path, files));
+        }
+    }
+    run_all(flag_pass)?;
+    run_all(path_pass)
+}
+
+/// Starts every command, waits for all of them (so none outlives a failure), and returns
+/// the first failure.
+fn run_all(commands: Vec<(Command, &[PathBuf])>) -> Result<(), HostError> {
+    let mut running: Vec<(Child, String)> = Vec::new();
+    let mut first_error = None;
+    for (mut cmd, files) in commands {
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-            let names = files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" ");
-            match cmd.spawn() {
-                Ok(child) => running.push((child, names)),
-                Err(e) => {
-                    first_error.get_or_insert(HostError::PatchelfMissing(e));
-                    break;
-                }
+        let names = files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        match cmd.spawn() {
+            Ok(child) => running.push((child, names)),
+            Err(e) => {
+                first_error = Some(HostError::PatchelfMissing(e));
+                break;
             }
         }
     }
-    // Wait for every child even after a failure, so none outlives the build.
     for (child, files) in running {
-        let result = child.wait_with_output();
-        let error = match result {
+        let error = match child.wait_with_output() {
             Ok(out) if out.status.success() => continue,
             Ok(out) => HostError::Patchelf {
                 files,
@@ -79,4 +90,49 @@ pub fn rewrite_all(batches: &[Rewrite]) -> Result<(), HostError> {
         first_error.get_or_insert(error);
     }
     first_error.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use goblin::elf::dynamic::{DF_1_NODEFLIB, DT_RPATH, DT_RUNPATH};
+    use goblin::elf::Elf;
+
+    #[test]
+    fn sets_interpreter_rpath_and_nodeflib() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("sh");
+        std::fs::copy("/bin/sh", &copy).unwrap();
+        rewrite_all(&[Rewrite {
+            interpreter: Some("/dev/crashcart/lib/ld.so".into()),
+            rpath: "/dev/crashcart/lib".into(),
+            files: vec![copy.clone()],
+        }])
+        .unwrap();
+        let bytes = std::fs::read(&copy).unwrap();
+        let elf = Elf::parse(&bytes).unwrap();
+        assert_eq!(elf.interpreter, Some("/dev/crashcart/lib/ld.so"));
+        assert_eq!(elf.rpaths, ["/dev/crashcart/lib"]);
+        let dynamic = elf.dynamic.as_ref().unwrap();
+        assert!(dynamic.dyns.iter().any(|d| d.d_tag == DT_RPATH));
+        assert!(!dynamic.dyns.iter().any(|d| d.d_tag == DT_RUNPATH));
+        assert_ne!(dynamic.info.flags_1 & DF_1_NODEFLIB, 0, "DF_1_NODEFLIB set");
+    }
+
+    #[test]
+    fn patchelf_failure_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let bogus = dir.path().join("not-elf");
+        std::fs::write(&bogus, b"plain text").unwrap();
+        let err = rewrite_all(&[Rewrite {
+            interpreter: None,
+            rpath: "/x".into(),
+            files: vec![bogus.clone()],
+        }])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains(&bogus.display().to_string()),
+            "{err}"
+        );
+    }
 }
