@@ -1,1 +1,16 @@
-fn main() {}
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match crashcart::cli::parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    crashcart::log::set_verbose(cli.verbose);
+    match crashcart::run(&cli) {
+        Ok(status) => ExitCode::from(status),
+        Err(e) => {
+            eprintln!("crashcart: {e}");
+            ExitCode::from(crashcart::cli::EXIT_CRASHCART)
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The target's cgroups (v1, every hierarchy, and v2): `cgroup.procs` of each is opened on the
+//! host before anything is entered, and the command's host PID is written to each, so the
+//! command is accounted (and limited, and frozen, and killed) with the container.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::process::{ProcessError, TargetProcess};
+use crate::step;
+
+/// Why the command could not join the target's cgroups.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// `/proc/PID/cgroup` cannot be read.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// `/proc/self/mountinfo` cannot be read.
+    #[error("cannot read /proc/self/mountinfo: {0}")]
+    Mountinfo(std::io::Error),
+    /// Opening a `cgroup.procs` failed.
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Writing the PID failed.
+    #[error("cannot move pid {pid} into {}: {source}", path.display())]
+    Join {
+        /// The process.
+        pid: i32,
+        /// The `cgroup.procs` file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// One cgroup hierarchy as `/proc/self/mountinfo` shows its mount.
+#[derive(Debug, PartialEq, Eq)]
+struct HierarchyMount {
+    /// Controllers (v1 super options, e.g. `cpu`, `name=systemd`); empty for cgroup2.
+    controllers: Vec<String>,
+    /// The cgroup mounted at the mount point (the `root` field).
+    root: String,
+    mount_point: PathBuf,
+}
+
+/// The opened `cgroup.procs` of each of the target's cgroups.
+#[derive(Debug)]
+pub struct CgroupProcs {
+    files: Vec<(PathBuf, File)>,
+}
+
+impl CgroupProcs {
+    /// Opens, for every hierarchy the target belongs to and the host has mounted, the target
+    /// cgroup's `cgroup.procs` for writing.
+    pub fn open(target: &TargetProcess) -> Result<CgroupProcs, CgroupError> {
+        let membership = String::from_utf8_lossy(&target.read("cgroup")?).into_owned();
+        let mountinfo =
+            std::fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::Mountinfo)?;
+        let mounts = parse_mountinfo(&mountinfo);
+        let mut files = Vec::new();
+        for path in procs_paths(&membership, &mounts) {
+            let file =
+                File::options()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|source| CgroupError::Open {
+                        path: path.clone(),
+                        source,
+                    })?;
+            files.push((path, file));
+        }
+        step!("cgroups to join: {}", files.len());
+        Ok(CgroupProcs { files })
+    }
+
+    /// Moves `pid` (in crashcart's PID namespace) into every one of the cgroups.
+    pub fn join(&self, pid: i32) -> Result<(), CgroupError> {
+        for (path, file) in &self.files {
+            let mut file = file;
+            file.write_all(pid.to_string().as_bytes())
+                .map_err(|source| CgroupError::Join {
+                    pid,
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// `cgroup.procs` paths for `/proc/PID/cgroup` content, given the cgroup mounts. Hierarchies
+/// not mounted here, or whose cgroup lies outside the mounted part, are skipped.
+fn procs_paths(membership: &str, mounts: &[HierarchyMount]) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    for line in membership.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_id), Some(controllers), Some(cgroup)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let wanted: Vec<&str> = controllers.split(',').filter(|c| !c.is_empty()).collect();
+        let mount = mounts.iter().find(|m| {
+            if wanted.is_empty() {
+                m.controllers.is_empty()
+            } else {
+                !m.controllers.is_empty()
+                    && wanted.iter().all(|w| m.controllers.iter().any(|c| c == w))
+            }
+        });
+        let Some(mount) = mount else {
+            step!("cgroup hierarchy {controllers:?} is not mounted here; skipped");
+            continue;
+        };
+        let relative = if mount.root == "/" {
+            Some(cgroup)
+        } else {
+            cgroup
+                .strip_prefix(mount.root.as_str())
+                .filter(|r| r.is_empty() || r.starts_with('/'))
+        };
+        let Some(relative) = relative else {
+            step!(
+                "cgroup {cgroup} is outside the mounted {}; skipped",
+                mount.root
+            );
+            continue;
+        };
+        let relative = relative.trim_start_matches('/');
+        if relative.split('/').any(|c| c == "..") {
+            continue;
+        }
+        paths.push(mount.mount_point.join(relative).join("cgroup.procs"));
+    }
+    paths
+}
+
+/// The cgroup and cgroup2 mounts in mountinfo content, first mount of each hierarchy first.
+fn parse_mountinfo(text: &str) -> Vec<HierarchyMount> {
+    let mut mounts = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let fs: Vec<&str> = right.split(' ').collect();
+        if fields.len() < 5 || fs.len() < 3 {
+            continue;
+        }
+        let controllers = match fs[0] {
+            "cgroup2" => Vec::new(),
+            "cgroup" => fs[2]
+                .split(',')
+                .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("release_agent"))
+                .map(str::to_string)
+                .collect(),
+            _ => continue,
+        };
+        mounts.push(HierarchyMount {
+            controllers,
+            root: unescape(fields[3]),
+            mount_point: PathBuf::from(unescape(fields[4])),
+        });
+    }
+    mounts
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if let Some(v) = field
+                .get(i + 1..i + 4)
+                .and_then(|s| u8::from_str_radix(s, 8).ok())
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+30 25 0:26 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+31 25 0:27 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+32 25 0:28 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+33 25 0:29 /sub /mnt/cg\\040v1 rw - cgroup cgroup rw,memory
+34 25 254:0 / / rw - ext4 /dev/vda rw";
+
+    #[test]
+    fn v1_and_v2_paths() {
+        let mounts = parse_mountinfo(MOUNTINFO);
+        assert_eq!(mounts.len(), 4);
+        assert_eq!(mounts[3].mount_point, PathBuf::from("/mnt/cg v1"));
+        let paths = procs_paths(
+            "9:name=systemd:/docker/abc\n1:cpu:/docker/abc\n4:memory:/sub/x\n5:pids:/y\n0::/docker/abc\n",
+            &mounts,
+        );
+        assert_eq!(
+            paths,
+            [
+                "/sys/fs/cgroup/systemd/docker/abc/cgroup.procs",
+                "/sys/fs/cgroup/cpu/docker/abc/cgroup.procs",
+                "/mnt/cg v1/x/cgroup.procs",
+                "/sys/fs/cgroup/unified/docker/abc/cgroup.procs",
+            ]
+            .map(PathBuf::from)
+        );
+    }
+
+    #[test]
+    fn cgroups_outside_the_mount_are_skipped() {
+        let mounts = parse_mountinfo(MOUNTINFO);
+        assert!(procs_paths("4:memory:/other\n4:memory:/subway\n", &mounts).is_empty());
+    }
+}

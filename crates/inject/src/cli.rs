@@ -1,0 +1,247 @@
+//! The command line, defined once with clap derive; `--help`, completions and the man page are
+//! all generated from it.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, ValueEnum};
+
+/// Exit status for crashcart's own errors (usage included), as `docker run` and `nsenter` use.
+pub const EXIT_CRASHCART: u8 = 125;
+
+const AFTER_HELP: &str = "\
+Examples:
+  crashcart web-1                      bash (or sh) from the image, inside container web-1
+  crashcart 3f2a ls -la /proc/1/fd     one command; everything after TARGET is the command
+  crashcart -m web-1                   leave the image mounted at /dev/crashcart in web-1, then
+  docker exec -it web-1 /dev/crashcart/bin/tcpdump -i eth0
+  crashcart -u web-1                   remove that mount
+
+The image is, in order: -i PATH, $CRASHCART_IMAGE, ./crashcart.img,
+<prefix>/share/crashcart/crashcart.img beside the installed binary.
+
+Exit status: the command's; 128+N when it dies of signal N; 125 crashcart's own errors;
+126 the command cannot run; 127 the command was not found.";
+
+/// Run a command from a read-only tool image inside a running container.
+///
+/// crashcart attaches the tool image read-only, makes it visible at /dev/crashcart for the
+/// command only (unless -m), and runs the command in all of the target's namespaces, its
+/// cgroups, root, working directory and environment, with the image's bin and sbin first on
+/// PATH. When the command ends, nothing of the session remains in the container or on the host.
+#[derive(Debug, Parser)]
+#[command(
+    name = "crashcart",
+    version,
+    after_help = AFTER_HELP,
+    override_usage = "crashcart [OPTIONS] TARGET [--] [COMMAND [ARG...]]"
+)]
+pub struct Cli {
+    /// The tool image (ext2/3/4) to sideload.
+    #[arg(short, long, value_name = "PATH")]
+    pub image: Option<PathBuf>,
+
+    /// Mount the image at /dev/crashcart in the container's own mount namespace and leave it
+    /// there (for `docker exec` and `nsenter`); no command is run.
+    #[arg(short, long)]
+    pub mount: bool,
+
+    /// Remove a mount made with -m, its directory and its store alias.
+    #[arg(short, long)]
+    pub unmount: bool,
+
+    /// Mount as -m does, then run the command with `docker exec -it` (Docker targets only).
+    #[arg(short, long)]
+    pub exec: bool,
+
+    /// Run the command as UID[:GID] of the container (default 0:0).
+    #[arg(long, value_name = "UID[:GID]", value_parser = parse_user)]
+    pub user: Option<(u32, u32)>,
+
+    /// Log each step (resolution, loop device, mount, namespaces) on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+
+    /// Print shell completions or the man page on stdout.
+    #[arg(long, value_name = "WHAT", hide = true, exclusive = true)]
+    pub generate: Option<Generate>,
+
+    /// TARGET (PID, container ID or unique prefix, name, or docker://ID, containerd://ID,
+    /// cri-o://ID, podman://ID), then the COMMAND and its arguments (default: the image's bash,
+    /// else its sh). Everything after TARGET belongs to the command, flags included.
+    #[arg(
+        value_name = "TARGET [COMMAND [ARG...]]",
+        required_unless_present = "generate",
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    target_and_command: Vec<OsString>,
+}
+
+/// What `--generate` prints.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Generate {
+    /// bash completion script.
+    CompletionsBash,
+    /// zsh completion script.
+    CompletionsZsh,
+    /// fish completion script.
+    CompletionsFish,
+    /// roff man page (crashcart.1).
+    Man,
+}
+
+impl Cli {
+    /// What the user named as the target.
+    pub fn target(&self) -> Option<&str> {
+        self.target_and_command.first().and_then(|t| t.to_str())
+    }
+
+    /// The command and its arguments (empty: the default shell).
+    pub fn command_args(&self) -> &[OsString] {
+        match self.target_and_command.split_first() {
+            Some((_, command)) if command.first().is_some_and(|c| c == "--") => &command[1..],
+            Some((_, command)) => command,
+            None => &[],
+        }
+    }
+}
+
+fn parse_user(s: &str) -> Result<(u32, u32), String> {
+    let (uid, gid) = match s.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (s, None),
+    };
+    let uid: u32 = uid
+        .parse()
+        .map_err(|_| format!("{uid:?} is not a numeric UID"))?;
+    let gid: u32 = match gid {
+        Some(g) => g
+            .parse()
+            .map_err(|_| format!("{g:?} is not a numeric GID"))?,
+        None => 0,
+    };
+    Ok((uid, gid))
+}
+
+/// Parses `std::env::args`. On `--help`/`--version`/`--generate` prints and returns the exit
+/// code; on a usage error prints one line and returns 125.
+pub fn parse() -> Result<Cli, ExitCode> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return Err(ExitCode::SUCCESS);
+        }
+        Err(e) => {
+            // clap's message spans lines (what, then the usage); keep it to one.
+            let text = e.to_string();
+            let what: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("tip:")
+                        && !l.starts_with("For more information")
+                })
+                .collect();
+            let what = what.join(" ");
+            let what = what.strip_prefix("error: ").unwrap_or(&what);
+            eprintln!("crashcart: {what} (see crashcart --help)");
+            return Err(ExitCode::from(EXIT_CRASHCART));
+        }
+    };
+    if let Some(what) = cli.generate {
+        return Err(generate(what));
+    }
+    let usage = if let Some(flag) = cli.target().filter(|t| t.starts_with('-')) {
+        // The trailing TARGET/COMMAND list accepts leading hyphens; no target starts with one.
+        eprintln!("crashcart: unexpected argument '{flag}' (see crashcart --help)");
+        return Err(ExitCode::from(EXIT_CRASHCART));
+    } else if cli.mount && cli.unmount {
+        Some("-m/--mount and -u/--unmount cannot be used together")
+    } else if cli.exec && cli.unmount {
+        Some("-e/--exec and -u/--unmount cannot be used together")
+    } else if (cli.mount || cli.unmount) && !cli.exec && !cli.command_args().is_empty() {
+        Some("-m and -u take no COMMAND (use -e to mount and run one with docker exec)")
+    } else {
+        None
+    };
+    if let Some(msg) = usage {
+        eprintln!("crashcart: {msg}");
+        return Err(ExitCode::from(EXIT_CRASHCART));
+    }
+    Ok(cli)
+}
+
+fn generate(what: Generate) -> ExitCode {
+    let mut cmd = <Cli as CommandFactory>::command();
+    let mut out = std::io::stdout().lock();
+    let result = match what {
+        Generate::CompletionsBash => {
+            clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "crashcart", &mut out);
+            Ok(())
+        }
+        Generate::CompletionsZsh => {
+            clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "crashcart", &mut out);
+            Ok(())
+        }
+        Generate::CompletionsFish => {
+            clap_complete::generate(clap_complete::Shell::Fish, &mut cmd, "crashcart", &mut out);
+            Ok(())
+        }
+        Generate::Man => clap_mangen::Man::new(cmd).render(&mut out),
+    };
+    match result.and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `crashcart --generate man | head` is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crashcart: cannot write to stdout: {e}");
+            ExitCode::from(EXIT_CRASHCART)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("crashcart").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_after_target_belong_to_the_command() {
+        let cli = parse(&["web-1", "ls", "-la"]);
+        assert_eq!(cli.target(), Some("web-1"));
+        assert_eq!(cli.command_args(), ["ls", "-la"]);
+        let cli = parse(&["-v", "web-1", "-v", "--help"]);
+        assert!(cli.verbose);
+        assert_eq!(cli.command_args(), ["-v", "--help"]);
+        let cli = parse(&["web-1", "--", "ls", "-l"]);
+        assert_eq!(cli.command_args(), ["ls", "-l"]);
+        let cli = parse(&["-i", "x.img", "--", "web-1", "-m"]);
+        assert_eq!(cli.target(), Some("web-1"));
+        assert_eq!(cli.command_args(), ["-m"]);
+        assert!(!cli.mount);
+        assert!(parse(&["web-1"]).command_args().is_empty());
+    }
+
+    #[test]
+    fn user_forms() {
+        assert_eq!(parse_user("1000"), Ok((1000, 0)));
+        assert_eq!(parse_user("1000:100"), Ok((1000, 100)));
+        assert!(parse_user("bob").is_err());
+        assert!(parse_user("1:x").is_err());
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        <Cli as CommandFactory>::command().debug_assert();
+    }
+}

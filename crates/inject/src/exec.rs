@@ -1,0 +1,247 @@
+//! The command's process between fork and exec (async-signal-safe only: everything it needs is
+//! built before the fork), and how its failure is reported to its parent.
+//!
+//! The parent learns why the command did not start through a close-on-exec pipe: if `execve`
+//! succeeds the pipe just closes; otherwise the child writes which step failed and the errno.
+
+use std::ffi::{CString, OsString};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use rustix::io::Errno;
+use rustix::process::{set_parent_process_death_signal, Signal};
+use rustix::thread::{
+    move_into_link_name_space, set_thread_gid, set_thread_groups, set_thread_uid, Gid,
+    LinkNameSpaceType, Uid,
+};
+
+use crate::environment::Environment;
+use crate::sys::{self, CStringArray};
+
+/// Exit status when the command exists but cannot be run.
+pub const EXIT_CANNOT_RUN: u8 = 126;
+/// Exit status when the command is not found.
+pub const EXIT_NOT_FOUND: u8 = 127;
+
+/// Signals whose disposition crashcart (or the Rust runtime: SIGPIPE) changes, restored to the
+/// default before exec.
+pub const CHANGED_SIGNALS: [i32; 2] = [libc::SIGPIPE, libc::SIGTTOU];
+
+/// Why the command's process did not reach the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Stage {
+    /// `execve` of every candidate failed.
+    Exec = 0,
+    /// `setns` into the user namespace.
+    UserNamespace = 1,
+    /// `setgroups`.
+    Groups = 2,
+    /// `setgid`.
+    Gid = 3,
+    /// `setuid`.
+    Uid = 4,
+}
+
+impl Stage {
+    fn from_u32(v: u32) -> Stage {
+        match v {
+            1 => Stage::UserNamespace,
+            2 => Stage::Groups,
+            3 => Stage::Gid,
+            4 => Stage::Uid,
+            _ => Stage::Exec,
+        }
+    }
+}
+
+/// Why a command could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// An argument holds a NUL byte.
+    #[error("the command has an argument with a NUL byte: {0:?}")]
+    Nul(OsString),
+}
+
+/// Everything the command's process needs, built before the fork.
+pub struct Command {
+    /// The program as the user typed it (for messages).
+    pub program: String,
+    argv: CStringArray,
+    envp: CStringArray,
+    /// Paths to try in order (one if the program has a `/`, else each `PATH` directory).
+    candidates: Vec<CString>,
+    uid: u32,
+    gid: u32,
+}
+
+impl Command {
+    /// Prepares `args` (program first) to run with `env` as `uid:gid`.
+    pub fn new(
+        args: &[OsString],
+        env: &Environment,
+        (uid, gid): (u32, u32),
+    ) -> Result<Command, CommandError> {
+        let argv = args
+            .iter()
+            .map(|a| CString::new(a.as_bytes()).map_err(|_| CommandError::Nul(a.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let program = args[0].as_bytes();
+        let candidates = if program.contains(&b'/') {
+            vec![argv[0].clone()]
+        } else {
+            let path = env.get(b"PATH").unwrap_or_default();
+            path.split(|&b| b == b':')
+                .map(|dir| {
+                    let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
+                    CString::new([dir, b"/", program].concat())
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| CommandError::Nul(args[0].clone()))?
+        };
+        let envp = env
+            .entries()
+            .into_iter()
+            .filter_map(|e| CString::new(e).ok())
+            .collect();
+        Ok(Command {
+            program: args[0].to_string_lossy().into_owned(),
+            argv: CStringArray::new(argv),
+            envp: CStringArray::new(envp),
+            candidates,
+            uid,
+            gid,
+        })
+    }
+}
+
+/// The descriptors the command's process keeps until exec; every other one is closed first.
+pub struct ChildFds<'a> {
+    /// Read end: one byte means "go", EOF means the parent is gone.
+    pub go: BorrowedFd<'a>,
+    /// Write end (close-on-exec) of the failure report.
+    pub report: BorrowedFd<'a>,
+    /// The target's user namespace, when it differs.
+    pub user_ns: Option<BorrowedFd<'a>>,
+}
+
+/// The command's process: drops every other descriptor, enters the user namespace, waits for
+/// its parent to have placed it in the target's cgroups, takes the user's identity and execs.
+/// Never returns.
+pub fn run_command(cmd: &Command, fds: ChildFds<'_>) -> ! {
+    // Die with the helper (crashcart's SIGKILL reaches us through it).
+    let _ = set_parent_process_death_signal(Some(Signal::KILL));
+    close_all_except(&[
+        fds.go.as_raw_fd(),
+        fds.report.as_raw_fd(),
+        fds.user_ns.map_or(-1, |f| f.as_raw_fd()),
+    ]);
+    let in_user_ns = fds.user_ns.is_some();
+    if let Some(user_ns) = fds.user_ns {
+        if let Err(e) = move_into_link_name_space(user_ns, Some(LinkNameSpaceType::User)) {
+            fail(fds.report, Stage::UserNamespace, e.raw_os_error(), 125);
+        }
+        sys::close_range(user_ns.as_raw_fd() as u32, user_ns.as_raw_fd() as u32);
+    }
+    let mut byte = [0u8; 1];
+    match rustix::io::read(fds.go, &mut byte) {
+        Ok(1) => {}
+        _ => sys::exit_now(125),
+    }
+    sys::close_range(fds.go.as_raw_fd() as u32, fds.go.as_raw_fd() as u32);
+    // setgroups is denied in user namespaces whose setgroups file says "deny"; the
+    // supplementary groups there are whatever the namespace allows.
+    match set_thread_groups(&[]) {
+        Ok(()) => {}
+        Err(Errno::PERM) if in_user_ns => {}
+        Err(e) => fail(fds.report, Stage::Groups, e.raw_os_error(), 125),
+    }
+    if let Err(e) = set_thread_gid(Gid::from_raw(cmd.gid)) {
+        fail(fds.report, Stage::Gid, e.raw_os_error(), 125);
+    }
+    if let Err(e) = set_thread_uid(Uid::from_raw(cmd.uid)) {
+        fail(fds.report, Stage::Uid, e.raw_os_error(), 125);
+    }
+    // Changing credentials clears the parent-death signal; set it again.
+    let _ = set_parent_process_death_signal(Some(Signal::KILL));
+    sys::reset_signals_for_exec(&CHANGED_SIGNALS);
+
+    let mut saw_eacces = false;
+    let mut last = libc::ENOENT;
+    for path in &cmd.candidates {
+        let err = sys::execve(path, &cmd.argv, &cmd.envp)
+            .raw_os_error()
+            .unwrap_or(libc::ENOENT);
+        match err {
+            libc::ENOENT | libc::ENOTDIR => {}
+            libc::EACCES => saw_eacces = true,
+            other => {
+                last = other;
+                break;
+            }
+        }
+    }
+    let errno = if saw_eacces && last == libc::ENOENT {
+        libc::EACCES
+    } else {
+        last
+    };
+    let code = if errno == libc::ENOENT {
+        EXIT_NOT_FOUND
+    } else {
+        EXIT_CANNOT_RUN
+    };
+    fail(fds.report, Stage::Exec, errno, code)
+}
+
+/// Writes the failure report and exits with `code`.
+fn fail(report: BorrowedFd<'_>, stage: Stage, errno: i32, code: u8) -> ! {
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(&(stage as u32).to_le_bytes());
+    msg[4..].copy_from_slice(&errno.to_le_bytes());
+    let _ = rustix::io::write(report, &msg);
+    sys::exit_now(code.into())
+}
+
+/// Closes every descriptor above 2 except those in `keep` (-1 entries ignored), without
+/// allocating.
+fn close_all_except(keep: &[i32; 3]) {
+    let mut sorted = *keep;
+    sorted.sort_unstable();
+    let mut next: u32 = 3;
+    for &fd in &sorted {
+        if fd < next as i32 {
+            continue;
+        }
+        sys::close_range(next, fd as u32 - 1);
+        next = fd as u32 + 1;
+    }
+    sys::close_range(next, u32::MAX);
+}
+
+/// Reads the failure report of the command's process: `None` when it exec'd (EOF).
+pub fn read_report(report: BorrowedFd<'_>) -> Option<(Stage, i32)> {
+    let mut msg = [0u8; 8];
+    let mut got = 0;
+    while got < msg.len() {
+        match rustix::io::read(report, &mut msg[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::INTR) => continue,
+            Err(_) => break,
+        }
+    }
+    if got < msg.len() {
+        return None;
+    }
+    let stage = u32::from_le_bytes(msg[..4].try_into().expect("4 bytes"));
+    let errno = i32::from_le_bytes(msg[4..].try_into().expect("4 bytes"));
+    Some((Stage::from_u32(stage), errno))
+}
+
+/// Converts an argument vector of `String`s (from the default command) to `OsString`s.
+pub fn os_args(args: &[&str]) -> Vec<OsString> {
+    args.iter()
+        .map(|a| OsString::from_vec(a.as_bytes().to_vec()))
+        .collect()
+}

@@ -1,0 +1,228 @@
+//! The tool image: which file to use, whether it is an ext2/3/4 filesystem, and what its
+//! manifest asks for (see "The image contract" in ARCHITECTURE.md).
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+
+/// Byte offset of `s_magic` in an ext2/3/4 image (superblock at 1024, magic at +56).
+const EXT_MAGIC_OFFSET: u64 = 1024 + 56;
+/// `EXT2_SUPER_MAGIC`, little-endian on disk.
+const EXT_MAGIC: u16 = 0xEF53;
+/// Where the manifest lives inside the image.
+const MANIFEST_PATH: &str = ".crashcart/manifest.json";
+/// Refuse manifests larger than this: the image may come from anywhere.
+const MANIFEST_MAX_BYTES: u64 = 16 << 20;
+
+/// Why the image cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// No `-i`, no `$CRASHCART_IMAGE`, and none of the default places has one.
+    #[error("no image: pass -i PATH or set CRASHCART_IMAGE (looked for {})", .0.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    NotFound(Vec<PathBuf>),
+    /// The image cannot be opened.
+    #[error("cannot open image {}: {source}", path.display())]
+    Open {
+        /// The image path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The path is not a regular file.
+    #[error("image {} is not a regular file", .0.display())]
+    NotAFile(PathBuf),
+    /// No ext2/3/4 superblock.
+    #[error("image {} is not an ext2/3/4 filesystem (no superblock magic at byte 1080)", .0.display())]
+    NotExt(PathBuf),
+    /// The manifest exists but cannot be used.
+    #[error("image {} has a bad manifest ({MANIFEST_PATH}): {why}", path.display())]
+    BadManifest {
+        /// The image path.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+}
+
+/// An opened, checked image file.
+#[derive(Debug)]
+pub struct Image {
+    /// Where it was found.
+    pub path: PathBuf,
+    /// Opened read-only, close-on-exec.
+    pub file: File,
+}
+
+/// Picks the image: `-i`, then `$CRASHCART_IMAGE`, then `./crashcart.img`, then
+/// `<exe dir>/../share/crashcart/crashcart.img`.
+pub fn choose(explicit: Option<&Path>) -> Result<PathBuf, ImageError> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("CRASHCART_IMAGE").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let mut looked = vec![PathBuf::from("./crashcart.img")];
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            looked.push(dir.join("../share/crashcart/crashcart.img"));
+        }
+    }
+    looked
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .ok_or(ImageError::NotFound(looked))
+}
+
+impl Image {
+    /// Opens `path` read-only and checks for an ext2/3/4 superblock.
+    pub fn open(path: &Path) -> Result<Image, ImageError> {
+        let open_err = |source| ImageError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(open_err)?;
+        let meta = file.metadata().map_err(open_err)?;
+        if !meta.is_file() {
+            return Err(ImageError::NotAFile(path.to_path_buf()));
+        }
+        let mut magic = [0u8; 2];
+        match file.read_exact_at(&mut magic, EXT_MAGIC_OFFSET) {
+            Ok(()) if u16::from_le_bytes(magic) == EXT_MAGIC => {}
+            Ok(()) => return Err(ImageError::NotExt(path.to_path_buf())),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(ImageError::NotExt(path.to_path_buf()))
+            }
+            Err(e) => return Err(open_err(e)),
+        }
+        Ok(Image {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+}
+
+/// What crashcart reads from `.crashcart/manifest.json` (everything else is for auditors).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// Name of the `/dev` entry to point at `/dev/crashcart/store` (e.g. `.cart`), checked to be
+    /// one plain component.
+    pub store_alias: Option<String>,
+    /// Variables to set for the command, in manifest order.
+    pub env: Vec<(String, String)>,
+}
+
+impl Manifest {
+    /// Reads the manifest from the root of a mounted image; an image without one (made by
+    /// `mke2fs -d`) has the empty manifest.
+    pub fn read(image_root: BorrowedFd<'_>, image_path: &Path) -> Result<Manifest, ImageError> {
+        let bad = |why: String| ImageError::BadManifest {
+            path: image_path.to_path_buf(),
+            why,
+        };
+        // RESOLVE_IN_ROOT: symlinks in the image cannot lead out of it.
+        let fd = match openat2(
+            image_root,
+            MANIFEST_PATH,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Ok(Manifest::default()),
+            Err(e) => return Err(bad(e.to_string())),
+        };
+        let mut text = String::new();
+        File::from(fd)
+            .take(MANIFEST_MAX_BYTES)
+            .read_to_string(&mut text)
+            .map_err(|e| bad(e.to_string()))?;
+        Manifest::parse(&text).map_err(bad)
+    }
+
+    /// Parses manifest JSON (pure; unit-tested).
+    pub fn parse(text: &str) -> Result<Manifest, String> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let obj = value.as_object().ok_or("not a JSON object")?;
+        let store_alias = match obj.get("store_alias") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(alias_name(s)?),
+            Some(_) => return Err("store_alias is not a string".into()),
+        };
+        let mut env = Vec::new();
+        if let Some(vars) = obj.get("env").filter(|v| !v.is_null()) {
+            let vars = vars.as_object().ok_or("env is not an object")?;
+            for (k, v) in vars {
+                let v = v.as_str().ok_or(format!("env {k} is not a string"))?;
+                if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+                    return Err(format!("env has an invalid variable {k:?}"));
+                }
+                env.push((k.clone(), v.to_string()));
+            }
+        }
+        Ok(Manifest { store_alias, env })
+    }
+}
+
+/// `/dev/NAME` → `NAME`, refusing anything but one plain component other than `crashcart`.
+fn alias_name(alias: &str) -> Result<String, String> {
+    let name = alias
+        .strip_prefix("/dev/")
+        .ok_or(format!("store_alias {alias:?} is not under /dev"))?;
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name == "crashcart"
+        || name.contains('/')
+        || name.contains('\0')
+    {
+        return Err(format!(
+            "store_alias {alias:?} is not one plain name under /dev"
+        ));
+    }
+    Ok(name.to_string())
+}
+
+impl AsFd for Image {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_fields() {
+        let m = Manifest::parse(
+            r#"{"format":1,"store_alias":"/dev/.cart","env":{"A":"1","TERMINFO_DIRS":"/x"},"files":3}"#,
+        )
+        .unwrap();
+        assert_eq!(m.store_alias.as_deref(), Some(".cart"));
+        assert_eq!(m.env.len(), 2);
+        assert_eq!(Manifest::parse("{}").unwrap(), Manifest::default());
+    }
+
+    #[test]
+    fn hostile_aliases_are_refused() {
+        for a in [
+            "/dev/../etc",
+            "/dev/a/b",
+            "/tmp/x",
+            "/dev/",
+            "/dev/crashcart",
+            "/dev/..",
+        ] {
+            let text = format!(r#"{{"store_alias":"{a}"}}"#);
+            assert!(Manifest::parse(&text).is_err(), "{a}");
+        }
+        assert!(Manifest::parse(r#"{"env":{"A=B":"x"}}"#).is_err());
+        assert!(Manifest::parse("[1]").is_err());
+    }
+}

@@ -1,0 +1,200 @@
+//! Attaching the image to a loop device: read-only, autoclear, one device per image.
+//!
+//! Concurrent crashcart runs serialize on an exclusive `flock` of the image file itself (no lock
+//! file on the host), find a device already backed by the same file (same `st_dev`/`st_ino`,
+//! read-only, autoclear, whole file) or configure a free one with `LOOP_CONFIGURE` (Linux 5.8).
+//! Autoclear makes the kernel detach the device when its last user goes: our open descriptor
+//! until the image is mounted, then the mounts. Nothing needs cleaning up, even after SIGKILL.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{flock, open, FlockOperation, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::image::Image;
+use crate::step;
+use crate::sys;
+
+/// How often to retry when another program takes the free device we were handed.
+const CONFIGURE_ATTEMPTS: usize = 16;
+
+/// Why the image could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    /// `flock` on the image failed.
+    #[error("cannot lock image {}: {source}", path.display())]
+    Lock {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        source: Errno,
+    },
+    /// `/dev/loop-control` is missing or refused.
+    #[error("cannot get a free loop device from /dev/loop-control: {0}")]
+    Control(Errno),
+    /// Opening a loop device failed.
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        /// The device.
+        path: PathBuf,
+        /// Why.
+        source: Errno,
+    },
+    /// `LOOP_CONFIGURE` is unknown to this kernel.
+    #[error("cannot attach image to {}: LOOP_CONFIGURE needs Linux 5.8 or later", .0.display())]
+    NoConfigure(PathBuf),
+    /// `LOOP_CONFIGURE` failed.
+    #[error("cannot attach image {} to {}: {source}", image.display(), device.display())]
+    Configure {
+        /// The image.
+        image: PathBuf,
+        /// The device.
+        device: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Every free device was taken by someone else before we could configure it.
+    #[error("cannot attach image {}: loop devices kept being taken by other programs", .0.display())]
+    Contended(PathBuf),
+}
+
+/// An exclusive `flock` on the image, released on drop.
+pub struct ImageLock<'a>(BorrowedFd<'a>);
+
+impl Drop for ImageLock<'_> {
+    fn drop(&mut self) {
+        let _ = flock(self.0, FlockOperation::Unlock);
+    }
+}
+
+/// Takes the per-image lock that makes "find or attach" atomic across crashcart runs.
+pub fn lock(image: &Image) -> Result<ImageLock<'_>, LoopError> {
+    flock(image.as_fd(), FlockOperation::LockExclusive).map_err(|source| LoopError::Lock {
+        path: image.path.clone(),
+        source,
+    })?;
+    Ok(ImageLock(image.as_fd()))
+}
+
+/// An open loop device backed by the image. While this is open the device cannot autoclear.
+#[derive(Debug)]
+pub struct LoopDevice {
+    /// `/dev/loopN`.
+    pub path: PathBuf,
+    /// Whether it was already attached (by another session or a `-m` mount).
+    pub reused: bool,
+    fd: OwnedFd,
+}
+
+impl AsFd for LoopDevice {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Finds the loop device already backing `image`, or attaches it to a free one.
+/// Call with the [`lock`] held.
+pub fn attach_read_only(image: &Image, _lock: &ImageLock<'_>) -> Result<LoopDevice, LoopError> {
+    let meta = image.file.metadata().map_err(|e| LoopError::Lock {
+        path: image.path.clone(),
+        source: Errno::from_io_error(&e).unwrap_or(Errno::IO),
+    })?;
+    if let Some(dev) = find_existing(meta.dev(), meta.ino()) {
+        step!("reusing loop device {}", dev.path.display());
+        return Ok(dev);
+    }
+    let control = open(
+        "/dev/loop-control",
+        OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(LoopError::Control)?;
+    for _ in 0..CONFIGURE_ATTEMPTS {
+        let n = sys::loop_get_free(control.as_fd())
+            .map_err(|e| LoopError::Control(Errno::from_io_error(&e).unwrap_or(Errno::IO)))?;
+        let path = PathBuf::from(format!("/dev/loop{n}"));
+        let fd = open(&path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(|source| {
+            LoopError::Open {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        match sys::loop_configure(
+            fd.as_fd(),
+            image.as_fd(),
+            sys::LO_FLAGS_READ_ONLY | sys::LO_FLAGS_AUTOCLEAR,
+        ) {
+            Ok(()) => {
+                step!(
+                    "attached {} to {} (read-only, autoclear)",
+                    image.path.display(),
+                    path.display()
+                );
+                return Ok(LoopDevice {
+                    path,
+                    reused: false,
+                    fd,
+                });
+            }
+            // Another program configured it between GET_FREE and now: ask again.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,
+            Err(e)
+                if e.raw_os_error() == Some(libc::EINVAL)
+                    || e.raw_os_error() == Some(libc::ENOTTY) =>
+            {
+                return Err(LoopError::NoConfigure(path))
+            }
+            Err(source) => {
+                return Err(LoopError::Configure {
+                    image: image.path.clone(),
+                    device: path,
+                    source,
+                })
+            }
+        }
+    }
+    Err(LoopError::Contended(image.path.clone()))
+}
+
+/// Looks through attached loop devices for one backed read-only, with autoclear, by the file
+/// `(dev, ino)` as a whole. The check is made on the opened device, so it still holds after.
+fn find_existing(dev: u64, ino: u64) -> Option<LoopDevice> {
+    let entries = std::fs::read_dir("/sys/block").ok()?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str().filter(|n| n.starts_with("loop")) else {
+            continue;
+        };
+        // Only attached devices have a backing_file.
+        if !Path::new("/sys/block")
+            .join(name)
+            .join("loop/backing_file")
+            .exists()
+        {
+            continue;
+        }
+        let path = PathBuf::from("/dev").join(name);
+        let Ok(fd) = open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) else {
+            continue;
+        };
+        let Ok(info) = sys::loop_get_status(fd.as_fd()) else {
+            continue;
+        };
+        let wanted = sys::LO_FLAGS_READ_ONLY | sys::LO_FLAGS_AUTOCLEAR;
+        if info.lo_device == dev
+            && info.lo_inode == ino
+            && info.lo_flags & wanted == wanted
+            && info.lo_offset == 0
+            && info.lo_sizelimit == 0
+        {
+            return Some(LoopDevice {
+                path,
+                reused: true,
+                fd,
+            });
+        }
+    }
+    None
+}

@@ -1,0 +1,118 @@
+//! Mounts through the new mount API (Linux 5.2): a detached read-only mount of the image made
+//! on the host, a detached tmpfs, and the session's private copy of the target's mount
+//! namespace.
+//!
+//! The image is mounted by `fsopen`/`fsconfig`/`fsmount` while crashcart is still in the host's
+//! mount namespace, so the block device is looked up on the host and no device node ever exists
+//! in the container; the detached mount is later attached with `move_mount` from inside.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use rustix::io::Errno;
+use rustix::mount::{
+    fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, mount_change,
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountPropagationFlags,
+};
+
+use crate::step;
+
+/// Why a mount step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The kernel has no `fsopen`.
+    #[error("the new mount API (fsopen) is missing: crashcart needs Linux 5.2 or later")]
+    NoMountApi,
+    /// Mounting the image failed.
+    #[error("cannot mount {} read-only as ext4: {source}{}", device.display(), detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Image {
+        /// The loop device.
+        device: std::path::PathBuf,
+        /// Why.
+        source: Errno,
+        /// The kernel's own message from the filesystem context, when it gave one.
+        detail: Option<String>,
+    },
+    /// Making a tmpfs failed.
+    #[error("cannot create a tmpfs: {0}")]
+    Tmpfs(Errno),
+    /// `unshare(CLONE_NEWNS)` or making the copy a slave failed.
+    #[error("cannot make a private copy of the mount namespace: {0}")]
+    PrivateCopy(Errno),
+}
+
+/// Mounts the ext2/3/4 filesystem on `device` read-only, `nodev`, `nosuid`, detached: the
+/// returned descriptor is the mount, attachable anywhere with `move_mount`.
+pub fn mount_image_detached(device: &Path) -> Result<OwnedFd, MountError> {
+    let fs = fsopen("ext4", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| match e {
+        Errno::NOSYS => MountError::NoMountApi,
+        source => MountError::Image {
+            device: device.to_path_buf(),
+            source,
+            detail: None,
+        },
+    })?;
+    let failed = |source| MountError::Image {
+        device: device.to_path_buf(),
+        source,
+        detail: fs_context_message(fs.as_fd()),
+    };
+    fsconfig_set_string(fs.as_fd(), "source", device).map_err(failed)?;
+    fsconfig_set_flag(fs.as_fd(), "ro").map_err(failed)?;
+    fsconfig_create(fs.as_fd()).map_err(failed)?;
+    let mnt = fsmount(
+        fs.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOSUID,
+    )
+    .map_err(failed)?;
+    step!(
+        "mounted {} read-only, nodev, nosuid (detached)",
+        device.display()
+    );
+    Ok(mnt)
+}
+
+/// A detached, empty tmpfs (mode 0755) for the session's `/dev`.
+pub fn tmpfs_detached() -> Result<OwnedFd, MountError> {
+    let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(MountError::Tmpfs)?;
+    fsconfig_set_string(fs.as_fd(), "mode", "0755").map_err(MountError::Tmpfs)?;
+    // Only directories, symlinks and empty mount points live here.
+    fsconfig_set_string(fs.as_fd(), "size", "1m").map_err(MountError::Tmpfs)?;
+    fsconfig_create(fs.as_fd()).map_err(MountError::Tmpfs)?;
+    fsmount(
+        fs.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )
+    .map_err(MountError::Tmpfs)
+}
+
+/// Moves the calling process into a private copy of its current mount namespace whose mounts
+/// receive but never send propagation.
+///
+/// The copy's mounts are in the same peer groups as the originals: without making them slaves
+/// first, anything mounted in the session would propagate back into the container.
+pub fn enter_private_copy() -> Result<(), MountError> {
+    // SAFETY: crashcart is single-threaded, so no other thread shares (or can observe the
+    // change of) the filesystem context that CLONE_NEWNS unshares.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+        .map_err(MountError::PrivateCopy)?;
+    mount_change(
+        "/",
+        MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
+    )
+    .map_err(MountError::PrivateCopy)?;
+    Ok(())
+}
+
+/// The first message the kernel queued on a filesystem context (why `fsconfig` failed).
+fn fs_context_message(fs: std::os::fd::BorrowedFd<'_>) -> Option<String> {
+    let mut buf = [0u8; 512];
+    let n = rustix::io::read(fs, &mut buf).ok()?;
+    let msg = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+    // Messages are "e ext4: ...", "w ...", "i ...".
+    Some(msg.get(2..).unwrap_or(&msg).to_string()).filter(|m| !m.is_empty())
+}

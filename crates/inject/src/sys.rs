@@ -1,0 +1,251 @@
+//! The raw system calls rustix does not wrap, each wrapped once with the invariant that makes
+//! it sound.
+//!
+//! - `fork`: rustix leaves process creation to the runtime; crashcart needs a plain fork
+//!   because the child must `setns` before it creates the next child.
+//! - loop-device ioctls (`LOOP_CTL_GET_FREE`, `LOOP_CONFIGURE`, `LOOP_GET_STATUS64`), with the
+//!   kernel's structures from `<linux/loop.h>`.
+//! - `execve` with argument arrays built before the fork, so the exec path allocates nothing.
+//! - `close_range`, the signal mask, `sigwaitinfo` and signal dispositions.
+
+use std::ffi::{c_char, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// `LOOP_CTL_GET_FREE` from `<linux/loop.h>`.
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+/// `LOOP_CONFIGURE` (Linux 5.8).
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+/// `LOOP_GET_STATUS64`.
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
+
+/// `LO_FLAGS_READ_ONLY`.
+pub const LO_FLAGS_READ_ONLY: u32 = 1;
+/// `LO_FLAGS_AUTOCLEAR`: the kernel detaches the device when its last user closes it.
+pub const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// `struct loop_info64` from `<linux/loop.h>`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LoopInfo64 {
+    /// `st_dev` of the backing file (new_encode_dev, as `stat` reports it).
+    pub lo_device: u64,
+    /// Inode number of the backing file.
+    pub lo_inode: u64,
+    lo_rdevice: u64,
+    /// Offset into the backing file.
+    pub lo_offset: u64,
+    /// Size limit (0: whole file).
+    pub lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    /// `LO_FLAGS_*`.
+    pub lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+impl LoopInfo64 {
+    fn zeroed() -> Self {
+        LoopInfo64 {
+            lo_device: 0,
+            lo_inode: 0,
+            lo_rdevice: 0,
+            lo_offset: 0,
+            lo_sizelimit: 0,
+            lo_number: 0,
+            lo_encrypt_type: 0,
+            lo_encrypt_key_size: 0,
+            lo_flags: 0,
+            lo_file_name: [0; 64],
+            lo_crypt_name: [0; 64],
+            lo_encrypt_key: [0; 32],
+            lo_init: [0; 2],
+        }
+    }
+}
+
+/// `struct loop_config` from `<linux/loop.h>`.
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Asks `/dev/loop-control` for the number of a free loop device.
+pub fn loop_get_free(control: BorrowedFd<'_>) -> io::Result<u32> {
+    // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number or -1.
+    let n = cvt(unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) })?;
+    Ok(n as u32)
+}
+
+/// Binds `backing` to the loop device `dev` with `flags` in one step.
+pub fn loop_configure(dev: BorrowedFd<'_>, backing: BorrowedFd<'_>, flags: u32) -> io::Result<()> {
+    let mut info = LoopInfo64::zeroed();
+    info.lo_flags = flags;
+    let config = LoopConfig {
+        fd: backing.as_raw_fd() as u32,
+        block_size: 0,
+        info,
+        reserved: [0; 8],
+    };
+    // SAFETY: `config` is a live, fully initialised `struct loop_config`; the kernel only reads
+    // it during the call.
+    cvt(unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            LOOP_CONFIGURE,
+            &config as *const LoopConfig,
+        )
+    })?;
+    Ok(())
+}
+
+/// Reads the status of the loop device `dev` (ENXIO when nothing is attached).
+pub fn loop_get_status(dev: BorrowedFd<'_>) -> io::Result<LoopInfo64> {
+    let mut info = LoopInfo64::zeroed();
+    // SAFETY: `info` is a writable `struct loop_info64` that outlives the call; the kernel
+    // writes exactly that structure.
+    cvt(unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            LOOP_GET_STATUS64,
+            &mut info as *mut LoopInfo64,
+        )
+    })?;
+    Ok(info)
+}
+
+/// The two sides of a fork.
+pub enum Fork {
+    /// In the parent, with the child's PID (in the parent's PID namespace).
+    Parent(rustix::process::Pid),
+    /// In the child.
+    Child,
+}
+
+/// Forks the calling process.
+///
+/// crashcart never starts a thread, so the child is an exact, consistent copy: no lock can be
+/// held by a thread that does not exist in the child.
+pub fn fork() -> io::Result<Fork> {
+    // SAFETY: the process is single-threaded (crashcart spawns no threads), so the child
+    // inherits no lock held by another thread; both sides continue in safe Rust.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Fork::Child),
+        pid => Ok(Fork::Parent(
+            rustix::process::Pid::from_raw(pid).expect("fork returns a positive PID"),
+        )),
+    }
+}
+
+/// Ends the calling process at once, without running destructors or atexit handlers (a forked
+/// child must not flush or free its parent's state).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// Closes every descriptor from `first` up to and including `last`.
+pub fn close_range(first: u32, last: u32) {
+    if first > last {
+        return;
+    }
+    // SAFETY: close_range only closes descriptors; callers pass ranges that exclude every
+    // descriptor they still use. Failure (pre-5.9 kernel) leaves the fds to O_CLOEXEC.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, first, last, 0u32);
+    }
+}
+
+/// A NULL-terminated array of C strings for `execve`, built before forking.
+pub struct CStringArray {
+    _owned: Vec<CString>,
+    ptrs: Vec<*const c_char>,
+}
+
+impl CStringArray {
+    /// Builds the array from owned strings.
+    pub fn new(strings: Vec<CString>) -> Self {
+        let mut ptrs: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        CStringArray {
+            _owned: strings,
+            ptrs,
+        }
+    }
+}
+
+/// `execve(path, argv, envp)`; returns only on failure, with the error.
+pub fn execve(path: &CString, argv: &CStringArray, envp: &CStringArray) -> io::Error {
+    // SAFETY: `path` is NUL-terminated; `argv.ptrs` and `envp.ptrs` point into strings owned by
+    // the same arrays and end with NULL, and both arrays outlive the call.
+    unsafe { libc::execve(path.as_ptr(), argv.ptrs.as_ptr(), envp.ptrs.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// A set of signals.
+#[derive(Clone, Copy)]
+pub struct SignalSet(libc::sigset_t);
+
+impl SignalSet {
+    /// The set holding `signals`.
+    pub fn of(signals: &[i32]) -> Self {
+        // SAFETY: sigemptyset initialises the zeroed sigset_t; sigaddset only sets bits in it
+        // (invalid numbers are rejected with EINVAL and ignored).
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for &s in signals {
+                libc::sigaddset(&mut set, s);
+            }
+            SignalSet(set)
+        }
+    }
+
+    /// Blocks this set for the calling (only) thread.
+    pub fn block(&self) {
+        // SAFETY: `self.0` is an initialised sigset_t; a NULL old set is allowed.
+        unsafe { libc::sigprocmask(libc::SIG_BLOCK, &self.0, std::ptr::null_mut()) };
+    }
+
+    /// Waits until one signal of this (blocked) set is pending and takes it.
+    pub fn wait(&self) -> i32 {
+        loop {
+            // SAFETY: `self.0` is initialised; a NULL siginfo pointer is allowed.
+            let sig = unsafe { libc::sigwaitinfo(&self.0, std::ptr::null_mut()) };
+            if sig > 0 {
+                return sig;
+            }
+        }
+    }
+}
+
+/// Unblocks every signal and restores the default disposition of those crashcart (or the Rust
+/// runtime) changed, so the command starts as if spawned by a shell. Async-signal-safe.
+pub fn reset_signals_for_exec(changed: &[i32]) {
+    // SAFETY: an all-empty set unblocks everything; SIG_DFL is always a valid disposition for
+    // catchable signals. Both calls are async-signal-safe.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        for &s in changed {
+            libc::signal(s, libc::SIG_DFL);
+        }
+    }
+}
