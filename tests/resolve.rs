@@ -658,3 +658,113 @@ fn cgroup_v2_paths_of_each_runtime() {
         }
     }
 }
+
+// ---- Podman: state in containers/storage, cgroups named libpod-<id> ----
+
+/// A Podman container of the distroless image, removed (with the image) on drop.
+struct PodmanContainer {
+    name: String,
+    id: String,
+}
+
+/// `podman` set up to need neither systemd nor a network: cgroupfs, events in a file.
+fn podman() -> Command {
+    let mut cmd = Command::new("podman");
+    cmd.args(["--cgroup-manager=cgroupfs", "--events-backend=file"]);
+    cmd
+}
+
+const PODMAN_IMAGE: &str = "localhost/crashcart-test-distroless:latest";
+
+impl PodmanContainer {
+    fn start() -> PodmanContainer {
+        // Offline: the image goes from Docker to Podman as a tarball.
+        let mut save = Command::new("docker")
+            .args(["save", crashcart_tests::distroless_image()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        run_ok(podman().arg("load").stdin(save.stdout.take().unwrap()));
+        assert!(save.wait().unwrap().success());
+        let mut container = PodmanContainer {
+            name: unique_name("cc-podman"),
+            id: String::new(),
+        };
+        // Podman raises RLIMIT_NOFILE and RLIMIT_NPROC to values a root without
+        // CAP_SYS_RESOURCE may not set; ask for modest ones.
+        container.id = run_ok(podman().args([
+            "run",
+            "-d",
+            "--network=none",
+            "--ulimit=nofile=1024:1024",
+            "--ulimit=nproc=1024:1024",
+            "--name",
+            &container.name,
+            PODMAN_IMAGE,
+        ]));
+        container
+    }
+
+    fn pid(&self) -> u32 {
+        run_ok(podman().args(["inspect", "-f", "{{.State.Pid}}", &self.id]))
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for PodmanContainer {
+    fn drop(&mut self) {
+        for args in [
+            &["rm", "-f", "-t", "0", &self.name][..],
+            &["rmi", PODMAN_IMAGE],
+        ] {
+            let _ = podman()
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+#[test]
+fn podman_container_by_id_prefix_and_scheme() {
+    if !docker_ready() {
+        return;
+    }
+    if !crashcart_tests::have("podman") {
+        skip("podman not installed");
+        return;
+    }
+    let c = PodmanContainer::start();
+    let expected = Target {
+        pid: c.pid(),
+        runtime: Runtime::Podman,
+        id: Some(c.id.clone()),
+        name: None,
+    };
+    for spec in [
+        c.id.clone(),
+        c.id[..12].to_string(),
+        format!("podman://{}", c.id),
+    ] {
+        assert_eq!(resolve(&spec).unwrap(), expected, "{spec}");
+    }
+    for spec in [format!("cri-o://{}", c.id), format!("docker://{}", c.id)] {
+        assert!(
+            matches!(resolve(&spec), Err(ResolveError::NotFound(s)) if s == spec),
+            "{spec}"
+        );
+    }
+    // Without the state files, the kernel's cgroup path (libpod_parent/libpod-<id> under
+    // cgroupfs) still names it.
+    let tmp = tempfile::tempdir().unwrap();
+    let r = Resolver {
+        run_root: tmp.path().to_path_buf(),
+        ..resolver_without_docker(tmp.path())
+    };
+    assert_eq!(
+        r.resolve(&format!("podman://{}", &c.id[..12])).unwrap(),
+        expected
+    );
+}

@@ -103,7 +103,7 @@ pub(crate) fn find(
         let file = userdata.join("pidfile");
         if let Some(pid) = read_pid_file(&file) {
             add(StateEntry {
-                runtime: podman_or_crio(&userdata),
+                runtime: podman_or_crio(proc_root, pid, &userdata),
                 id,
                 pid,
                 start_time: None,
@@ -213,9 +213,13 @@ fn read_crun_status(path: &Path) -> Option<(u32, u64)> {
     (status.pid > 0).then_some((status.pid, status.process_start_time))
 }
 
-/// CRI-O marks its containers' OCI config with `io.kubernetes.cri-o.*` annotations; anything
-/// else in containers/storage with a conmon pidfile is Podman's.
-fn podman_or_crio(userdata: &Path) -> Runtime {
+/// Podman and CRI-O share containers/storage. Their cgroup names tell them apart (`libpod-`,
+/// `crio-`); failing that (a custom cgroup parent), CRI-O's `io.kubernetes.cri-o.*`
+/// annotations in an OCI config kept beside the pidfile; otherwise it is Podman's.
+fn podman_or_crio(proc_root: &Path, pid: u32, userdata: &Path) -> Runtime {
+    if let runtime @ (Runtime::Podman | Runtime::CriO) = runtime_from_cgroup(proc_root, pid) {
+        return runtime;
+    }
     #[derive(Deserialize)]
     struct OciConfig {
         #[serde(default)]
@@ -346,6 +350,15 @@ mod tests {
                 entry(ID, Runtime::Podman, 300, None, &podman)
             ]
         );
+        // Without the config, the init's cgroup says CRI-O.
+        std::fs::remove_file(storage.join(format!("{ID2}/userdata/config.json"))).unwrap();
+        let proc = tmp.path().join("proc");
+        write(
+            &proc.join("400/cgroup"),
+            &format!("0::/kubepods/pod1/crio-{ID2}\n"),
+        );
+        let found = find(run, &proc, |id| id == ID2);
+        assert_eq!(found, vec![entry(ID2, Runtime::CriO, 400, None, &crio)]);
     }
 
     #[test]
