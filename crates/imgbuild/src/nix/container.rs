@@ -41,16 +41,16 @@ if [ -n "$owner" ]; then chown -R "$owner" /crashcart/root /crashcart/out; fi
 
 /// Builds the profile with nix inside `image`, into `location` on the host.
 pub fn build(
+    engine: &Path,
     image: &str,
     location: &StoreLocation,
     mode: StoreMode,
     request: &BuildRequest,
 ) -> Result<BuiltProfile, NixError> {
-    let engine = container_engine()?;
     let out_dir = request.work_dir.join("out");
     create_dir(&out_dir)?;
 
-    let mut run = Command::new(&engine);
+    let mut run = Command::new(engine);
     run.args(["run", "--rm"])
         .args(volume(request.expressions, "/crashcart/nix", true))
         .args(volume(&out_dir, "/crashcart/out", false));
@@ -80,8 +80,10 @@ pub fn build(
         .args(["sh", "-c", SCRIPT, "sh"])
         .arg(mode_name(mode))
         .arg(request.packages_json)
-        .arg(owner_to_restore(&engine));
-    run_nix(run, || NixError::NoContainerEngine)?;
+        .arg(owner_to_restore(engine));
+    run_nix(run, || NixError::NoContainerEngine {
+        engine: engine.display().to_string(),
+    })?;
 
     let read = |name: &str| {
         let path = out_dir.join(name);
@@ -98,11 +100,13 @@ pub fn build(
 }
 
 /// podman when installed (rootless by default), else docker.
-fn container_engine() -> Result<PathBuf, NixError> {
+pub fn default_engine() -> Result<PathBuf, NixError> {
     ["podman", "docker"]
         .iter()
         .find_map(|name| find_on_path(name))
-        .ok_or(NixError::NoContainerEngine)
+        .ok_or_else(|| NixError::NoContainerEngine {
+            engine: "podman or docker".to_string(),
+        })
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {

@@ -59,6 +59,9 @@ pub struct NixArgs {
     /// Run nix inside this container image (podman, else docker) instead of the host's nix.
     #[arg(long, value_name = "IMAGE", requires = "packages")]
     pub nix_container: Option<String>,
+    /// The engine running --nix-container [default: podman if installed, else docker].
+    #[arg(long, value_name = "PROGRAM", requires = "nix_container")]
+    pub container_engine: Option<PathBuf>,
 }
 
 /// Replace `from` with `to` (same length) in contents and symlink targets while writing.
@@ -153,9 +156,12 @@ pub enum NixError {
         /// The nix command that was looked for.
         program: &'static str,
     },
-    /// Neither podman nor docker is on PATH.
-    #[error("--nix-container needs podman or docker on PATH")]
-    NoContainerEngine,
+    /// The container engine for --nix-container is not installed.
+    #[error("--nix-container: {engine} not found on PATH (install podman or docker, or pass --container-engine PROGRAM)")]
+    NoContainerEngine {
+        /// The engine looked for.
+        engine: String,
+    },
     /// A program could not be started for another reason than being absent.
     #[error("cannot run {program}: {source}")]
     Spawn {
@@ -267,7 +273,13 @@ pub fn build(args: &NixArgs) -> Result<NixClosure, NixError> {
     };
     let built = match &args.nix_container {
         None => local::build(&location, &request)?,
-        Some(image) => container::build(image, &location, args.store_mode, &request)?,
+        Some(image) => {
+            let engine = match &args.container_engine {
+                Some(engine) => engine.clone(),
+                None => container::default_engine()?,
+            };
+            container::build(&engine, image, &location, args.store_mode, &request)?
+        }
     };
 
     let mut store_paths = built.store_paths;
