@@ -162,18 +162,47 @@ fn stopped_container_is_not_running() {
 }
 
 #[test]
-fn paused_container_is_refused_by_name() {
+fn paused_container_is_refused() {
     if !docker_ready() {
         return;
     }
     let c = Container::start(&[], &[]);
+    let pid = c.pid();
     run_ok(Command::new("docker").args(["pause", &c.id]));
-    let err = resolve(&c.name).unwrap_err();
+    // By name Docker says so; by ID and PID the kernel's freezer does.
+    let by_name = resolve(&c.name);
+    let by_id: Vec<_> = [
+        c.id.clone(),
+        c.id[..12].to_string(),
+        format!("docker://{}", c.id),
+    ]
+    .iter()
+    .map(|spec| (spec.clone(), resolve(spec)))
+    .collect();
+    let by_pid = resolve(&pid.to_string());
     run_ok(Command::new("docker").args(["unpause", &c.id]));
+
     assert!(
-        matches!(&err, ResolveError::Paused(shown) if *shown == c.name),
+        matches!(&by_name, Err(ResolveError::Paused(shown)) if *shown == c.name),
+        "{by_name:?}"
+    );
+    for (spec, result) in by_id {
+        assert!(
+            matches!(&result, Err(ResolveError::Paused(shown)) if *shown == c.id),
+            "{spec}: {result:?}"
+        );
+    }
+    let err = by_pid.unwrap_err();
+    assert!(
+        matches!(err, ResolveError::Frozen(p) if p == pid),
         "{err:?}"
     );
+    assert_eq!(
+        err.to_string(),
+        format!("process {pid} is frozen (its container is paused); unpause it first")
+    );
+    // Thawed, it resolves again.
+    assert_eq!(resolve(&c.id).unwrap(), docker_target(&c, None));
 }
 
 #[test]

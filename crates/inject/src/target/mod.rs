@@ -17,9 +17,11 @@
 //! over a container *named* like that prefix: the daemonless answer comes first. A PID read
 //! from a file is only trusted while its process lives and, where the runtime records the
 //! init's start time, started at that time (so a recycled PID is never taken for the init).
+//! A paused (frozen) container or process is refused, since a command in it would hang.
 
 mod cgroup_scan;
 mod docker;
+mod freezer;
 mod procfs;
 mod state_files;
 
@@ -103,8 +105,11 @@ pub enum ResolveError {
     #[error("process {0} is exiting")]
     PidExiting(u32),
     /// The container is frozen; a command in it would hang.
-    #[error("container {0} is paused; run `docker unpause` first")]
+    #[error("container {0} is paused; unpause it first")]
     Paused(String),
+    /// The process's cgroup is frozen (its container is paused); a command would hang.
+    #[error("process {0} is frozen (its container is paused); unpause it first")]
+    Frozen(u32),
     /// Not an ID any state file knows, and Docker cannot be asked about names.
     #[error("no container or process matches {spec:?} (and Docker is not reachable at {})", socket.display())]
     DockerUnreachable {
@@ -226,6 +231,7 @@ impl Resolver {
     fn resolve_pid(&self, pid: u32) -> Result<Target, ResolveError> {
         match procfs::read_stat(&self.proc_root, pid) {
             Ok(stat) if stat.is_exiting() => Err(ResolveError::PidExiting(pid)),
+            Ok(_) if freezer::is_frozen(&self.proc_root, pid) => Err(ResolveError::Frozen(pid)),
             Ok(_) => Ok(Target {
                 pid,
                 runtime: Runtime::Pid,
@@ -298,13 +304,17 @@ impl Resolver {
     }
 
     /// Trusts a candidate's PID only while that process lives and, when the runtime
-    /// recorded it, has the init's start time.
+    /// recorded it, has the init's start time. A frozen container is refused: the session
+    /// would hang in it.
     fn check_alive(&self, candidate: &Candidate) -> Result<Target, ResolveError> {
         let alive = procfs::read_stat(&self.proc_root, candidate.pid).is_ok_and(|stat| {
             !stat.is_exiting() && candidate.start_time.is_none_or(|t| t == stat.start_time)
         });
         if !alive {
             return Err(ResolveError::NotRunning(candidate.id.clone()));
+        }
+        if freezer::is_frozen(&self.proc_root, candidate.pid) {
+            return Err(ResolveError::Paused(candidate.id.clone()));
         }
         Ok(Target {
             pid: candidate.pid,
