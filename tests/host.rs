@@ -1,3 +1,498 @@
-//! End-to-end tests for host (filled in by its issue).
+//! End-to-end tests for `crashcart-imgbuild --host PROG`: bundle the test machine's own
+//! bash, strace, ps, ip, tcpdump and gdb (and a `#!` script), inject the image with crashcart
+//! into containers that have no C library, or a broken one, and make each tool do real work.
+//! Bad input must fail with a clear message and leave nothing at `-o`.
 
-use crashcart_tests as _;
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crashcart_tests::{bin, docker_ready, have, run, run_ok, skip, unique_name, Container};
+
+/// The tools the issue asks for.
+const TOOLS: &[&str] = &["bash", "strace", "ps", "ip", "tcpdump", "gdb"];
+
+/// An image built by `crashcart-imgbuild`, in a temp dir removed on drop.
+struct HostImage {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+/// Runs `crashcart-imgbuild ARGS... -o OUT`.
+fn imgbuild(args: &[&OsStr], out: &Path) -> Output {
+    run(Command::new(bin("crashcart-imgbuild"))
+        .args(args)
+        .arg("-o")
+        .arg(out))
+}
+
+/// Builds an image of the six tools plus `extra` host programs.
+fn build_tools_image(extra: &[&Path]) -> HostImage {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("host.img");
+    let mut args: Vec<&OsStr> = Vec::new();
+    for tool in TOOLS {
+        args.extend([OsStr::new("--host"), OsStr::new(tool)]);
+    }
+    for program in extra {
+        args.extend([OsStr::new("--host"), program.as_os_str()]);
+    }
+    let out = imgbuild(&args, &path);
+    assert!(
+        out.status.success(),
+        "crashcart-imgbuild failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    HostImage { _dir: dir, path }
+}
+
+/// `crashcart -i IMAGE TARGET COMMAND...`, as a `Command` to run or spawn.
+fn crashcart(image: &Path, target: &str, command: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("crashcart"));
+    cmd.arg("-i").arg(image).arg(target).args(command);
+    cmd
+}
+
+/// Runs a command through crashcart, asserting success; returns stdout and stderr.
+fn session_ok(image: &Path, target: &str, command: &[&str]) -> (String, String) {
+    let out = run(&mut crashcart(image, target, command));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "crashcart {command:?} failed with {}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    (stdout, stderr)
+}
+
+/// Whether this machine has everything the tool tests bundle.
+fn tools_present() -> bool {
+    if !have("patchelf") {
+        skip("patchelf not installed");
+        return false;
+    }
+    for tool in TOOLS {
+        if !have(tool) && !Path::new("/usr/sbin").join(tool).exists() {
+            skip(&format!("{tool} not installed on this host"));
+            return false;
+        }
+    }
+    true
+}
+
+/// A `/etc/passwd` like distroless base images ship, bind-mounted into the container so
+/// `ps` can show names through the bundled NSS `files` module and tcpdump can drop
+/// privileges to a user the container knows.
+fn passwd_file(dir: &Path) -> PathBuf {
+    let path = dir.join("passwd");
+    std::fs::write(
+        &path,
+        "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n",
+    )
+    .expect("write passwd");
+    path
+}
+
+/// A `#!/bin/sh` script using only shell builtins, to check that scripts bring their
+/// interpreter and have their `#!` line rewritten.
+fn shell_script(dir: &Path) -> PathBuf {
+    let path = dir.join("cc-greet");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\nset -- one two three\nprintf 'script-%s-%s\\n' \"$#\" \"$3\"\n",
+    )
+    .expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// Reads a file out of an ext2/3 image with debugfs (no mount needed).
+fn read_from_image(image: &Path, path: &str) -> String {
+    run_ok(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {path}"))
+            .arg(image)
+            .stderr(Stdio::null()),
+    )
+}
+
+#[test]
+fn host_tools_do_real_work_in_a_distroless_container() {
+    if !docker_ready() || !tools_present() {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let script = shell_script(scratch.path());
+    let image = build_tools_image(&[&script]);
+
+    // The manifest lists each program with its host path and the package dpkg names.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read_from_image(&image.path, "/.crashcart/manifest.json"))
+            .expect("manifest is JSON");
+    let programs = manifest["programs"].as_array().expect("programs array");
+    let bash = programs
+        .iter()
+        .find(|p| p["name"] == "bash")
+        .expect("bash in manifest");
+    assert!(bash["host_path"]
+        .as_str()
+        .is_some_and(|p| p.ends_with("/bash")));
+    if have("dpkg-query") {
+        let version = run_ok(Command::new("dpkg-query").args(["-W", "-f", "${Version}", "bash"]));
+        assert_eq!(bash["package"], "bash");
+        assert_eq!(bash["version"], version.as_str());
+    }
+    for tool in TOOLS {
+        assert!(
+            programs.iter().any(|p| p["name"] == *tool),
+            "{tool} missing from manifest programs: {programs:?}"
+        );
+    }
+    assert!(
+        manifest["env"]["TERMINFO_DIRS"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("/dev/crashcart/share/terminfo")),
+        "manifest env: {}",
+        manifest["env"]
+    );
+
+    let passwd = passwd_file(scratch.path());
+    let passwd_mount = format!("{}:/etc/passwd:ro", passwd.display());
+    let container = Container::start(&["-v", &passwd_mount], &[]);
+    let target = container.id.as_str();
+
+    // bash with a pipeline: two bundled programs and a pipe inside the container.
+    let (out, _) = session_ok(
+        &image.path,
+        target,
+        &[
+            "bash",
+            "-c",
+            "echo crashcart host bundle | while read a b c; do echo \"$c-$b\"; done | { read l; echo \"got:$l\"; }",
+        ],
+    );
+    assert_eq!(out.trim(), "got:bundle-host", "bash pipeline output");
+
+    // The script runs through the image's copy of its interpreter.
+    let (out, _) = session_ok(&image.path, target, &["cc-greet"]);
+    assert_eq!(out.trim(), "script-3-three");
+
+    // strace -f follows a child it starts.
+    let (_, err) = session_ok(
+        &image.path,
+        target,
+        &[
+            "strace",
+            "-f",
+            "-e",
+            "trace=execve",
+            "bash",
+            "-c",
+            "/busybox true; /busybox true",
+        ],
+    );
+    assert!(
+        err.contains("[pid ") && err.contains("execve(\"/busybox\", [\"/busybox\", \"true\"]"),
+        "strace -f did not show the child's execve:\n{err}"
+    );
+
+    // ps sees the container's PID 1 (by user name, through NSS files) and nothing of the host.
+    let (out, _) = session_ok(&image.path, target, &["ps", "-eo", "pid,user,args"]);
+    let pid1 = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("1"))
+        .unwrap_or_else(|| panic!("no PID 1 in ps output:\n{out}"));
+    assert!(
+        pid1.contains("root") && pid1.contains("/busybox sleep"),
+        "PID 1 is the container's init, shown as root: {pid1}"
+    );
+    assert!(
+        out.lines().count() < 10 && !out.contains("dockerd"),
+        "ps shows host processes:\n{out}"
+    );
+
+    // ip addr shows the container's interfaces: its eth0 address is the one Docker gave it.
+    let address = run_ok(Command::new("docker").args([
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.IPAddress}}",
+        target,
+    ]));
+    let (out, _) = session_ok(&image.path, target, &["ip", "addr"]);
+    assert!(
+        out.contains("127.0.0.1/8"),
+        "no loopback in ip addr:\n{out}"
+    );
+    if !address.is_empty() {
+        assert!(
+            out.contains(&format!("{address}/")),
+            "no {address} in:\n{out}"
+        );
+    }
+
+    // tcpdump captures a packet on the container's loopback while busybox pings it.
+    let mut tcpdump = crashcart(
+        &image.path,
+        target,
+        &["tcpdump", "-Z", "root", "-n", "-c", "1", "-i", "lo", "icmp"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn crashcart tcpdump");
+    let started = Instant::now();
+    while tcpdump.try_wait().expect("wait tcpdump").is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = tcpdump.kill();
+            break;
+        }
+        let _ = container.exec(&["ping", "-c", "1", "-W", "1", "127.0.0.1"]);
+    }
+    let out = tcpdump.wait_with_output().expect("tcpdump output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("127.0.0.1 > 127.0.0.1: ICMP echo"),
+        "tcpdump captured nothing ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // gdb (with its embedded Python) attaches to PID 1 and prints a backtrace.
+    let (out, err) = session_ok(
+        &image.path,
+        target,
+        &["gdb", "-batch", "-p", "1", "-ex", "bt"],
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("#0 ")),
+        "gdb printed no backtrace:\n{out}\n{err}"
+    );
+    assert!(
+        !err.contains("Python not initialized") && !err.contains("Fatal Python error"),
+        "gdb's Python did not start:\n{err}"
+    );
+    let (out, _) = session_ok(
+        &image.path,
+        target,
+        &[
+            "gdb",
+            "-batch",
+            "-ex",
+            "python print(__import__('sys').prefix)",
+        ],
+    );
+    assert_eq!(out.trim(), "/dev/crashcart");
+}
+
+/// Builds a `FROM scratch` image whose C library is broken on purpose: a decoy
+/// `libc.so.6`, `libtinfo.so.6` and loader, `LD_LIBRARY_PATH` pointing at them, and an
+/// unpatched copy of the host's bash that must fail there — so the bundled tools working
+/// proves nothing is taken from the container.
+fn decoy_libc_image() -> String {
+    let tag = "crashcart-test-host-decoy:latest";
+    let ctx = tempfile::tempdir().expect("tempdir");
+    let multiarch = format!("{}-linux-gnu", std::env::consts::ARCH);
+    let libdir = ctx.path().join("lib").join(&multiarch);
+    std::fs::create_dir_all(&libdir).expect("mkdir lib");
+    std::fs::create_dir_all(ctx.path().join("lib64")).expect("mkdir lib64");
+    for decoy in [
+        libdir.join("libc.so.6"),
+        libdir.join("libtinfo.so.6"),
+        libdir.join("libnss_files.so.2"),
+        ctx.path().join("lib64/ld-linux-x86-64.so.2"),
+    ] {
+        std::fs::write(decoy, "not a library\n").expect("write decoy");
+    }
+    std::fs::copy("/bin/busybox", ctx.path().join("busybox")).expect("copy busybox");
+    std::fs::copy(
+        std::fs::canonicalize("/bin/bash").expect("host bash"),
+        ctx.path().join("hostbash"),
+    )
+    .expect("copy bash");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM scratch\nCOPY busybox /busybox\nCOPY hostbash /bin/bash\nCOPY lib /lib\n\
+             COPY lib64 /lib64\nENV LD_LIBRARY_PATH=/lib/{multiarch}\n\
+             ENTRYPOINT [\"/busybox\"]\nCMD [\"sleep\", \"2147483647\"]\n"
+        ),
+    )
+    .expect("write Dockerfile");
+    run_ok(
+        Command::new("docker")
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "-q", "-t", tag])
+            .arg(ctx.path()),
+    );
+    tag.to_string()
+}
+
+#[test]
+fn bundle_ignores_a_containers_broken_libc() {
+    if !docker_ready() || !tools_present() {
+        return;
+    }
+    let image = build_tools_image(&[]);
+    let tag = decoy_libc_image();
+    let name = unique_name("cc-host-decoy");
+    let id = run_ok(Command::new("docker").args(["run", "-d", "--name", &name, &tag]));
+    let container = DockerContainer(id);
+
+    // The container's own dynamic programs cannot run: its libc is the decoy.
+    let own = run(Command::new("docker").args(["exec", &container.0, "/bin/bash", "-c", "true"]));
+    assert!(
+        !own.status.success(),
+        "the decoy libc did not break the container's bash"
+    );
+
+    let (out, _) = session_ok(
+        &image.path,
+        &container.0,
+        &[
+            "bash",
+            "-c",
+            "echo \"$LD_LIBRARY_PATH\" | while read d; do echo \"saw $d\"; done",
+        ],
+    );
+    assert!(
+        out.contains("saw /lib/"),
+        "bash pipeline in decoy container: {out}"
+    );
+    let (out, _) = session_ok(&image.path, &container.0, &["ps", "-o", "pid,args"]);
+    assert!(
+        out.contains("/busybox sleep"),
+        "ps in decoy container: {out}"
+    );
+    let (out, _) = session_ok(
+        &image.path,
+        &container.0,
+        &["gdb", "-batch", "-p", "1", "-ex", "bt"],
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("#0 ")),
+        "gdb in decoy container: {out}"
+    );
+}
+
+/// A container started with plain `docker run`, force-removed on drop.
+struct DockerContainer(String);
+
+impl Drop for DockerContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Runs `crashcart-imgbuild --host PROG -o OUT` and checks it fails, says `expected` (all of
+/// them, case-insensitively), and leaves nothing at `OUT`.
+fn assert_rejected(program: &OsStr, expected: &[&str]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_path = dir.path().join("out.img");
+    let out = imgbuild(&[OsStr::new("--host"), program], &out_path);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(!out.status.success(), "--host {program:?} was accepted");
+    assert!(
+        out.status.code().is_some_and(|c| c != 0 && c < 128),
+        "--host {program:?}: exit {:?}, expected an error code",
+        out.status
+    );
+    for needle in expected {
+        assert!(
+            stderr.contains(&needle.to_lowercase()),
+            "--host {program:?}: error does not mention {needle:?}: {stderr}"
+        );
+    }
+    assert_eq!(stderr.trim().lines().count(), 1, "one-line error: {stderr}");
+    assert!(
+        !out_path.exists(),
+        "--host {program:?} left {}",
+        out_path.display()
+    );
+}
+
+#[test]
+fn program_not_found_is_an_error() {
+    assert_rejected(
+        OsStr::new("crashcart-no-such-tool"),
+        &["crashcart-no-such-tool", "not found"],
+    );
+    assert_rejected(
+        OsStr::new("/nonexistent/dir/tool"),
+        &["/nonexistent/dir/tool", "not found"],
+    );
+}
+
+#[test]
+fn non_elf_without_interpreter_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = dir.path().join("notes");
+    std::fs::write(&text, "just some text\n").expect("write");
+    std::fs::set_permissions(&text, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    assert_rejected(
+        text.as_os_str(),
+        &[&text.display().to_string(), "interpreter"],
+    );
+
+    let script = dir.path().join("orphan");
+    std::fs::write(&script, "#!/nonexistent/interp -x\necho\n").expect("write");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    assert_rejected(script.as_os_str(), &["/nonexistent/interp", "not found"]);
+}
+
+#[test]
+fn foreign_architecture_is_an_error() {
+    // A minimal ELF64 header for an aarch64 (or, on aarch64 hosts, x86-64) executable.
+    let foreign: u16 = if std::env::consts::ARCH == "aarch64" {
+        62
+    } else {
+        183
+    };
+    let mut header = vec![0u8; 64];
+    header[..8].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
+    header[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    header[18..20].copy_from_slice(&foreign.to_le_bytes());
+    header[20..24].copy_from_slice(&1u32.to_le_bytes()); // EV_CURRENT
+    header[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("arm-tool");
+    std::fs::write(&path, &header).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let machine = if foreign == 183 { "aarch64" } else { "x86_64" };
+    assert_rejected(path.as_os_str(), &[&path.display().to_string(), machine]);
+}
+
+#[test]
+fn missing_library_is_named_with_its_program() {
+    if !have("patchelf") {
+        skip("patchelf not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tool = dir.path().join("needy");
+    std::fs::copy(
+        std::fs::canonicalize("/bin/true").expect("host true"),
+        &tool,
+    )
+    .expect("copy");
+    run_ok(
+        Command::new("patchelf")
+            .args(["--add-needed", "libdoesnotexist.so.7"])
+            .arg(&tool),
+    );
+    assert_rejected(
+        tool.as_os_str(),
+        &[
+            "libdoesnotexist.so.7",
+            &tool.display().to_string(),
+            "not found",
+        ],
+    );
+}

@@ -21,7 +21,7 @@ const SHEBANG_MAX: usize = 256;
 /// is looked up on `PATH`. Returns the path found, not canonicalized (its name is the one the
 /// user asked for, e.g. `vi` rather than the alternative it points to).
 pub fn find_program(program: &OsStr) -> Result<PathBuf, HostError> {
-    let not_found = || HostError::ProgramNotFound(program.to_os_string());
+    let not_found = || HostError::ProgramNotFound(PathBuf::from(program));
     if program.is_empty() {
         return Err(not_found());
     }
@@ -30,7 +30,7 @@ pub fn find_program(program: &OsStr) -> Result<PathBuf, HostError> {
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(not_found())
+            Err(HostError::ProgramPathNotFound(path))
         };
     }
     let path_var = std::env::var_os("PATH").unwrap_or_else(|| OsString::from(DEFAULT_PATH));

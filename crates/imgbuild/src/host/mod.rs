@@ -70,9 +70,12 @@ pub struct HostBundle {
 /// Errors from bundling host programs.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    /// The name is not on `PATH` (nor in the sbin directories), or the path does not exist.
-    #[error("host program {0:?} not found on PATH")]
-    ProgramNotFound(OsString),
+    /// A name that is on neither `PATH` nor the sbin directories.
+    #[error("program {} not found on PATH", .0.display())]
+    ProgramNotFound(PathBuf),
+    /// A path (an argument with a `/`) that is not a file.
+    #[error("program {} not found", .0.display())]
+    ProgramPathNotFound(PathBuf),
     /// The file is neither ELF nor a `#!` script.
     #[error("{0}: not an ELF executable and has no #! interpreter line")]
     NotExecutable(PathBuf),

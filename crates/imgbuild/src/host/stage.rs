@@ -82,7 +82,7 @@ impl Planner {
         let name = found
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| HostError::ProgramNotFound(found.as_os_str().to_os_string()))?;
+            .ok_or_else(|| HostError::ProgramPathNotFound(found.to_path_buf()))?;
         let host_path = std::fs::canonicalize(found).map_err(|source| HostError::Read {
             path: found.to_path_buf(),
             source,
