@@ -18,6 +18,13 @@ fn docker_target(container: &Container, name: Option<&str>) -> Target {
     }
 }
 
+/// The shortest prefix of `id`, at least 12 long, that is not all digits: all digits are
+/// read as a PID.
+fn short(id: &str) -> &str {
+    let first_letter = id.bytes().position(|b| !b.is_ascii_digit());
+    &id[..first_letter.map_or(id.len(), |i| (i + 1).max(12))]
+}
+
 /// The default resolver, with Docker's socket somewhere nothing listens.
 fn resolver_without_docker(dir: &Path) -> Resolver {
     Resolver {
@@ -38,15 +45,15 @@ fn docker_id_prefix_and_scheme_resolve_without_the_daemon() {
     let r = resolver_without_docker(tmp.path());
     for spec in [
         c.id.clone(),
-        c.id[..12].to_string(),
-        c.id[..12].to_uppercase(),
+        short(&c.id).to_string(),
+        short(&c.id).to_uppercase(),
         format!("docker://{}", c.id),
         format!("containerd://{}", &c.id[..16]),
     ] {
         assert_eq!(r.resolve(&spec).unwrap(), expected, "{spec}");
     }
     // And the same through the public entry point.
-    assert_eq!(resolve(&c.id[..12]).unwrap(), expected);
+    assert_eq!(resolve(short(&c.id)).unwrap(), expected);
     // Another runtime's scheme does not find a Docker container.
     let spec = format!("podman://{}", c.id);
     assert!(
@@ -129,7 +136,7 @@ fn stopped_container_is_not_running() {
     for spec in [
         name.as_str(),
         id.as_str(),
-        &id[..12],
+        short(&id),
         &format!("docker://{id}"),
     ] {
         let err = resolve(spec).unwrap_err();
@@ -173,7 +180,7 @@ fn paused_container_is_refused() {
     let by_name = resolve(&c.name);
     let by_id: Vec<_> = [
         c.id.clone(),
-        c.id[..12].to_string(),
+        short(&c.id).to_string(),
         format!("docker://{}", c.id),
     ]
     .iter()
@@ -343,7 +350,7 @@ fn cgroup_v1_path_finds_the_init_not_an_exec() {
     };
     let expected = docker_target(&c, None);
     assert_eq!(r.resolve(&c.id).unwrap(), expected);
-    assert_eq!(r.resolve(&c.id[..10]).unwrap(), expected);
+    assert_eq!(r.resolve(short(&c.id)).unwrap(), expected);
     assert_eq!(r.resolve(&format!("docker://{}", c.id)).unwrap(), expected);
 }
 
@@ -506,7 +513,7 @@ fn containerd_task_in_its_own_namespace() {
         );
     }
     assert_eq!(
-        resolve(&hex_id[..12]).unwrap().id.as_deref(),
+        resolve(short(&hex_id)).unwrap().id.as_deref(),
         Some(hex_id.as_str())
     );
 }
@@ -671,7 +678,7 @@ fn cgroup_v2_paths_of_each_runtime() {
         };
         let scheme = scheme_of(runtime);
         assert_eq!(resolve(id).unwrap(), expected, "{id}");
-        assert_eq!(resolve(&id[..14]).unwrap(), expected, "{id}");
+        assert_eq!(resolve(short(id)).unwrap(), expected, "{id}");
         assert_eq!(
             resolve(&format!("{scheme}://{id}")).unwrap(),
             expected,
@@ -774,7 +781,7 @@ fn podman_container_by_id_prefix_and_scheme() {
     };
     for spec in [
         c.id.clone(),
-        c.id[..12].to_string(),
+        short(&c.id).to_string(),
         format!("podman://{}", c.id),
     ] {
         assert_eq!(resolve(&spec).unwrap(), expected, "{spec}");
