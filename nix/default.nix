@@ -31,7 +31,14 @@ let
     builtins.foldl' (
       set: key: if set != null && builtins.isAttrs set && set ? ${key} then set.${key} else null
     ) pkgs (attrPath name);
-  isPackage = name: (builtins.tryEval (lookup name)).value or null != null;
+  # A package is a derivation. A name whose evaluation throws (a removed alias) counts as
+  # present, so that nix's own message says what became of it.
+  isPackage =
+    name:
+    let
+      found = builtins.tryEval (lookup name);
+    in
+    !found.success || (found.value.type or null) == "derivation";
 
   unknown = builtins.filter (name: !(isPackage name)) names;
 

@@ -228,6 +228,21 @@ pub enum NixError {
     NoPackagesFile,
 }
 
+impl NixError {
+    /// Whether the user's input is at fault (the packages file, a package name, --nixpkgs)
+    /// rather than the machine or the build: such errors deserve the "bad input" exit code.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            NixError::PackagesUnreadable { .. }
+                | NixError::PackagesEmpty { .. }
+                | NixError::BadPackageName { .. }
+                | NixError::UnknownPackages { .. }
+                | NixError::Nixpkgs { .. }
+        )
+    }
+}
+
 /// Builds the packages named in `args` and returns their closure.
 pub fn build(args: &NixArgs) -> Result<NixClosure, NixError> {
     let packages_file = args.packages.as_deref().ok_or(NixError::NoPackagesFile)?;
