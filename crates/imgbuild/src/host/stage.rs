@@ -289,3 +289,55 @@ fn write_file(to: &Path, content: &[u8], mode: u32) -> Result<(), HostError> {
     std::fs::write(to, content).map_err(write_err)?;
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).map_err(write_err)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(dir: &Path, name: &str, content: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn env_script_brings_its_interpreter_and_points_at_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = script(dir.path(), "hello", "#!/usr/bin/env sh\necho hi\n");
+        let plan = plan(&[path.clone().into()]).unwrap();
+        let names: Vec<&str> = plan.programs.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["sh", "hello"]);
+        let ProgramKind::Script { shebang, .. } = &plan.programs[1].kind else {
+            panic!("hello is a script");
+        };
+        assert_eq!(shebang, "#!/dev/crashcart/bin/sh\n");
+        assert!(plan.closure.libraries.contains_key("libc.so.6"));
+
+        let staging = tempfile::tempdir().unwrap();
+        write(&plan, staging.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(staging.path().join("bin/hello")).unwrap(),
+            "#!/dev/crashcart/bin/sh\necho hi\n"
+        );
+    }
+
+    #[test]
+    fn same_name_from_two_places_is_a_clash() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("a")).unwrap();
+        std::fs::create_dir(dir.path().join("b")).unwrap();
+        let a = script(&dir.path().join("a"), "tool", "#!/bin/sh\necho a\n");
+        let b = script(&dir.path().join("b"), "tool", "#!/bin/sh\necho b\n");
+        let err = plan(&[a.clone().into(), b.into()]).err().expect("clash");
+        assert!(
+            matches!(err, HostError::NameClash { ref name, .. } if name == "tool"),
+            "{err}"
+        );
+        // The same file twice is one program.
+        assert_eq!(
+            plan(&[a.clone().into(), a.into()]).unwrap().programs.len(),
+            2
+        );
+    }
+}
