@@ -100,6 +100,49 @@ fn name_without_docker_says_docker_is_unreachable() {
 }
 
 #[test]
+fn short_hex_name_beats_an_id_prefix() {
+    if !docker_ready() {
+        return;
+    }
+    // A container whose ID starts with a short prefix holding a letter (all digits would be
+    // a PID)...
+    let (a, prefix) = loop {
+        let c = Container::start(&[], &[]);
+        match c.id.bytes().position(|b| !b.is_ascii_digit()) {
+            Some(letter) if letter < 8 => {
+                let prefix = c.id[..(letter + 1).max(4)].to_string();
+                break (c, prefix);
+            }
+            _ => continue,
+        }
+    };
+    // ...and another container *named* that prefix, as `docker run --name db` would be.
+    let b = Container {
+        id: run_ok(Command::new("docker").args([
+            "run",
+            "-d",
+            "--name",
+            &prefix,
+            crashcart_tests::distroless_image(),
+        ])),
+        name: prefix.clone(),
+    };
+    let expected_b = docker_target(&b, Some(&prefix));
+    assert_eq!(resolve(&prefix).unwrap(), expected_b);
+    assert_eq!(resolve(&format!("docker://{prefix}")).unwrap(), expected_b);
+    // Twelve digits and more are an ID, whatever the names.
+    assert_eq!(resolve(short(&a.id)).unwrap(), docker_target(&a, None));
+    // Without Docker, the prefix is all there is.
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(
+        resolver_without_docker(tmp.path())
+            .resolve(&prefix)
+            .unwrap(),
+        docker_target(&a, None)
+    );
+}
+
+#[test]
 fn missing_name_is_not_found() {
     if !docker_ready() {
         return;

@@ -16,8 +16,9 @@ use serde::Deserialize;
 /// Where Docker listens when `DOCKER_HOST` is unset.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
-/// How long a stuck daemon may keep us waiting, per read or write.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stuck daemon may keep us waiting, per read or write, when only Docker can
+/// answer.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An inspect response is a few KiB; anything near this is not Docker talking.
 const MAX_RESPONSE_BYTES: u64 = 16 << 20;
@@ -124,13 +125,14 @@ pub fn is_valid_reference(reference: &str) -> bool {
 pub fn inspect_container(
     socket: &Path,
     reference: &str,
+    timeout: Duration,
 ) -> Result<Option<ContainerInfo>, DockerError> {
     assert!(
         is_valid_reference(reference),
         "unchecked reference {reference:?}"
     );
     let name = reference.strip_prefix('/').unwrap_or(reference);
-    let (status, body) = get(socket, &format!("/containers/{name}/json"))?;
+    let (status, body) = get(socket, &format!("/containers/{name}/json"), timeout)?;
     let protocol = |reason: String| DockerError::Protocol {
         socket: socket.to_path_buf(),
         reason,
@@ -160,8 +162,9 @@ fn error_message(body: &[u8]) -> String {
     }
 }
 
-/// Sends `GET path` and returns the status and the decoded body.
-fn get(socket: &Path, path: &str) -> Result<(u16, Vec<u8>), DockerError> {
+/// Sends `GET path` and returns the status and the decoded body; `timeout` bounds each read
+/// and write.
+fn get(socket: &Path, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>), DockerError> {
     let io_error = |source| DockerError::Io {
         socket: socket.to_path_buf(),
         source,
@@ -170,12 +173,8 @@ fn get(socket: &Path, path: &str) -> Result<(u16, Vec<u8>), DockerError> {
         socket: socket.to_path_buf(),
         source,
     })?;
-    stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .map_err(io_error)?;
-    stream
-        .set_write_timeout(Some(IO_TIMEOUT))
-        .map_err(io_error)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io_error)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io_error)?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: crashcart/{}\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION")

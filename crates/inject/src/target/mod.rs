@@ -13,8 +13,10 @@
 //!    API ([`docker`]), which also knows names.
 //!
 //! Like Docker, any unique prefix of a hex ID is accepted, and an ambiguous one is an error
-//! that lists the candidates. Unlike Docker, a hex prefix matching a running container wins
-//! over a container *named* like that prefix: the daemonless answer comes first. A PID read
+//! that lists the candidates. Also like Docker, a name beats an ID prefix: a short hex string
+//! (under 12 characters, e.g. `db` or `cafe`) is first offered to Docker as a name, briefly,
+//! and only if Docker has no container of that name is it taken as a prefix. Twelve hex
+//! digits and more (what `docker ps` shows) are IDs, resolved without the daemon. A PID read
 //! from a file is only trusted while its process lives and, where the runtime records the
 //! init's start time, started at that time (so a recycled PID is never taken for the init).
 //! A paused (frozen) container or process is refused, since a command in it would hang.
@@ -28,6 +30,7 @@ mod state_files;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use docker::DockerError;
 
@@ -157,6 +160,13 @@ impl Default for Resolver {
     }
 }
 
+/// Hex strings shorter than this may be Docker names (`db`, `cafe`); see the module docs.
+const NAME_LIKE_HEX_LEN: usize = 12;
+
+/// How long Docker may take to say whether a short hex string is a name before resolution
+/// carries on without it.
+const NAME_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Which runtime a `scheme://` restricts the search to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scope {
@@ -219,12 +229,19 @@ impl Resolver {
         if query.is_empty() {
             return Err(ResolveError::NotFound(spec.to_string()));
         }
+        let by_docker = matches!(scope, Scope::Any | Scope::Docker);
+        if by_docker && query.len() < NAME_LIKE_HEX_LEN && is_hex(query) {
+            if let Some(info) = self.docker_container_named(query) {
+                return self.docker_target(info);
+            }
+        }
         if let Some(target) = self.resolve_without_daemon(spec, scope, query)? {
             return Ok(target);
         }
-        match scope {
-            Scope::Any | Scope::Docker => self.resolve_with_docker(spec, query),
-            _ => Err(ResolveError::NotFound(spec.to_string())),
+        if by_docker {
+            self.resolve_with_docker(spec, query)
+        } else {
+            Err(ResolveError::NotFound(spec.to_string()))
         }
     }
 
@@ -250,7 +267,7 @@ impl Resolver {
         scope: Scope,
         query: &str,
     ) -> Result<Option<Target>, ResolveError> {
-        let is_hex = query.bytes().all(|b| b.is_ascii_hexdigit());
+        let is_hex = is_hex(query);
         let query_lower = query.to_ascii_lowercase();
         // Exact IDs of any form (containerd task IDs can be names); prefixes of hex IDs.
         let wanted = |id: &str| id == query || (is_hex && id.starts_with(&query_lower));
@@ -330,7 +347,7 @@ impl Resolver {
             return Err(ResolveError::NotFound(spec.to_string()));
         }
         let socket = docker::socket_path(self.docker_host.as_deref())?;
-        let info = match docker::inspect_container(&socket, query) {
+        let info = match docker::inspect_container(&socket, query, docker::TIMEOUT) {
             Ok(Some(info)) => info,
             Ok(None) => return Err(ResolveError::NotFound(spec.to_string())),
             Err(DockerError::Connect { socket, source })
@@ -347,6 +364,25 @@ impl Resolver {
             }
             Err(e) => return Err(e.into()),
         };
+        self.docker_target(info)
+    }
+
+    /// The running Docker container named exactly `name`, if Docker answers quickly; `None`
+    /// on any doubt, leaving the decision to the daemonless lookup.
+    fn docker_container_named(&self, name: &str) -> Option<docker::ContainerInfo> {
+        if !docker::is_valid_reference(name) {
+            return None;
+        }
+        let socket = docker::socket_path(self.docker_host.as_deref()).ok()?;
+        // Docker matches an exact ID, then a name, then an ID prefix; only a name counts here.
+        docker::inspect_container(&socket, name, NAME_PROBE_TIMEOUT)
+            .ok()
+            .flatten()
+            .filter(|info| info.name.strip_prefix('/') == Some(name))
+    }
+
+    /// Checks what Docker said about a container: running, not paused, init still alive.
+    fn docker_target(&self, info: docker::ContainerInfo) -> Result<Target, ResolveError> {
         let name = info
             .name
             .strip_prefix('/')
@@ -375,6 +411,11 @@ impl Resolver {
             _ => Err(ResolveError::NotRunning(shown)),
         }
     }
+}
+
+/// True for a non-empty string of hex digits (either case).
+fn is_hex(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Splits `scheme://rest`; no scheme means any runtime.
