@@ -35,8 +35,6 @@ pub(crate) struct StateEntry {
     pub pid: u32,
     /// Start time of the init in clock ticks after boot, when the file records it.
     pub start_time: Option<u64>,
-    /// The file it came from, for `--verbose` and error messages.
-    pub source: PathBuf,
 }
 
 /// Every container under `run_root` whose ID satisfies `wanted`, one entry per ID (the first
@@ -74,7 +72,6 @@ pub(crate) fn find(
                         id,
                         pid,
                         start_time: None,
-                        source: file,
                     });
                 }
             }
@@ -93,7 +90,6 @@ pub(crate) fn find(
                     id,
                     pid,
                     start_time: Some(start_time),
-                    source: file,
                 });
             }
         }
@@ -107,7 +103,6 @@ pub(crate) fn find(
                 id,
                 pid,
                 start_time: None,
-                source: file,
             });
         }
     }
@@ -126,7 +121,6 @@ pub(crate) fn find(
                     id,
                     pid,
                     start_time: Some(start_time),
-                    source: file,
                 });
             }
         }
@@ -262,19 +256,12 @@ mod tests {
         std::fs::write(path, contents).unwrap();
     }
 
-    fn entry(
-        id: &str,
-        runtime: Runtime,
-        pid: u32,
-        start: Option<u64>,
-        source: &Path,
-    ) -> StateEntry {
+    fn entry(id: &str, runtime: Runtime, pid: u32, start: Option<u64>) -> StateEntry {
         StateEntry {
             id: id.into(),
             runtime,
             pid,
             start_time: start,
-            source: source.into(),
         }
     }
 
@@ -291,10 +278,7 @@ mod tests {
             r#"{"id":"x","init_process_pid":6969,"init_process_start":47901,"config":{}}"#,
         );
         let found = find(run, Path::new("/nonexistent"), |id| id.starts_with("eca"));
-        assert_eq!(
-            found,
-            vec![entry(ID, Runtime::Docker, 6969, Some(47901), &task)]
-        );
+        assert_eq!(found, vec![entry(ID, Runtime::Docker, 6969, Some(47901))]);
     }
 
     #[test]
@@ -317,10 +301,7 @@ mod tests {
         };
         assert_eq!(
             found,
-            vec![
-                entry(ID2, default, 200, None, &v1),
-                entry("web", k8s, 100, None, &v2)
-            ]
+            vec![entry(ID2, default, 200, None), entry("web", k8s, 100, None)]
         );
     }
 
@@ -346,8 +327,8 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                entry(ID2, Runtime::CriO, 400, None, &crio),
-                entry(ID, Runtime::Podman, 300, None, &podman)
+                entry(ID2, Runtime::CriO, 400, None),
+                entry(ID, Runtime::Podman, 300, None)
             ]
         );
         // Without the config, the init's cgroup says CRI-O.
@@ -358,7 +339,7 @@ mod tests {
             &format!("0::/kubepods/pod1/crio-{ID2}\n"),
         );
         let found = find(run, &proc, |id| id == ID2);
-        assert_eq!(found, vec![entry(ID2, Runtime::CriO, 400, None, &crio)]);
+        assert_eq!(found, vec![entry(ID2, Runtime::CriO, 400, None)]);
     }
 
     #[test]
@@ -379,8 +360,8 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                entry(ID, Runtime::CriO, 500, Some(7), &runc),
-                entry("handmade", Runtime::Pid, 600, Some(8), &crun)
+                entry(ID, Runtime::CriO, 500, Some(7)),
+                entry("handmade", Runtime::Pid, 600, Some(8))
             ]
         );
     }
