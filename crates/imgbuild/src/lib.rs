@@ -1,4 +1,25 @@
 //! crashcart-imgbuild: write crashcart's tool image through libext2fs, without root.
+//!
+//! The pipeline ([`builder`]) sizes the image ([`sizing`]), feeds every input ([`input`]) to
+//! the writer ([`image`]), which keeps the namespace in [`tree`], lays out directories with
+//! [`dirblock`] and block maps with [`blockmap`], rewrites store paths with [`relocate`], and
+//! reaches libext2fs only through the safe handle in [`ext2`]. The output appears at `-o` only
+//! when complete ([`output`]).
 
+#![deny(missing_docs)]
+
+pub mod blockmap;
+pub mod builder;
+pub mod cli;
+pub mod dirblock;
+pub mod ext2;
 pub mod host;
+pub mod image;
+pub mod input;
+pub mod manifest;
 pub mod nix;
+pub mod output;
+pub mod progress;
+pub mod relocate;
+pub mod sizing;
+pub mod tree;

@@ -1,0 +1,584 @@
+//! One build, start to finish: resolve the inputs (directories, host bundle, nix closure, tar),
+//! size the image, write every input, add the rc file and the manifest, publish the image.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::cli::Cli;
+use crate::ext2::{Geometry, BLOCK_SIZE};
+use crate::image::{Content, ImageWriter, WriteError, WriteOptions};
+use crate::input::{self, InputError};
+use crate::manifest::{self, Manifest, ProgramRecord, RelocationRecord};
+use crate::output::{self, OutputError, PendingImage};
+use crate::progress::Progress;
+use crate::relocate::Relocation;
+use crate::sizing::Estimate;
+use crate::tree::Attributes;
+use crate::{host, nix};
+
+/// The store directory closures are taken from when no relocation names another.
+const DEFAULT_STORE_DIR: &str = "/nix/store";
+
+/// Why a build failed. [`BuildError::exit_code`] tells the classes apart.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The flags do not describe a build.
+    #[error("{0}")]
+    Usage(String),
+    /// An input is missing, unreadable or inconsistent.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// A store path listed in the closure is not in the store.
+    #[error("store path {} is not in the store (looked at {})", path.display(), at.display())]
+    MissingStorePath {
+        /// The store path.
+        path: PathBuf,
+        /// Where its bytes were expected.
+        at: PathBuf,
+    },
+    /// The image (or the disk holding it) is too small.
+    #[error("{source}\n(the image is too small for the inputs{hint})")]
+    NoSpace {
+        /// What ran out.
+        source: WriteError,
+        /// Advice about --size.
+        hint: String,
+    },
+    /// The output cannot be written.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// `--host` failed.
+    #[error("--host: {0}")]
+    Host(#[from] host::HostError),
+    /// `--packages` failed.
+    #[error("--packages: {0}")]
+    Nix(#[from] nix::NixError),
+    /// Writing failed for another reason.
+    #[error(transparent)]
+    Write(WriteError),
+}
+
+impl From<WriteError> for BuildError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Tree(_) | WriteError::Read { .. } | WriteError::ShortInput { .. } => {
+                BuildError::Input(InputError::Write(e))
+            }
+            e if e.is_no_space() => BuildError::NoSpace {
+                source: e,
+                hint: String::new(),
+            },
+            e => BuildError::Write(e),
+        }
+    }
+}
+
+impl BuildError {
+    /// The process exit status for this error (documented in `--help`).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            BuildError::Usage(_) => 2,
+            BuildError::Input(InputError::Write(w)) if w.is_no_space() => 4,
+            BuildError::Input(_) | BuildError::MissingStorePath { .. } => 3,
+            BuildError::NoSpace { .. } => 4,
+            BuildError::Output(_) => 5,
+            BuildError::Nix(e) if e.is_bad_input() => 3,
+            BuildError::Host(
+                host::HostError::ProgramNotFound(_)
+                | host::HostError::ProgramPathNotFound(_)
+                | host::HostError::NotExecutable(_)
+                | host::HostError::InterpreterNotFound { .. }
+                | host::HostError::WrongArchitecture { .. },
+            ) => 3,
+            BuildError::Host(_) | BuildError::Nix(_) => 6,
+            BuildError::Write(_) => 1,
+        }
+    }
+}
+
+/// What was built, for the summary line.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// `-o`.
+    pub output: PathBuf,
+    /// Non-directory entries.
+    pub files: u64,
+    /// Content bytes.
+    pub bytes: u64,
+    /// Image size in bytes.
+    pub image_bytes: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Content digest.
+    pub digest: String,
+}
+
+/// A closure to write: from `--closure` or from `--packages`.
+struct ClosureInput {
+    store_paths: Vec<PathBuf>,
+    profile: Option<PathBuf>,
+    real_root: PathBuf,
+}
+
+/// Where a tar input's bytes come from.
+enum TarSource {
+    Path(PathBuf),
+    /// stdin, spooled to scratch space because the image size must be known first.
+    Spooled(File),
+    Stdin,
+}
+
+impl TarSource {
+    fn open(&mut self) -> Result<Box<dyn Read>, InputError> {
+        let reader: Box<dyn Read> = match self {
+            TarSource::Path(p) => {
+                Box::new(File::open(&*p).map_err(|source| InputError::Unreadable {
+                    path: p.clone(),
+                    source,
+                })?)
+            }
+            TarSource::Spooled(f) => {
+                f.rewind().map_err(|source| InputError::Unreadable {
+                    path: "-".into(),
+                    source,
+                })?;
+                Box::new(f.try_clone().map_err(|source| InputError::Unreadable {
+                    path: "-".into(),
+                    source,
+                })?)
+            }
+            TarSource::Stdin => Box::new(std::io::stdin().lock()),
+        };
+        input::open_tar(reader).map_err(|source| InputError::Unreadable {
+            path: self.name().into(),
+            source,
+        })
+    }
+
+    fn name(&self) -> String {
+        match self {
+            TarSource::Path(p) => p.display().to_string(),
+            _ => "-".into(),
+        }
+    }
+}
+
+/// `SOURCE_DATE_EPOCH`, 0 when unset.
+fn source_date_epoch() -> Result<u32, BuildError> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v.trim().parse().map_err(|_| {
+            BuildError::Usage(format!(
+                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
+            ))
+        }),
+        _ => Ok(0),
+    }
+}
+
+fn read_closure_list(path: &Path) -> Result<Vec<PathBuf>, BuildError> {
+    let mut text = String::new();
+    let unreadable = |source| InputError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path == Path::new("-") {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(unreadable)?;
+    } else {
+        File::open(path)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .map_err(unreadable)?;
+    }
+    let mut paths: Vec<PathBuf> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(PathBuf::from)
+        .collect();
+    for p in &paths {
+        if !p.is_absolute() || p.file_name().is_none() {
+            return Err(BuildError::Usage(format!(
+                "--closure {}: {:?} is not an absolute store path",
+                path.display(),
+                p
+            )));
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    Ok(paths)
+}
+
+/// Where the bytes of store path `p` are read from.
+fn real_path(real_root: &Path, p: &Path) -> PathBuf {
+    real_root.join(p.strip_prefix("/").unwrap_or(p))
+}
+
+fn image_store_path(p: &Path) -> PathBuf {
+    Path::new("store").join(p.file_name().expect("checked store path"))
+}
+
+/// Runs one build.
+pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
+    let started = Instant::now();
+    let time = source_date_epoch()?;
+    if cli.closure.is_some() && cli.nix.packages.is_some() {
+        return Err(BuildError::Usage(
+            "--closure and --packages both give a closure; use one".into(),
+        ));
+    }
+    if cli.closure.as_deref() == Some(Path::new("-")) && cli.tar.as_deref() == Some(Path::new("-"))
+    {
+        return Err(BuildError::Usage(
+            "--closure - and --tar - cannot both read stdin".into(),
+        ));
+    }
+    if cli.profile.is_some() && cli.closure.is_none() && cli.tar.is_none() {
+        return Err(BuildError::Usage(
+            "--profile needs --closure or --tar".into(),
+        ));
+    }
+    let no_input = cli.dirs.is_empty()
+        && cli.closure.is_none()
+        && cli.tar.is_none()
+        && cli.nix.packages.is_none()
+        && cli.host.programs.is_empty();
+    if no_input {
+        return Err(BuildError::Usage(
+            "no input: give --dir, --closure, --tar, --packages or --host".into(),
+        ));
+    }
+    for dir in &cli.dirs {
+        let meta = std::fs::metadata(dir).map_err(|source| InputError::Unreadable {
+            path: dir.clone(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(InputError::NotADirectory(dir.clone()).into());
+        }
+    }
+    let mut relocation = cli.relocate.clone();
+
+    // Inputs built by other modules first: they may fail, and nothing is written before.
+    let mut dirs: Vec<(PathBuf, String)> = cli
+        .dirs
+        .iter()
+        .map(|d| (d.clone(), format!("--dir {}", d.display())))
+        .collect();
+    let mut env = BTreeMap::new();
+    let mut programs = Vec::new();
+    let _staging = if cli.host.programs.is_empty() {
+        None
+    } else {
+        let staging = tempfile::tempdir().map_err(|source| OutputError::Create {
+            dir: std::env::temp_dir(),
+            source,
+        })?;
+        let bundle = host::bundle(&cli.host.programs, staging.path())?;
+        dirs.push((staging.path().to_path_buf(), "--host".into()));
+        for (k, v) in bundle.env {
+            env.insert(k, v);
+        }
+        programs = bundle
+            .programs
+            .into_iter()
+            .map(|p| ProgramRecord {
+                name: p.name,
+                host_path: p.host_path.display().to_string(),
+                package: p.package,
+                version: p.version,
+            })
+            .collect();
+        Some(staging)
+    };
+    if let Some(bad) = env.keys().find(|k| !manifest::valid_env_name(k)) {
+        return Err(BuildError::Usage(format!(
+            "environment variable name {bad:?} cannot be exported"
+        )));
+    }
+
+    let mut _keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    let closure = if cli.nix.packages.is_some() {
+        let built = nix::build(&cli.nix)?;
+        if let Some(r) = &built.relocate {
+            relocation = Some(
+                Relocation::new(&r.from, &r.to).map_err(|e| BuildError::Usage(e.to_string()))?,
+            );
+        }
+        _keep = built.keep;
+        Some(ClosureInput {
+            store_paths: {
+                let mut v = built.store_paths;
+                v.sort();
+                v.dedup();
+                v
+            },
+            profile: Some(built.profile),
+            real_root: built.real_root,
+        })
+    } else if let Some(list) = &cli.closure {
+        Some(ClosureInput {
+            store_paths: read_closure_list(list)?,
+            profile: cli.profile.clone(),
+            real_root: cli.store_root.clone().unwrap_or_else(|| "/".into()),
+        })
+    } else {
+        None
+    };
+    if let Some(c) = &closure {
+        for p in &c.store_paths {
+            let at = real_path(&c.real_root, p);
+            if std::fs::symlink_metadata(&at).is_err() {
+                return Err(BuildError::MissingStorePath {
+                    path: p.clone(),
+                    at,
+                });
+            }
+        }
+        if let Some(profile) = &c.profile {
+            if !c.store_paths.contains(profile) {
+                return Err(BuildError::Usage(format!(
+                    "--profile {} is not one of the closure's store paths",
+                    profile.display()
+                )));
+            }
+        }
+    }
+    let store_dir = relocation
+        .as_ref()
+        .map_or(DEFAULT_STORE_DIR.to_string(), |r| r.from.clone());
+
+    let mut tar = match &cli.tar {
+        None => None,
+        Some(p) if p == Path::new("-") => {
+            if cli.size.is_some() {
+                Some(TarSource::Stdin)
+            } else {
+                // The size must be known before writing: keep the stream (not its contents
+                // unpacked) until it has been measured.
+                let mut spool = output::scratch_file(&cli.output)?;
+                std::io::copy(&mut std::io::stdin().lock(), &mut spool).map_err(|source| {
+                    InputError::Unreadable {
+                        path: "-".into(),
+                        source,
+                    }
+                })?;
+                Some(TarSource::Spooled(spool))
+            }
+        }
+        Some(p) => {
+            File::open(p).map_err(|source| InputError::Unreadable {
+                path: p.clone(),
+                source,
+            })?;
+            Some(TarSource::Path(p.clone()))
+        }
+    };
+
+    // Size.
+    let mut estimate = Estimate::default();
+    for (dir, _) in &dirs {
+        estimate.add_tree(dir)?;
+    }
+    if let Some(c) = &closure {
+        for p in &c.store_paths {
+            estimate.add_tree(&real_path(&c.real_root, p))?;
+        }
+    }
+    if let Some(t) = tar.as_mut() {
+        if !matches!(t, TarSource::Stdin) {
+            let name = t.name();
+            estimate.add_tar(t.open()?, &name)?;
+        }
+    }
+    let manifest_guess = 4096
+        + closure
+            .as_ref()
+            .map_or(0, |c| c.store_paths.len() as u64 * 160)
+        + programs.len() as u64 * 256;
+    estimate.generated(manifest_guess);
+    estimate.generated(4096);
+    let geometry = match cli.size {
+        Some(bytes) => Geometry {
+            blocks: bytes / u64::from(BLOCK_SIZE),
+            inodes: estimate.geometry(cli.fs, cli.headroom).inodes,
+            kind: cli.fs,
+        },
+        None => estimate.geometry(cli.fs, cli.headroom),
+    };
+    let image_bytes = geometry.blocks * u64::from(BLOCK_SIZE);
+    let size_hint = if cli.size.is_some() {
+        ": give a larger --size, or none to compute it".to_string()
+    } else {
+        String::new()
+    };
+    let with_hint = |e: BuildError| match e {
+        BuildError::NoSpace { source, .. } => BuildError::NoSpace {
+            source,
+            hint: size_hint.clone(),
+        },
+        e => e,
+    };
+
+    let pending = PendingImage::create(&cli.output, image_bytes)?;
+    let show = !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress = Progress::new(show, estimate.bytes);
+    let opts = WriteOptions {
+        kind: cli.fs,
+        time,
+        keep_owner: cli.keep_owner,
+        relocation: relocation.clone(),
+    };
+    let mut writer = ImageWriter::create(pending.file()?, pending.path(), geometry, opts, progress)
+        .map_err(|e| with_hint(e.into()))?;
+
+    let written = (|| -> Result<(), BuildError> {
+        for (dir, name) in &dirs {
+            let origin = writer.add_origin(name.clone());
+            input::add_tree(&mut writer, dir, Path::new(""), origin)?;
+        }
+        writer.set_relocating(true);
+        if let Some(c) = &closure {
+            for p in &c.store_paths {
+                let origin = writer.add_origin(format!("store path {}", p.display()));
+                input::add_tree(
+                    &mut writer,
+                    &real_path(&c.real_root, p),
+                    &image_store_path(p),
+                    origin,
+                )?;
+            }
+        }
+        if let Some(t) = tar.as_mut() {
+            let name = format!("--tar {}", t.name());
+            let origin = writer.add_origin(name.clone());
+            let stream = t.open()?;
+            input::add_tar(&mut writer, stream, store_dir.as_bytes(), origin, &name)?;
+        }
+        let profile = closure
+            .as_ref()
+            .and_then(|c| c.profile.clone())
+            .or_else(|| {
+                if tar.is_some() {
+                    cli.profile.clone()
+                } else {
+                    None
+                }
+            });
+        writer.set_relocating(false);
+        if let Some(profile) = profile {
+            link_profile(&mut writer, &profile)?;
+        }
+        Ok(())
+    })();
+    written.map_err(with_hint)?;
+
+    let origin = writer.add_origin("the builder".into());
+    if !writer.exists(Path::new(manifest::RC_PATH)) {
+        let rc = manifest::rc_file(&env);
+        writer
+            .file(
+                Path::new(manifest::RC_PATH),
+                plain(0o644),
+                rc.len() as u64,
+                Content::Bytes(&rc),
+                None,
+                origin,
+            )
+            .map_err(|e| with_hint(e.into()))?;
+    }
+    if writer.exists(Path::new(manifest::MANIFEST_PATH)) {
+        return Err(BuildError::Usage(format!(
+            "an input provides /{}, which the builder writes",
+            manifest::MANIFEST_PATH
+        )));
+    }
+    let totals = writer.totals();
+    let digest = writer.digest();
+    let record = Manifest {
+        format: manifest::FORMAT,
+        builder: format!("crashcart-imgbuild {}", env!("CARGO_PKG_VERSION")),
+        fs: cli.fs,
+        store_alias: relocation.as_ref().map(|r| r.to.clone()),
+        relocation: relocation.as_ref().map(|r| RelocationRecord {
+            from: r.from.clone(),
+            to: r.to.clone(),
+        }),
+        env,
+        store_paths: closure
+            .as_ref()
+            .map(|c| {
+                c.store_paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        programs,
+        files: totals.files,
+        bytes: totals.bytes,
+        digest: digest.clone(),
+    };
+    let json = record.to_json();
+    writer
+        .dir(Path::new(".crashcart"), plain(0o755), origin)
+        .map_err(|e| with_hint(e.into()))?;
+    writer
+        .file(
+            Path::new(manifest::MANIFEST_PATH),
+            plain(0o644),
+            json.len() as u64,
+            Content::Bytes(&json),
+            None,
+            origin,
+        )
+        .map_err(|e| with_hint(e.into()))?;
+    writer.finish(cli.uuid).map_err(|e| with_hint(e.into()))?;
+    pending.publish()?;
+    Ok(Summary {
+        output: cli.output.clone(),
+        files: totals.files,
+        bytes: totals.bytes,
+        image_bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        digest,
+    })
+}
+
+fn plain(perm: u32) -> Attributes {
+    Attributes {
+        perm,
+        ..Attributes::default()
+    }
+}
+
+/// `profile -> store/<profile>`, `bin -> profile/bin`, `sbin -> profile/sbin` (the latter two
+/// only when the profile has them).
+fn link_profile(writer: &mut ImageWriter, profile: &Path) -> Result<(), BuildError> {
+    let origin = writer.add_origin(format!("--profile {}", profile.display()));
+    let in_store = image_store_path(profile);
+    if !writer.exists(&in_store) {
+        return Err(BuildError::Usage(format!(
+            "--profile {} is not in the image",
+            profile.display()
+        )));
+    }
+    writer.symlink(
+        Path::new("profile"),
+        plain(0o777),
+        in_store.as_os_str().as_bytes(),
+        origin,
+    )?;
+    for sub in ["bin", "sbin"] {
+        if writer.exists(&in_store.join(sub)) {
+            let target = format!("profile/{sub}");
+            writer.symlink(Path::new(sub), plain(0o777), target.as_bytes(), origin)?;
+        }
+    }
+    Ok(())
+}

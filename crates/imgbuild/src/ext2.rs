@@ -1,0 +1,449 @@
+//! The one place that calls libext2fs: a filesystem handle that frees itself on `Drop`.
+//!
+//! libext2fs owns the metadata — superblock, group descriptors, bitmaps, inode tables,
+//! extended-attribute blocks and the journal — and writes it through its own block cache. The
+//! builder owns the bytes of files, directories and block maps and writes them itself at the
+//! blocks this handle hands out ([`Filesystem::allocate_run`]), in large sequential writes,
+//! instead of block by block through the library's cache. The two never touch the same block:
+//! a block is marked in the library's bitmap before the builder writes it.
+//!
+//! Every error names the operation and the path it was for (the image, or the file inside it
+//! being written), plus libext2fs's own message.
+
+use std::ffi::{CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::ptr;
+use std::sync::Once;
+
+use ext2fs_sys as sys;
+
+/// Block size of every image: the page size, which any kernel mounts.
+pub const BLOCK_SIZE: u32 = 4096;
+/// On-disk inode size: room for nanosecond-free timestamps past 2038 and small in-inode xattrs.
+pub const INODE_SIZE: u16 = 256;
+/// `i_extra_isize` for [`INODE_SIZE`] inodes: the fields of `ext2_inode_large` past the first 128
+/// bytes.
+const EXTRA_ISIZE: u16 = (std::mem::size_of::<sys::ext2_inode_large>() - 128) as u16;
+
+/// A failed libext2fs call.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {}: {message}", path.display())]
+pub struct Ext2Error {
+    /// What was being done (`"allocate blocks for"`, `"write inode of"`, ...).
+    pub op: &'static str,
+    /// The image file, or the path inside the image being written.
+    pub path: PathBuf,
+    /// The `errcode_t` libext2fs returned.
+    pub code: i64,
+    /// libext2fs's message for `code`.
+    pub message: String,
+}
+
+impl Ext2Error {
+    /// True when the filesystem ran out of blocks or inodes (the image is too small).
+    pub fn is_no_space(&self) -> bool {
+        [
+            sys::EXT2_ET_BLOCK_ALLOC_FAIL,
+            sys::EXT2_ET_INODE_ALLOC_FAIL,
+            sys::EXT2_ET_DIR_NO_SPACE,
+            sys::EXT2_ET_EA_NO_SPACE,
+        ]
+        .iter()
+        .any(|&c| i64::from(c) == self.code)
+            || self.code == i64::from(rustix::io::Errno::NOSPC.raw_os_error())
+    }
+}
+
+fn check(code: sys::errcode_t, op: &'static str, path: &Path) -> Result<(), Ext2Error> {
+    if code == 0 {
+        return Ok(());
+    }
+    Err(Ext2Error {
+        op,
+        path: path.to_path_buf(),
+        code,
+        message: error_message(code),
+    })
+}
+
+fn error_message(code: sys::errcode_t) -> String {
+    static TABLE: Once = Once::new();
+    // SAFETY: registers libext2fs's static error table with com_err; Once makes it happen once.
+    TABLE.call_once(|| unsafe { sys::initialize_ext2_error_table() });
+    // SAFETY: error_message returns a pointer to a NUL-terminated string that is either static
+    // or in a static buffer; we copy it out at once.
+    let msg = unsafe { sys::error_message(code) };
+    if msg.is_null() {
+        return format!("libext2fs error {code}");
+    }
+    // SAFETY: non-null and NUL-terminated, per com_err's contract (checked above).
+    unsafe { CStr::from_ptr(msg) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The large inode as the `struct ext2_inode *` the `_full` calls take (they use the size
+/// argument to know how much of it to read or write).
+fn inode_ptr(raw: &mut sys::ext2_inode_large) -> *mut sys::ext2_inode {
+    (raw as *mut sys::ext2_inode_large).cast()
+}
+
+/// Which ext flavour the image is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsKind {
+    /// ext3: journal, block-mapped files (what the seed built).
+    Ext3,
+    /// ext4: ext3 plus extent-mapped files.
+    Ext4,
+}
+
+/// Size and shape of a new filesystem.
+#[derive(Debug, Clone, Copy)]
+pub struct Geometry {
+    /// Total blocks of [`BLOCK_SIZE`].
+    pub blocks: u64,
+    /// Inodes to create room for (libext2fs rounds up to fill inode-table blocks).
+    pub inodes: u32,
+    /// ext3 or ext4.
+    pub kind: FsKind,
+}
+
+/// An inode as the builder describes it; [`Filesystem::write_inode`] lays it out.
+#[derive(Debug, Clone, Default)]
+pub struct InodeRecord {
+    /// File type and permission bits (`S_IFREG | 0o4755`, ...).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// atime, ctime and mtime.
+    pub time: u32,
+    /// Hard link count.
+    pub links: u16,
+    /// Blocks held, in [`BLOCK_SIZE`] units (data plus block-map blocks).
+    pub blocks: u64,
+    /// `i_flags` (`EXT2_INDEX_FL`, `EXT4_EXTENTS_FL`).
+    pub flags: u32,
+    /// `i_block`: block map, extent root, fast symlink target or device number.
+    pub block: [u32; 15],
+}
+
+/// An open, writable filesystem inside an image file. Dropping it without [`Filesystem::close`]
+/// releases the library's memory without writing the metadata.
+pub struct Filesystem {
+    fs: sys::ext2_filsys,
+    image: PathBuf,
+}
+
+impl Filesystem {
+    /// Lays out a new filesystem in the existing file `image` (already sized by the caller).
+    ///
+    /// `time` becomes every superblock timestamp; nothing is taken from the clock.
+    pub fn create(image: &Path, geometry: Geometry, time: u32) -> Result<Filesystem, Ext2Error> {
+        let name = CString::new(image.as_os_str().as_bytes()).map_err(|_| Ext2Error {
+            op: "create filesystem in",
+            path: image.to_path_buf(),
+            code: 0,
+            message: "path contains a NUL byte".into(),
+        })?;
+        // SAFETY: ext2_super_block is plain old data; all-zero is the "use defaults" value that
+        // ext2fs_initialize expects for every field we do not set.
+        let mut param: sys::ext2_super_block = unsafe { std::mem::zeroed() };
+        param.s_blocks_count = geometry.blocks as u32;
+        param.s_blocks_count_hi = (geometry.blocks >> 32) as u32;
+        param.s_inodes_count = geometry.inodes;
+        param.s_log_block_size = BLOCK_SIZE.trailing_zeros() - 10;
+        param.s_rev_level = sys::EXT2_DYNAMIC_REV;
+        param.s_inode_size = INODE_SIZE;
+        // A read-only tool image: nothing is reserved for root.
+        param.s_r_blocks_count = 0;
+        param.s_feature_compat =
+            sys::EXT2_FEATURE_COMPAT_EXT_ATTR | sys::EXT2_FEATURE_COMPAT_DIR_INDEX;
+        param.s_feature_incompat = sys::EXT2_FEATURE_INCOMPAT_FILETYPE;
+        param.s_feature_ro_compat =
+            sys::EXT2_FEATURE_RO_COMPAT_SPARSE_SUPER | sys::EXT2_FEATURE_RO_COMPAT_LARGE_FILE;
+        if geometry.kind == FsKind::Ext4 {
+            param.s_feature_incompat |= sys::EXT3_FEATURE_INCOMPAT_EXTENTS;
+            param.s_feature_ro_compat |=
+                sys::EXT4_FEATURE_RO_COMPAT_HUGE_FILE | sys::EXT4_FEATURE_RO_COMPAT_DIR_NLINK;
+        }
+        let mut fs: sys::ext2_filsys = ptr::null_mut();
+        // SAFETY: `name` and `param` outlive the call; unix_io_manager is the library's static
+        // manager for files; on success `fs` receives an owned handle that Drop frees.
+        let rc = unsafe {
+            sys::ext2fs_initialize(
+                name.as_ptr(),
+                (sys::EXT2_FLAG_RW | sys::EXT2_FLAG_64BITS) as i32,
+                &mut param,
+                sys::unix_io_manager,
+                &mut fs,
+            )
+        };
+        check(rc, "create filesystem in", image)?;
+        let mut this = Filesystem {
+            fs,
+            image: image.to_path_buf(),
+        };
+        {
+            let sb = this.super_mut();
+            sb.s_mkfs_time = time;
+            sb.s_wtime = time;
+            sb.s_mtime = 0;
+            sb.s_lastcheck = time;
+            sb.s_max_mnt_count = -1; // never force a check of a read-only image
+            sb.s_def_hash_version = sys::EXT2_HASH_HALF_MD4 as u8;
+            sb.s_flags |= sys::EXT2_FLAGS_UNSIGNED_HASH;
+        }
+        // SAFETY: `this.fs` is a valid handle; `now` is a plain field the library reads instead
+        // of time(2) when non-zero.
+        unsafe { (*this.fs).now = i64::from(time) };
+        // SAFETY: valid handle, freshly initialized, tables not yet placed.
+        let rc = unsafe { sys::ext2fs_allocate_tables(this.fs) };
+        check(rc, "place inode tables in", image)?;
+        this.reserve_special_inodes();
+        Ok(this)
+    }
+
+    fn super_mut(&mut self) -> &mut sys::ext2_super_block {
+        // SAFETY: a valid handle always points at its superblock, which lives as long as the
+        // handle; &mut self makes this the only reference.
+        unsafe { &mut *(*self.fs).super_ }
+    }
+
+    fn super_ref(&self) -> &sys::ext2_super_block {
+        // SAFETY: as in super_mut; shared borrow of self.
+        unsafe { &*(*self.fs).super_ }
+    }
+
+    /// Marks inodes 1..first_ino (bad blocks, root, journal, ...) as used, as mke2fs does, so
+    /// that [`Filesystem::new_inode`] starts handing out ordinary inodes.
+    fn reserve_special_inodes(&mut self) {
+        let first = self.super_ref().s_first_ino;
+        for ino in 1..first {
+            // SAFETY: valid handle; ino is within the inode count (reserved inodes always are).
+            unsafe {
+                if sys::ext2fs_test_inode_bitmap2((*self.fs).inode_map, ino) == 0 {
+                    sys::ext2fs_inode_alloc_stats2(
+                        self.fs,
+                        ino,
+                        1,
+                        i32::from(ino == sys::EXT2_ROOT_INO),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Total blocks in the filesystem.
+    pub fn blocks_count(&self) -> u64 {
+        let sb = self.super_ref();
+        u64::from(sb.s_blocks_count) | (u64::from(sb.s_blocks_count_hi) << 32)
+    }
+
+    /// Blocks still free.
+    pub fn free_blocks(&self) -> u64 {
+        let sb = self.super_ref();
+        u64::from(sb.s_free_blocks_count) | (u64::from(sb.s_free_blocks_hi) << 32)
+    }
+
+    /// Allocates the next free inode (lowest number first, so the order of calls decides the
+    /// numbers and the image is reproducible).
+    pub fn new_inode(&mut self, is_dir: bool, path: &Path) -> Result<u32, Ext2Error> {
+        let mut ino = 0;
+        // SAFETY: valid handle; `ino` is a valid out-pointer; a null map means fs->inode_map.
+        let rc = unsafe { sys::ext2fs_new_inode(self.fs, 0, 0, ptr::null_mut(), &mut ino) };
+        check(rc, "allocate an inode for", path)?;
+        // SAFETY: valid handle; `ino` was just found free.
+        unsafe { sys::ext2fs_inode_alloc_stats2(self.fs, ino, 1, i32::from(is_dir)) };
+        Ok(ino)
+    }
+
+    /// Allocates up to `want` contiguous free blocks at or after `goal` (wrapping to the start)
+    /// and marks them used. Returns (first block, count), count ≥ 1.
+    pub fn allocate_run(
+        &mut self,
+        goal: u64,
+        want: u64,
+        path: &Path,
+    ) -> Result<(u64, u64), Ext2Error> {
+        let total = self.blocks_count();
+        let goal = if goal >= total { 0 } else { goal };
+        let mut start = 0;
+        // SAFETY: valid handle; `start` is a valid out-pointer; a null map means fs->block_map.
+        let rc = unsafe { sys::ext2fs_new_block2(self.fs, goal, ptr::null_mut(), &mut start) };
+        check(rc, "allocate blocks for", path)?;
+        let last = (start + want.max(1) - 1).min(total - 1);
+        let mut used = 0;
+        // SAFETY: valid handle and block bitmap; start..=last lies within the filesystem.
+        let rc = unsafe {
+            sys::ext2fs_find_first_set_block_bitmap2((*self.fs).block_map, start, last, &mut used)
+        };
+        let end = if rc == 0 { used } else { last + 1 };
+        let count = end - start;
+        // SAFETY: valid handle; the range was just found free and lies within the filesystem.
+        unsafe { sys::ext2fs_block_alloc_stats_range(self.fs, start, count as u32, 1) };
+        Ok((start, count))
+    }
+
+    /// Writes inode `ino` as described by `record`.
+    pub fn write_inode(
+        &mut self,
+        ino: u32,
+        record: &InodeRecord,
+        path: &Path,
+    ) -> Result<(), Ext2Error> {
+        // SAFETY: ext2_inode_large is plain old data; zero is the value of every field we do not
+        // set (no generation, no project, no nanoseconds: reproducible).
+        let mut raw: sys::ext2_inode_large = unsafe { std::mem::zeroed() };
+        raw.i_mode = record.mode as u16;
+        raw.i_uid = record.uid as u16;
+        raw.i_gid = record.gid as u16;
+        raw.osd2.linux2.l_i_uid_high = (record.uid >> 16) as u16;
+        raw.osd2.linux2.l_i_gid_high = (record.gid >> 16) as u16;
+        raw.i_size = record.size as u32;
+        raw.i_size_high = (record.size >> 32) as u32;
+        raw.i_atime = record.time;
+        raw.i_ctime = record.time;
+        raw.i_mtime = record.time;
+        raw.i_links_count = record.links;
+        let sectors = record.blocks * u64::from(BLOCK_SIZE / 512);
+        raw.i_blocks = sectors as u32;
+        raw.osd2.linux2.l_i_blocks_hi = (sectors >> 32) as u16;
+        raw.i_flags = record.flags;
+        raw.i_block = record.block;
+        raw.i_extra_isize = EXTRA_ISIZE;
+        // SAFETY: valid handle; `raw` is a full ext2_inode_large and its size is passed.
+        let rc = unsafe {
+            sys::ext2fs_write_inode_full(
+                self.fs,
+                ino,
+                inode_ptr(&mut raw),
+                std::mem::size_of::<sys::ext2_inode_large>() as i32,
+            )
+        };
+        check(rc, "write inode of", path)
+    }
+
+    /// Adds one to the link count of an inode already written (a further hard link).
+    pub fn add_link(&mut self, ino: u32, path: &Path) -> Result<(), Ext2Error> {
+        // SAFETY: plain old data, filled by the read below.
+        let mut raw: sys::ext2_inode_large = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<sys::ext2_inode_large>() as i32;
+        // SAFETY: valid handle; `raw` has room for `size` bytes.
+        let rc = unsafe { sys::ext2fs_read_inode_full(self.fs, ino, inode_ptr(&mut raw), size) };
+        check(rc, "read inode of", path)?;
+        raw.i_links_count = raw.i_links_count.checked_add(1).ok_or(Ext2Error {
+            op: "link",
+            path: path.to_path_buf(),
+            code: 0,
+            message: "too many hard links (65535)".into(),
+        })?;
+        // SAFETY: as above, writing back what was read with one field changed.
+        let rc = unsafe { sys::ext2fs_write_inode_full(self.fs, ino, inode_ptr(&mut raw), size) };
+        check(rc, "write inode of", path)
+    }
+
+    /// Stores extended attributes on inode `ino` (already written), in the inode when they fit
+    /// and in an attribute block otherwise.
+    pub fn set_xattrs(
+        &mut self,
+        ino: u32,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+        path: &Path,
+    ) -> Result<(), Ext2Error> {
+        if xattrs.is_empty() {
+            return Ok(());
+        }
+        let mut handle: *mut sys::ext2_xattr_handle = ptr::null_mut();
+        // SAFETY: valid handle; `handle` is a valid out-pointer, closed below on every path.
+        let rc = unsafe { sys::ext2fs_xattrs_open(self.fs, ino, &mut handle) };
+        check(rc, "open extended attributes of", path)?;
+        let result = (|| {
+            // SAFETY: `handle` is open; reading loads the inode's existing attributes so that
+            // writing keeps them.
+            let rc = unsafe { sys::ext2fs_xattrs_read(handle) };
+            check(rc, "read extended attributes of", path)?;
+            for (name, value) in xattrs {
+                let key = CString::new(name.clone()).map_err(|_| Ext2Error {
+                    op: "set extended attribute of",
+                    path: path.to_path_buf(),
+                    code: 0,
+                    message: "attribute name contains a NUL byte".into(),
+                })?;
+                // SAFETY: `handle` is open; key is NUL-terminated; value points at value.len()
+                // readable bytes; the library copies both.
+                let rc = unsafe {
+                    sys::ext2fs_xattr_set(handle, key.as_ptr(), value.as_ptr().cast(), value.len())
+                };
+                check(rc, "set extended attribute of", path)?;
+            }
+            // SAFETY: `handle` is open; writing stores the attributes set above.
+            let rc = unsafe { sys::ext2fs_xattrs_write(handle) };
+            check(rc, "write extended attributes of", path)
+        })();
+        // SAFETY: `handle` is open and not used after this.
+        let rc = unsafe { sys::ext2fs_xattrs_close(&mut handle) };
+        result?;
+        check(rc, "close extended attributes of", path)
+    }
+
+    /// The htree hash of a directory entry name under `seed` (what the kernel computes to find
+    /// the name in an indexed directory).
+    pub fn dir_hash(&self, name: &[u8], seed: &[u32; 4]) -> u32 {
+        let mut hash = 0;
+        let mut minor = 0;
+        // SAFETY: name points at name.len() bytes (≤ 255); seed at 4 words; out-pointers valid.
+        // half-MD4 without a charset cannot fail.
+        unsafe {
+            sys::ext2fs_dirhash2(
+                sys::EXT2_HASH_HALF_MD4_UNSIGNED as i32,
+                name.as_ptr().cast(),
+                name.len() as i32,
+                ptr::null(),
+                0,
+                seed.as_ptr(),
+                &mut hash,
+                &mut minor,
+            );
+        }
+        hash
+    }
+
+    /// Sets the volume UUID and the directory hash seed.
+    pub fn set_identity(&mut self, uuid: [u8; 16], hash_seed: [u32; 4]) {
+        let sb = self.super_mut();
+        sb.s_uuid = uuid;
+        sb.s_hash_seed = hash_seed;
+    }
+
+    /// Adds an ext3 journal of `blocks` blocks (not zeroed: the image file starts zeroed).
+    pub fn add_journal(&mut self, blocks: u32) -> Result<(), Ext2Error> {
+        let flags = sys::EXT2_MKJOURNAL_LAZYINIT | sys::EXT2_MKJOURNAL_NO_MNT_CHECK;
+        // SAFETY: valid handle; goal ~0 lets the library choose the middle of the filesystem.
+        let rc = unsafe { sys::ext2fs_add_journal_inode2(self.fs, blocks, !0, flags as i32) };
+        check(rc, "add a journal to", &self.image.clone())
+    }
+
+    /// Writes all metadata and closes the filesystem.
+    pub fn close(mut self) -> Result<(), Ext2Error> {
+        let image = self.image.clone();
+        // SAFETY: valid handle; ext2fs_close_free flushes, frees and nulls the pointer even on
+        // failure, so Drop sees null and does nothing.
+        let rc = unsafe { sys::ext2fs_close_free(&mut self.fs) };
+        check(rc, "write filesystem metadata to", &image)
+    }
+}
+
+impl Drop for Filesystem {
+    fn drop(&mut self) {
+        if !self.fs.is_null() {
+            // SAFETY: a live handle that was not closed; ext2fs_free releases it without writing.
+            unsafe { sys::ext2fs_free(self.fs) };
+        }
+    }
+}

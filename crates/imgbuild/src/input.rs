@@ -1,0 +1,375 @@
+//! Inputs that feed the image writer: directory trees (`--dir`, closure store paths, the host
+//! bundle's staging directory) and tar streams (`--tar`).
+//!
+//! Directory trees are walked in byte order of names, so inode numbers and block placement
+//! depend only on the tree. A tar stream is written in stream order, entry by entry, without
+//! unpacking anything to disk; `tar --sort=name` gives the same order as a walk, and then the
+//! same image.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::image::{Content, ImageWriter, Special, WriteError};
+use crate::tree::{Attributes, Xattrs};
+
+/// Errors reading an input.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// The input does not exist or cannot be read.
+    #[error("cannot read input {}: {source}", path.display())]
+    Unreadable {
+        /// The path that failed.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A `--dir` that is not a directory.
+    #[error("--dir {}: not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    /// The tar stream is malformed.
+    #[error("{origin}: bad tar stream: {source}")]
+    Tar {
+        /// Which input.
+        origin: String,
+        /// The parser's error.
+        source: std::io::Error,
+    },
+    /// A tar member type crashcart cannot place.
+    #[error("{origin}: unsupported tar entry {} (type {kind:?})", path.display())]
+    TarEntry {
+        /// Which input.
+        origin: String,
+        /// The member.
+        path: PathBuf,
+        /// Its type byte.
+        kind: u8,
+    },
+    /// Writing into the image failed.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+fn unreadable(path: &Path) -> impl FnOnce(std::io::Error) -> InputError + '_ {
+    move |source| InputError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Extended attributes of `path` (not following symlinks), sorted by name. Attributes the
+/// caller may not read (e.g. `trusted.*` when unprivileged) are not listed by the kernel.
+pub fn read_xattrs(path: &Path) -> Result<Xattrs, InputError> {
+    let io = |e: rustix::io::Errno| std::io::Error::from_raw_os_error(e.raw_os_error());
+    let mut names = vec![0u8; 1024];
+    let len = loop {
+        match rustix::fs::llistxattr(path, &mut names) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 4, 0),
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(unreadable(path)(io(e))),
+        }
+    };
+    let mut out = Vec::new();
+    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let mut value = vec![0u8; 256];
+        let got = loop {
+            match rustix::fs::lgetxattr(path, name, &mut value) {
+                Ok(n) => break Some(n),
+                Err(rustix::io::Errno::RANGE) => value.resize(value.len() * 16, 0),
+                // Removed between list and get.
+                Err(rustix::io::Errno::NODATA) => break None,
+                Err(e) => return Err(unreadable(path)(io(e))),
+            }
+        };
+        if let Some(n) = got {
+            value.truncate(n);
+            out.push((name.to_vec(), value));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Writes the tree at `source` into the image at `prefix` (empty for the root). `source` may
+/// itself be a file or symlink (a store path can be).
+pub fn add_tree(
+    writer: &mut ImageWriter,
+    source: &Path,
+    prefix: &Path,
+    origin: usize,
+) -> Result<(), InputError> {
+    let walk = walkdir::WalkDir::new(source)
+        .follow_links(false)
+        .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+    for entry in walk {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(source).to_path_buf();
+            InputError::Unreadable {
+                path,
+                source: e.into(),
+            }
+        })?;
+        let path = entry.path();
+        let rel = path
+            .strip_prefix(source)
+            .expect("walk stays under its root");
+        let target = if rel.as_os_str().is_empty() {
+            prefix.to_path_buf()
+        } else {
+            prefix.join(rel)
+        };
+        let meta = entry.metadata().map_err(|e| InputError::Unreadable {
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+        add_entry(writer, path, &target, &meta, origin)?;
+    }
+    Ok(())
+}
+
+fn add_entry(
+    writer: &mut ImageWriter,
+    path: &Path,
+    target: &Path,
+    meta: &std::fs::Metadata,
+    origin: usize,
+) -> Result<(), InputError> {
+    let attrs = Attributes {
+        perm: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        xattrs: read_xattrs(path)?,
+    };
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        writer.dir(target, attrs, origin)?;
+    } else if ft.is_file() {
+        let file = File::open(path).map_err(unreadable(path))?;
+        let key = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+        writer.file(target, attrs, meta.len(), Content::File(&file), key, origin)?;
+    } else if ft.is_symlink() {
+        let link = std::fs::read_link(path).map_err(unreadable(path))?;
+        writer.symlink(target, attrs, link.as_os_str().as_bytes(), origin)?;
+    } else {
+        let special = if ft.is_char_device() {
+            Special::CharDevice(meta.rdev())
+        } else if ft.is_block_device() {
+            Special::BlockDevice(meta.rdev())
+        } else if ft.is_fifo() {
+            Special::Fifo
+        } else {
+            Special::Socket
+        };
+        writer.special(target, attrs, special, origin)?;
+    }
+    Ok(())
+}
+
+/// Opens a tar input (`-` is stdin) and undoes gzip when the stream starts with its magic.
+pub fn open_tar(reader: Box<dyn Read>) -> Result<Box<dyn Read>, std::io::Error> {
+    let mut buffered = BufReader::with_capacity(1 << 20, reader);
+    let head = buffered.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(buffered)))
+    } else {
+        Ok(Box::new(buffered))
+    }
+}
+
+/// Where a tar member lands in the image: members under the store directory (`nix/store/…`,
+/// as `tar -c /nix/store/…` writes them) go under `store/`, everything else at its path.
+pub fn tar_target(member: &[u8], store_dir: &[u8]) -> PathBuf {
+    let mut rel = member;
+    loop {
+        if let Some(r) = rel.strip_prefix(b"./") {
+            rel = r;
+        } else if let Some(r) = rel.strip_prefix(b"/") {
+            rel = r;
+        } else {
+            break;
+        }
+    }
+    let store = store_dir.strip_prefix(b"/").unwrap_or(store_dir);
+    if !store.is_empty() {
+        if let Some(rest) = rel.strip_prefix(store) {
+            if rest.is_empty() || rest.starts_with(b"/") {
+                return Path::new("store")
+                    .join(OsStr::from_bytes(rest.strip_prefix(b"/").unwrap_or(rest)));
+            }
+        }
+    }
+    PathBuf::from(OsStr::from_bytes(rel))
+}
+
+/// Whether a member names the archive root or a directory on the way to the store directory.
+fn is_store_ancestor(member: &[u8], store_dir: &[u8]) -> bool {
+    let trimmed: &[u8] = {
+        let mut m = member;
+        while let Some(r) = m.strip_prefix(b"./").or_else(|| m.strip_prefix(b"/")) {
+            m = r;
+        }
+        let m = m.strip_suffix(b"/").unwrap_or(m);
+        if m == b"." {
+            b""
+        } else {
+            m
+        }
+    };
+    let store = store_dir.strip_prefix(b"/").unwrap_or(store_dir);
+    trimmed.is_empty()
+        || trimmed == store
+        || (store.starts_with(trimmed) && store.get(trimmed.len()) == Some(&b'/'))
+}
+
+/// Writes every member of a tar stream into the image as it is read.
+pub fn add_tar(
+    writer: &mut ImageWriter,
+    stream: Box<dyn Read>,
+    store_dir: &[u8],
+    origin: usize,
+    origin_name: &str,
+) -> Result<(), InputError> {
+    let tar_err = |source: std::io::Error| InputError::Tar {
+        origin: origin_name.to_string(),
+        source,
+    };
+    let mut archive = tar::Archive::new(stream);
+    for entry in archive.entries().map_err(tar_err)? {
+        let mut entry = entry.map_err(tar_err)?;
+        let member = entry.path_bytes().into_owned();
+        if is_store_ancestor(&member, store_dir) {
+            continue; // `.`, `nix/`, `nix/store/`: the image root and its store/ directory
+        }
+        let target = tar_target(&member, store_dir);
+        let header = entry.header().clone();
+        let mut attrs = Attributes {
+            perm: header.mode().map_err(tar_err)? & 0o7777,
+            uid: header.uid().map_err(tar_err)? as u32,
+            gid: header.gid().map_err(tar_err)? as u32,
+            xattrs: Vec::new(),
+        };
+        if let Some(exts) = entry.pax_extensions().map_err(tar_err)? {
+            for ext in exts {
+                let ext = ext.map_err(tar_err)?;
+                if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                    attrs
+                        .xattrs
+                        .push((name.to_vec(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+        let kind = header.entry_type();
+        let rdev = || -> Result<u64, InputError> {
+            let major = u64::from(header.device_major().map_err(tar_err)?.unwrap_or(0));
+            let minor = u64::from(header.device_minor().map_err(tar_err)?.unwrap_or(0));
+            Ok(makedev(major, minor))
+        };
+        match kind {
+            tar::EntryType::Directory => writer.dir(&target, attrs, origin)?,
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                let size = entry.size();
+                writer.file(
+                    &target,
+                    attrs,
+                    size,
+                    Content::Stream(&mut entry),
+                    None,
+                    origin,
+                )?;
+            }
+            tar::EntryType::Symlink => {
+                let link = entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default();
+                writer.symlink(&target, attrs, &link, origin)?;
+            }
+            tar::EntryType::Link => {
+                let link = entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default();
+                writer.hard_link(&target, &tar_target(&link, store_dir), origin)?;
+            }
+            tar::EntryType::Char => {
+                let special = Special::CharDevice(rdev()?);
+                writer.special(&target, attrs, special, origin)?
+            }
+            tar::EntryType::Block => {
+                let special = Special::BlockDevice(rdev()?);
+                writer.special(&target, attrs, special, origin)?
+            }
+            tar::EntryType::Fifo => writer.special(&target, attrs, Special::Fifo, origin)?,
+            // Headers that only describe the next member; the tar crate applies them.
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => {}
+            other => {
+                return Err(InputError::TarEntry {
+                    origin: origin_name.to_string(),
+                    path: target,
+                    kind: other.as_byte(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Linux `makedev`.
+fn makedev(major: u64, minor: u64) -> u64 {
+    ((major & 0xffff_f000) << 32)
+        | ((major & 0xfff) << 8)
+        | ((minor & 0xffff_ff00) << 12)
+        | (minor & 0xff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_members_land_under_store() {
+        let s = b"/nix/store";
+        assert_eq!(
+            tar_target(b"nix/store/abc-bash/bin/bash", s),
+            Path::new("store/abc-bash/bin/bash")
+        );
+        assert_eq!(
+            tar_target(b"/nix/store/abc-bash", s),
+            Path::new("store/abc-bash")
+        );
+        assert_eq!(tar_target(b"./bin/busybox", s), Path::new("bin/busybox"));
+        assert_eq!(
+            tar_target(b"nix/storefront/x", s),
+            Path::new("nix/storefront/x")
+        );
+        for top in [
+            b"./".as_slice(),
+            b".",
+            b"nix/",
+            b"nix",
+            b"/nix/store/",
+            b"nix/store",
+        ] {
+            assert!(
+                is_store_ancestor(top, s),
+                "{}",
+                String::from_utf8_lossy(top)
+            );
+        }
+        assert!(!is_store_ancestor(b"nix/store/abc", s));
+        assert!(!is_store_ancestor(b"bin", s));
+    }
+
+    #[test]
+    fn makedev_matches_the_kernel_encoding() {
+        assert_eq!(makedev(1, 3), 0x103);
+        assert_eq!(
+            makedev(259, 70000),
+            (70000 & 0xff) | (259 << 8) | ((70000 & !0xff) << 12)
+        );
+    }
+}

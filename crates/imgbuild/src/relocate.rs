@@ -1,0 +1,212 @@
+//! `--relocate FROM=TO`: rewrite a store directory to an equal-length one in file contents and
+//! symlink targets while they are written.
+//!
+//! Because FROM and TO have the same length every offset stays where it was: ELF tables,
+//! string lengths and checksums-by-position are untouched, only the bytes of the path change.
+//! Contents arrive in chunks, so a match may span two of them; [`Rewriter`] holds back the
+//! last `len(FROM) - 1` bytes of each chunk until it has seen the next one.
+
+use memchr::memmem::Finder;
+
+/// Why a relocation spec was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RelocateError {
+    /// No `=` in the spec.
+    #[error("--relocate {0:?}: expected FROM=TO")]
+    Syntax(String),
+    /// FROM and TO differ in length (offsets inside binaries would move).
+    #[error("--relocate {spec:?}: FROM and TO must have the same length ({from} vs {to} bytes)")]
+    Length {
+        /// The spec as given.
+        spec: String,
+        /// Length of FROM.
+        from: usize,
+        /// Length of TO.
+        to: usize,
+    },
+    /// Not absolute paths without a trailing slash.
+    #[error("--relocate {0:?}: FROM and TO must be absolute paths without a trailing slash")]
+    NotAbsolute(String),
+}
+
+/// An equal-length path replacement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relocation {
+    /// The store directory the content was built for, e.g. `/nix/store`.
+    pub from: String,
+    /// The path that replaces it, e.g. `/dev/.cart`.
+    pub to: String,
+}
+
+impl std::str::FromStr for Relocation {
+    type Err = RelocateError;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let (from, to) = spec
+            .split_once('=')
+            .ok_or_else(|| RelocateError::Syntax(spec.to_string()))?;
+        Relocation::new(from, to).map_err(|e| match e {
+            RelocateError::Length { from, to, .. } => RelocateError::Length {
+                spec: spec.to_string(),
+                from,
+                to,
+            },
+            _ => RelocateError::NotAbsolute(spec.to_string()),
+        })
+    }
+}
+
+impl Relocation {
+    /// Checks and builds a relocation.
+    pub fn new(from: &str, to: &str) -> Result<Relocation, RelocateError> {
+        let spec = format!("{from}={to}");
+        let ok = |p: &str| p.len() > 1 && p.starts_with('/') && !p.ends_with('/');
+        if !ok(from) || !ok(to) {
+            return Err(RelocateError::NotAbsolute(spec));
+        }
+        if from.len() != to.len() {
+            return Err(RelocateError::Length {
+                spec,
+                from: from.len(),
+                to: to.len(),
+            });
+        }
+        Ok(Relocation {
+            from: from.to_string(),
+            to: to.to_string(),
+        })
+    }
+
+    /// Replaces every occurrence of FROM in `bytes` (a complete value, e.g. a symlink target).
+    pub fn apply(&self, bytes: &mut [u8]) {
+        let finder = Finder::new(self.from.as_bytes());
+        replace_all(&finder, self.to.as_bytes(), bytes);
+    }
+}
+
+/// Replaces matches left to right, without overlaps; returns where the last match ended.
+fn replace_all(finder: &Finder<'_>, to: &[u8], bytes: &mut [u8]) -> usize {
+    let n = to.len();
+    let mut pos = 0;
+    let mut last_end = 0;
+    while let Some(i) = finder.find(&bytes[pos..]) {
+        let at = pos + i;
+        bytes[at..at + n].copy_from_slice(to);
+        pos = at + n;
+        last_end = pos;
+    }
+    last_end
+}
+
+/// Streaming replacement over a file's chunks.
+pub struct Rewriter<'a> {
+    finder: Finder<'a>,
+    to: &'a [u8],
+}
+
+impl<'a> Rewriter<'a> {
+    /// A rewriter for `relocation`.
+    pub fn new(relocation: &'a Relocation) -> Rewriter<'a> {
+        Rewriter {
+            finder: Finder::new(relocation.from.as_bytes()),
+            to: relocation.to.as_bytes(),
+        }
+    }
+
+    /// Rewrites `buf` in place, where `buf` holds the carry of the previous call followed by
+    /// new bytes. Returns how many leading bytes are final; the rest (fewer than `len(FROM)`
+    /// bytes) must be carried to the front of the next call, or are final at end of file.
+    pub fn rewrite(&self, buf: &mut [u8]) -> usize {
+        let last_end = replace_all(&self.finder, self.to, buf);
+        let hold = self.to.len() - 1;
+        buf.len().saturating_sub(hold).max(last_end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reloc() -> Relocation {
+        Relocation::new("/nix/store", "/dev/.cart").unwrap()
+    }
+
+    /// Feeds `input` to a rewriter in chunks of `size`, the way the writer does.
+    fn stream(input: &[u8], size: usize) -> Vec<u8> {
+        let r = reloc();
+        let rw = Rewriter::new(&r);
+        let mut out = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        for chunk in input.chunks(size) {
+            buf.extend_from_slice(chunk);
+            let done = rw.rewrite(&mut buf);
+            out.extend_from_slice(&buf[..done]);
+            buf.drain(..done);
+        }
+        out.extend_from_slice(&buf);
+        out
+    }
+
+    #[test]
+    fn parses_and_checks_specs() {
+        assert_eq!(
+            "/nix/store=/dev/.cart".parse::<Relocation>().unwrap(),
+            reloc()
+        );
+        assert!(matches!(
+            "/nix/store=/dev/x".parse::<Relocation>(),
+            Err(RelocateError::Length {
+                from: 10,
+                to: 6,
+                ..
+            })
+        ));
+        assert!(matches!(
+            "nix".parse::<Relocation>(),
+            Err(RelocateError::Syntax(_))
+        ));
+        assert!(matches!(
+            "nix/store=dev/.cart".parse::<Relocation>(),
+            Err(RelocateError::NotAbsolute(_))
+        ));
+    }
+
+    #[test]
+    fn matches_across_every_chunk_boundary_are_replaced() {
+        let input = b"xx/nix/store/abc-bash/bin/bash\0/nix/store/def\0tail/nix/stor".to_vec();
+        let want = b"xx/dev/.cart/abc-bash/bin/bash\0/dev/.cart/def\0tail/nix/stor".to_vec();
+        for size in 1..=input.len() {
+            assert_eq!(stream(&input, size), want, "chunk size {size}");
+        }
+    }
+
+    #[test]
+    fn replacement_is_not_rescanned() {
+        // After "/q/x" became "/x/q", "/q/x" appears across the replacement and the rest; it
+        // is not an occurrence of the input and must stay.
+        let r = Relocation::new("/q/x", "/x/q").unwrap();
+        let mut v = b"/q/x/x".to_vec();
+        r.apply(&mut v);
+        assert_eq!(v, b"/x/q/x");
+        for size in 1..=6 {
+            let rw = Rewriter::new(&r);
+            let mut out = Vec::new();
+            let mut buf = Vec::new();
+            for chunk in b"/q/x/x".chunks(size) {
+                buf.extend_from_slice(chunk);
+                let done = rw.rewrite(&mut buf);
+                out.extend_from_slice(&buf[..done]);
+                buf.drain(..done);
+            }
+            out.extend_from_slice(&buf);
+            assert_eq!(out, b"/x/q/x", "chunk size {size}");
+        }
+    }
+
+    #[test]
+    fn symlink_target_is_rewritten() {
+        let mut t = b"/nix/store/x-coreutils/bin/ls".to_vec();
+        reloc().apply(&mut t);
+        assert_eq!(t, b"/dev/.cart/x-coreutils/bin/ls");
+    }
+}

@@ -1,0 +1,267 @@
+//! How big the image must be: a pass over the inputs' metadata (no contents are read) that
+//! bounds the blocks and inodes the writer will use, then the smallest ext3 geometry that
+//! holds them plus `--headroom`.
+//!
+//! Every figure is an upper bound (all-zero blocks and in-inode xattrs only save space), so an
+//! image sized here never runs out while being written.
+
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::ext2::{FsKind, Geometry, BLOCK_SIZE, INODE_SIZE};
+use crate::image::journal_blocks;
+use crate::input::InputError;
+
+const BS: u64 = BLOCK_SIZE as u64;
+/// Blocks per group with 4 KiB blocks (one bitmap block's worth).
+const BLOCKS_PER_GROUP: u64 = BS * 8;
+/// Inodes reserved by ext2 (1..=10), `lost+found`, `.crashcartrc`, `.crashcart/` and its
+/// manifest, and a margin.
+const FIXED_INODES: u64 = 32;
+
+/// What the inputs will need, accumulated entry by entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Estimate {
+    /// Non-directory entries.
+    pub files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Bytes of regular file contents (apparent size).
+    pub bytes: u64,
+    /// Data blocks of files and slow symlinks.
+    data_blocks: u64,
+    /// Indirect / extent blocks.
+    map_blocks: u64,
+    /// Bytes of directory entries.
+    dir_bytes: u64,
+}
+
+fn entry_bytes(name_len: usize) -> u64 {
+    (8 + name_len as u64).next_multiple_of(4)
+}
+
+/// Indirect blocks an ext3 file of `blocks` data blocks needs (an upper bound also for
+/// extent trees).
+fn map_blocks_for(blocks: u64) -> u64 {
+    let p = BS / 4;
+    if blocks <= 12 {
+        0
+    } else if blocks <= 12 + p {
+        1
+    } else {
+        let rest = blocks - 12 - p;
+        2 + rest.div_ceil(p) + rest.div_ceil(p * p)
+    }
+}
+
+impl Estimate {
+    /// Counts a directory named with `name_len` bytes.
+    pub fn dir(&mut self, name_len: usize) {
+        self.dirs += 1;
+        self.dir_bytes += entry_bytes(name_len);
+    }
+
+    /// Counts a regular file of `size` bytes.
+    pub fn file(&mut self, name_len: usize, size: u64) {
+        self.files += 1;
+        self.bytes += size;
+        let blocks = size.div_ceil(BS);
+        self.data_blocks += blocks;
+        self.map_blocks += map_blocks_for(blocks);
+        self.dir_bytes += entry_bytes(name_len);
+    }
+
+    /// Counts a symlink, device, FIFO or hard link.
+    pub fn other(&mut self, name_len: usize, symlink_target_len: usize) {
+        self.files += 1;
+        if symlink_target_len > 59 {
+            self.data_blocks += 1;
+        }
+        self.dir_bytes += entry_bytes(name_len);
+    }
+
+    /// Counts generated content (`.crashcartrc`, the manifest) of `size` bytes.
+    pub fn generated(&mut self, size: u64) {
+        self.file(16, size);
+    }
+
+    /// Inodes the image needs.
+    pub fn inodes(&self) -> u64 {
+        self.files + self.dirs + FIXED_INODES
+    }
+
+    /// Blocks the content needs, before filesystem overhead.
+    pub fn content_blocks(&self) -> u64 {
+        // Every directory has at least one block; big ones are packed to ~90% with an index.
+        let dir_blocks = (self.dirs + 2) * 2 + (self.dir_bytes * 10 / 9).div_ceil(BS);
+        // Large xattrs that do not fit in the inode take a block each; allow one per 64 files.
+        let xattr_blocks = (self.files + self.dirs) / 64 + 1;
+        self.data_blocks + self.map_blocks + dir_blocks + xattr_blocks
+    }
+
+    /// The smallest geometry that holds this content plus `headroom_percent`.
+    pub fn geometry(&self, kind: FsKind, headroom_percent: u32) -> Geometry {
+        let content = self.content_blocks();
+        let content = content + content * u64::from(headroom_percent) / 100 + 16;
+        let inodes = self.inodes();
+        let inodes_per_block = BS / u64::from(INODE_SIZE);
+        let mut total = content + journal_blocks() + 64;
+        for _ in 0..4 {
+            let groups = total.div_ceil(BLOCKS_PER_GROUP);
+            let gdt = (groups * 32).div_ceil(BS);
+            let backups = (0..groups).filter(|&g| has_super_backup(g)).count() as u64;
+            // Inode tables are whole blocks per group.
+            let itable = groups * inodes.div_ceil(groups).div_ceil(inodes_per_block).max(1);
+            total = content + journal_blocks() + itable + groups * 2 + backups * (1 + gdt) + 64;
+        }
+        // libext2fs drops a last group too small to hold its own metadata; keep it roomy.
+        let tail = total % BLOCKS_PER_GROUP;
+        if tail != 0 && tail < 1024 {
+            total += 1024 - tail;
+        }
+        Geometry {
+            blocks: total.max(4096),
+            inodes: u32::try_from(inodes).unwrap_or(u32::MAX),
+            kind,
+        }
+    }
+
+    /// Counts the tree at `source` (which may be a file or symlink itself).
+    pub fn add_tree(&mut self, source: &Path) -> Result<(), InputError> {
+        for entry in walkdir::WalkDir::new(source).follow_links(false) {
+            let entry = entry.map_err(|e| InputError::Unreadable {
+                path: e.path().unwrap_or(source).to_path_buf(),
+                source: e.into(),
+            })?;
+            let meta = entry.metadata().map_err(|e| InputError::Unreadable {
+                path: entry.path().to_path_buf(),
+                source: e.into(),
+            })?;
+            let name_len = entry.file_name().as_bytes().len();
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                self.dir(name_len);
+            } else if ft.is_file() {
+                // Sparse files only need their allocated blocks.
+                self.file(name_len, meta.len().min(meta.blocks() * 512));
+                self.bytes += meta.len() - meta.len().min(meta.blocks() * 512);
+            } else {
+                self.other(name_len, meta.len() as usize);
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts the members of a tar stream (reading past their contents).
+    pub fn add_tar(&mut self, stream: Box<dyn Read>, origin: &str) -> Result<(), InputError> {
+        let tar_err = |source| InputError::Tar {
+            origin: origin.to_string(),
+            source,
+        };
+        let mut archive = tar::Archive::new(stream);
+        for entry in archive.entries().map_err(tar_err)? {
+            let entry = entry.map_err(tar_err)?;
+            let name_len = entry
+                .path_bytes()
+                .rsplit(|&b| b == b'/')
+                .find(|s| !s.is_empty())
+                .map_or(1, <[u8]>::len);
+            match entry.header().entry_type() {
+                tar::EntryType::Directory => self.dir(name_len),
+                tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::GNUSparse => self.file(name_len, entry.size()),
+                tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => {}
+                _ => {
+                    let target = entry.link_name_bytes().map_or(0, |l| l.len());
+                    self.other(name_len, target);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether group `g` holds a superblock backup under `sparse_super` (0, 1, powers of 3, 5, 7).
+fn has_super_backup(g: u64) -> bool {
+    if g <= 1 {
+        return true;
+    }
+    [3u64, 5, 7].iter().any(|&base| {
+        let mut n = base;
+        while n < g {
+            n *= base;
+        }
+        n == g
+    })
+}
+
+/// Parses `--size`: bytes with an optional K, M, G or T suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mult = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix {c:?} (use K, M, G or T)")),
+            };
+            (&s[..i], mult)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 64M"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("M").is_err());
+    }
+
+    #[test]
+    fn backups_follow_sparse_super() {
+        let with: Vec<u64> = (0..30).filter(|&g| has_super_backup(g)).collect();
+        assert_eq!(with, vec![0, 1, 3, 5, 7, 9, 25, 27]);
+    }
+
+    #[test]
+    fn geometry_stays_close_to_the_content() {
+        let mut e = Estimate::default();
+        for _ in 0..10_000 {
+            e.file(12, 100_000);
+        }
+        let g = e.geometry(FsKind::Ext3, 2);
+        let data = 10_000 * 100_000u64.div_ceil(BS);
+        assert!(g.blocks > data);
+        assert!(
+            (g.blocks as f64) < data as f64 * 1.10,
+            "{} blocks for {} data blocks",
+            g.blocks,
+            data
+        );
+        assert!(u64::from(g.inodes) >= 10_000);
+    }
+
+    #[test]
+    fn indirect_overhead_is_bounded() {
+        assert_eq!(map_blocks_for(12), 0);
+        assert_eq!(map_blocks_for(13), 1);
+        assert_eq!(map_blocks_for(12 + 1024 + 1), 2 + 1 + 1);
+    }
+}

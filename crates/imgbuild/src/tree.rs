@@ -1,0 +1,440 @@
+//! The image's namespace while it is being written: every directory, the names in it and the
+//! inode each name points at.
+//!
+//! Files are written the moment their input is read, but a directory can only be laid out when
+//! all of its names are known, so directories are kept here and written last. Merging several
+//! inputs into one root happens here too: the same directory from two inputs merges, the same
+//! file from two inputs is an error naming it and both inputs.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::dirblock::FileType;
+
+/// Index of a directory in the tree.
+pub type DirId = usize;
+/// The root directory.
+pub const ROOT: DirId = 0;
+
+/// Extended attributes: (name, value) pairs sorted by name.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Who the metadata of an inode belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Attributes {
+    /// Permission bits, including setuid, setgid and sticky (`0o7777` mask).
+    pub perm: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Extended attributes, sorted by name.
+    pub xattrs: Xattrs,
+}
+
+/// A name in a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Child {
+    /// Inode it points at.
+    pub ino: u32,
+    /// Its type.
+    pub kind: FileType,
+    /// The directory, when `kind` is a directory.
+    pub dir: Option<DirId>,
+    /// Which input provided it.
+    pub origin: usize,
+}
+
+/// A directory of the image.
+#[derive(Debug, Clone)]
+pub struct Dir {
+    /// Its inode.
+    pub ino: u32,
+    /// Its parent (the root is its own parent).
+    pub parent: DirId,
+    /// Names in it, in byte order (the order they are written in).
+    pub children: BTreeMap<Vec<u8>, Child>,
+    /// Mode, owner and xattrs; defaults until an input provides the directory itself.
+    pub attrs: Attributes,
+    /// Whether an input provided it (rather than it being implied by a path below it).
+    pub explicit: bool,
+}
+
+/// A name clash between inputs, or a path that cannot be placed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TreeError {
+    /// Two inputs provide the same non-directory path (or one provides it twice).
+    #[error("{} is provided twice: by {first} and by {second}", path.display())]
+    Duplicate {
+        /// Path in the image.
+        path: PathBuf,
+        /// The input that provided it first.
+        first: String,
+        /// The input that provided it again.
+        second: String,
+    },
+    /// A path component that is not a directory is used as one.
+    #[error("{} is not a directory in the image (provided by {origin})", path.display())]
+    NotADirectory {
+        /// Path in the image.
+        path: PathBuf,
+        /// The input that provided the non-directory.
+        origin: String,
+    },
+    /// A path with `..`, or an empty name.
+    #[error("unsafe path {:?} in {origin}", path.display())]
+    BadPath {
+        /// The offending path.
+        path: PathBuf,
+        /// The input it came from.
+        origin: String,
+    },
+}
+
+/// The namespace of the image.
+#[derive(Debug)]
+pub struct Tree {
+    dirs: Vec<Dir>,
+    origins: Vec<String>,
+}
+
+impl Tree {
+    /// A tree with only the root directory (inode `root_ino`).
+    pub fn new(root_ino: u32, root_attrs: Attributes) -> Tree {
+        Tree {
+            dirs: vec![Dir {
+                ino: root_ino,
+                parent: ROOT,
+                children: BTreeMap::new(),
+                attrs: root_attrs,
+                explicit: false,
+            }],
+            origins: Vec::new(),
+        }
+    }
+
+    /// Registers an input (for error messages) and returns its number.
+    pub fn add_origin(&mut self, name: String) -> usize {
+        self.origins.push(name);
+        self.origins.len() - 1
+    }
+
+    fn origin(&self, origin: usize) -> String {
+        self.origins
+            .get(origin)
+            .cloned()
+            .unwrap_or_else(|| "the builder".to_string())
+    }
+
+    /// All directories, in creation order.
+    pub fn dirs(&self) -> &[Dir] {
+        &self.dirs
+    }
+
+    /// One directory.
+    pub fn dir(&self, id: DirId) -> &Dir {
+        &self.dirs[id]
+    }
+
+    /// The image path of a directory.
+    pub fn path_of(&self, mut id: DirId) -> PathBuf {
+        let mut parts = Vec::new();
+        while id != ROOT {
+            let parent = self.dirs[id].parent;
+            let name = self.dirs[parent]
+                .children
+                .iter()
+                .find(|(_, c)| c.dir == Some(id))
+                .map(|(n, _)| n.clone())
+                .expect("directory is named in its parent");
+            parts.push(name);
+            id = parent;
+        }
+        let mut path = PathBuf::from("/");
+        for part in parts.iter().rev() {
+            path.push(OsStr::from_bytes(part));
+        }
+        path
+    }
+
+    /// Splits an image path into its parent's names and its own name, refusing `..`.
+    pub fn split<'p>(
+        &self,
+        path: &'p Path,
+        origin: usize,
+    ) -> Result<(Vec<&'p [u8]>, &'p [u8]), TreeError> {
+        let mut names = Vec::new();
+        for c in path.components() {
+            match c {
+                std::path::Component::Normal(n) => names.push(n.as_bytes()),
+                std::path::Component::RootDir | std::path::Component::CurDir => {}
+                _ => {
+                    return Err(TreeError::BadPath {
+                        path: path.to_path_buf(),
+                        origin: self.origin(origin),
+                    })
+                }
+            }
+        }
+        let name = names.pop().ok_or_else(|| TreeError::BadPath {
+            path: path.to_path_buf(),
+            origin: self.origin(origin),
+        })?;
+        Ok((names, name))
+    }
+
+    /// Finds the directory at `names` under the root, creating missing ones with `new_dir`
+    /// (which allocates an inode) and `default_attrs`.
+    pub fn walk<E: From<TreeError>>(
+        &mut self,
+        names: &[&[u8]],
+        origin: usize,
+        default_attrs: &Attributes,
+        new_dir: &mut impl FnMut(&Path) -> Result<u32, E>,
+    ) -> Result<DirId, E> {
+        let mut id = ROOT;
+        for (depth, name) in names.iter().enumerate() {
+            id = match self.dirs[id].children.get(*name) {
+                Some(Child { dir: Some(d), .. }) => *d,
+                Some(other) => {
+                    let path = join(&names[..=depth]);
+                    return Err(TreeError::NotADirectory {
+                        path,
+                        origin: self.origin(other.origin),
+                    }
+                    .into());
+                }
+                None => {
+                    let path = join(&names[..=depth]);
+                    let ino = new_dir(&path)?;
+                    self.add_dir(id, name, ino, default_attrs.clone(), false, origin)
+                }
+            };
+        }
+        Ok(id)
+    }
+
+    fn add_dir(
+        &mut self,
+        parent: DirId,
+        name: &[u8],
+        ino: u32,
+        attrs: Attributes,
+        explicit: bool,
+        origin: usize,
+    ) -> DirId {
+        let id = self.dirs.len();
+        self.dirs.push(Dir {
+            ino,
+            parent,
+            children: BTreeMap::new(),
+            attrs,
+            explicit,
+        });
+        self.dirs[parent].children.insert(
+            name.to_vec(),
+            Child {
+                ino,
+                kind: FileType::Directory,
+                dir: Some(id),
+                origin,
+            },
+        );
+        id
+    }
+
+    /// Declares directory `name` in `parent` with `attrs`: merges with an existing directory
+    /// (the first input to provide it decides its attributes), creates it otherwise.
+    pub fn declare_dir<E: From<TreeError>>(
+        &mut self,
+        parent: DirId,
+        name: &[u8],
+        attrs: Attributes,
+        origin: usize,
+        new_dir: &mut impl FnMut(&Path) -> Result<u32, E>,
+    ) -> Result<DirId, E> {
+        match self.dirs[parent].children.get(name).copied() {
+            Some(Child { dir: Some(d), .. }) => {
+                if !self.dirs[d].explicit {
+                    self.dirs[d].attrs = attrs;
+                    self.dirs[d].explicit = true;
+                }
+                Ok(d)
+            }
+            Some(other) => Err(TreeError::NotADirectory {
+                path: self.child_path(parent, name),
+                origin: self.origin(other.origin),
+            }
+            .into()),
+            None => {
+                let ino = new_dir(&self.child_path(parent, name))?;
+                Ok(self.add_dir(parent, name, ino, attrs, true, origin))
+            }
+        }
+    }
+
+    /// The image path of `name` in directory `parent`.
+    pub fn child_path(&self, parent: DirId, name: &[u8]) -> PathBuf {
+        self.path_of(parent).join(OsStr::from_bytes(name))
+    }
+
+    /// Fails if `name` already exists in `parent` (checked before writing a file's data).
+    pub fn check_free(&self, parent: DirId, name: &[u8], origin: usize) -> Result<(), TreeError> {
+        match self.dirs[parent].children.get(name) {
+            None => Ok(()),
+            Some(existing) => Err(TreeError::Duplicate {
+                path: self.child_path(parent, name),
+                first: self.origin(existing.origin),
+                second: self.origin(origin),
+            }),
+        }
+    }
+
+    /// Enters a non-directory `name` in `parent`.
+    pub fn insert(
+        &mut self,
+        parent: DirId,
+        name: &[u8],
+        ino: u32,
+        kind: FileType,
+        origin: usize,
+    ) -> Result<(), TreeError> {
+        self.check_free(parent, name, origin)?;
+        self.dirs[parent].children.insert(
+            name.to_vec(),
+            Child {
+                ino,
+                kind,
+                dir: None,
+                origin,
+            },
+        );
+        Ok(())
+    }
+
+    /// Looks up a path (for hard links inside a tar stream).
+    pub fn lookup(&self, path: &Path) -> Option<Child> {
+        let mut id = ROOT;
+        let mut found = None;
+        for c in path.components() {
+            let std::path::Component::Normal(name) = c else {
+                continue;
+            };
+            let child = *self.dirs[id].children.get(name.as_bytes())?;
+            found = Some(child);
+            if let Some(d) = child.dir {
+                id = d;
+            }
+        }
+        found
+    }
+
+    /// Number of subdirectories of `id` (its link count is 2 plus this).
+    pub fn subdirs(&self, id: DirId) -> usize {
+        self.dirs[id]
+            .children
+            .values()
+            .filter(|c| c.dir.is_some())
+            .count()
+    }
+}
+
+fn join(names: &[&[u8]]) -> PathBuf {
+    let mut p = PathBuf::from("/");
+    for n in names {
+        p.push(OsStr::from_bytes(n));
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter() -> impl FnMut(&Path) -> Result<u32, TreeError> {
+        let mut next = 100;
+        move |_| {
+            next += 1;
+            Ok(next)
+        }
+    }
+
+    #[test]
+    fn same_directory_from_two_inputs_merges() {
+        let mut t = Tree::new(2, Attributes::default());
+        let a = t.add_origin("--dir a".into());
+        let b = t.add_origin("--dir b".into());
+        let mut alloc = counter();
+        let bin_a = t
+            .declare_dir(
+                ROOT,
+                b"bin",
+                Attributes {
+                    perm: 0o755,
+                    ..Default::default()
+                },
+                a,
+                &mut alloc,
+            )
+            .unwrap();
+        let bin_b = t
+            .declare_dir(
+                ROOT,
+                b"bin",
+                Attributes {
+                    perm: 0o700,
+                    ..Default::default()
+                },
+                b,
+                &mut alloc,
+            )
+            .unwrap();
+        assert_eq!(bin_a, bin_b);
+        assert_eq!(t.dir(bin_a).attrs.perm, 0o755, "first input decides");
+        t.insert(bin_a, b"ls", 7, FileType::Regular, a).unwrap();
+        t.insert(bin_a, b"cat", 8, FileType::Regular, b).unwrap();
+        assert_eq!(t.dir(bin_a).children.len(), 2);
+    }
+
+    #[test]
+    fn same_file_from_two_inputs_is_an_error_naming_both() {
+        let mut t = Tree::new(2, Attributes::default());
+        let a = t.add_origin("--dir a".into());
+        let b = t.add_origin("--dir b".into());
+        let mut alloc = counter();
+        let bin = t
+            .walk(&[b"bin".as_slice()], a, &Attributes::default(), &mut alloc)
+            .unwrap();
+        t.insert(bin, b"busybox", 7, FileType::Regular, a).unwrap();
+        let err = t
+            .insert(bin, b"busybox", 8, FileType::Regular, b)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/bin/busybox is provided twice: by --dir a and by --dir b"
+        );
+    }
+
+    #[test]
+    fn file_used_as_directory_is_refused() {
+        let mut t = Tree::new(2, Attributes::default());
+        let a = t.add_origin("--tar x".into());
+        let mut alloc = counter();
+        t.insert(ROOT, b"bin", 7, FileType::Symlink, a).unwrap();
+        let err = t
+            .walk(&[b"bin".as_slice()], a, &Attributes::default(), &mut alloc)
+            .unwrap_err();
+        assert!(matches!(err, TreeError::NotADirectory { .. }));
+    }
+
+    #[test]
+    fn dotdot_is_refused_and_paths_are_reported() {
+        let t = Tree::new(2, Attributes::default());
+        assert!(t.split(Path::new("a/../b"), 0).is_err());
+        let (parents, name) = t.split(Path::new("./a/b/c"), 0).unwrap();
+        assert_eq!(parents, vec![b"a".as_slice(), b"b".as_slice()]);
+        assert_eq!(name, b"c");
+    }
+}
