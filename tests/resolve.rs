@@ -397,6 +397,53 @@ fn cgroup_v1_path_finds_the_init_not_an_exec() {
     assert_eq!(r.resolve(&format!("docker://{}", c.id)).unwrap(), expected);
 }
 
+#[test]
+fn the_binary_reports_bad_targets_in_one_line_with_status_125() {
+    if !docker_ready() {
+        return;
+    }
+    let name = unique_name("cc-created");
+    let created = Container {
+        id: run_ok(Command::new("docker").args([
+            "create",
+            "--name",
+            &name,
+            crashcart_tests::distroless_image(),
+        ])),
+        name,
+    };
+    let missing = unique_name("cc-missing");
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .to_string();
+    for (spec, message) in [
+        (
+            missing.clone(),
+            format!("no container or process matches {missing:?}"),
+        ),
+        (pid_max.clone(), format!("no process with PID {pid_max}")),
+        (
+            created.name.clone(),
+            format!("container {} is not running", created.name),
+        ),
+        (
+            "rkt://x".to_string(),
+            "unknown runtime in \"rkt://x\"; use docker://, containerd://, cri-o:// or podman://"
+                .to_string(),
+        ),
+    ] {
+        let out = run(Command::new(crashcart_tests::bin("crashcart")).args([&spec, "true"]));
+        assert_eq!(out.status.code(), Some(125), "{spec}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("crashcart: {message}\n"),
+            "{spec}"
+        );
+        assert!(out.stdout.is_empty(), "{spec}");
+    }
+}
+
 // ---- containerd, driven by its own CLI in a namespace of our own ----
 
 /// containerd's socket: the system's, or the one dockerd runs privately.
