@@ -62,6 +62,78 @@ fn docker_id_prefix_and_scheme_resolve_without_the_daemon() {
     );
 }
 
+/// Resolution that can see only one of the runtimes' real state directories, a `/proc`
+/// that shows nothing but the init's `stat`, and no Docker: the named source alone answers.
+fn resolve_from_one_source(source: &str, container: &Container) -> Result<Target, ResolveError> {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_root = tmp.path().join("run");
+    let link = run_root.join(source);
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(Path::new("/run").join(source), &link).unwrap();
+    let pid = container.pid();
+    let proc_root = tmp.path().join("proc");
+    std::fs::create_dir_all(proc_root.join(pid.to_string())).unwrap();
+    std::fs::copy(
+        format!("/proc/{pid}/stat"),
+        proc_root.join(pid.to_string()).join("stat"),
+    )
+    .unwrap();
+    Resolver {
+        proc_root,
+        run_root,
+        ..resolver_without_docker(tmp.path())
+    }
+    .resolve(short(&container.id))
+}
+
+#[test]
+fn each_docker_state_file_alone_is_enough() {
+    if !docker_ready() {
+        return;
+    }
+    let v2 = Container::start(&[], &[]);
+    let mut cases = vec![
+        (
+            "docker/containerd/daemon/io.containerd.runtime.v2.task",
+            &v2,
+        ),
+        ("docker/runtime-runc", &v2),
+    ];
+    // The deprecated containerd shim v1, which Docker 20.10 still offers.
+    const SHIM_V1: &str = "io.containerd.runtime.v1.linux";
+    let runtimes = run_ok(Command::new("docker").args(["info", "-f", "{{json .Runtimes}}"]));
+    let v1 = runtimes
+        .contains(SHIM_V1)
+        .then(|| Container::start(&["--runtime", SHIM_V1], &[]));
+    match &v1 {
+        Some(v1) => cases.extend([
+            (
+                "docker/containerd/daemon/io.containerd.runtime.v1.linux",
+                v1,
+            ),
+            ("docker/runtime-runc", v1),
+        ]),
+        None => skip("this Docker has no containerd shim v1 runtime"),
+    }
+    for (source, c) in cases {
+        if !Path::new("/run").join(source).exists() {
+            skip(&format!("/run/{source} does not exist with this Docker"));
+            continue;
+        }
+        assert_eq!(
+            resolve_from_one_source(source, c).unwrap(),
+            docker_target(c, None),
+            "{source}"
+        );
+    }
+    // With no state at all, nothing else in that setup could have answered.
+    let err = resolve_from_one_source("nothing-here", &v2).unwrap_err();
+    assert!(
+        matches!(err, ResolveError::DockerUnreachable { .. }),
+        "{err:?}"
+    );
+}
+
 #[test]
 fn docker_name_resolves_through_the_engine_api() {
     if !docker_ready() {
