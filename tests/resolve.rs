@@ -597,7 +597,26 @@ impl Drop for ContainerdNamespace {
         {
             std::thread::sleep(Duration::from_millis(100));
         }
+        // containerd put the tasks in cgroups /<namespace>/<id> and leaves the (now empty)
+        // /<namespace> behind in every hierarchy.
+        for hierarchy in cgroup_mount_points() {
+            let _ = std::fs::remove_dir(hierarchy.join(&self.namespace));
+        }
     }
+}
+
+/// Mount points of the cgroup v1 and v2 hierarchies, from `/proc/self/mountinfo`.
+fn cgroup_mount_points() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            let fstype = fs.split(' ').next()?;
+            let mount_point = mount.split(' ').nth(4)?;
+            matches!(fstype, "cgroup" | "cgroup2").then(|| PathBuf::from(mount_point))
+        })
+        .collect()
 }
 
 #[test]
