@@ -1,3 +1,532 @@
-//! End-to-end tests for nix (filled in by its issue).
+//! End-to-end tests of `crashcart-imgbuild --packages`: an unprivileged user builds the
+//! offline nixpkgs-like fixture (`tests/fixtures/nixpkgs`) with the host's nix, in both store
+//! modes. The image must pass `e2fsck`, and the fixture's `cart-check`, run by crashcart in a
+//! distroless container, must reach every store path it references: its shebang's shell, a
+//! data file, a symlink into another path, and an ELF whose interpreter and RUNPATH name the
+//! store. Same packages, same fixture: same image digest. Bad input fails with a clear error
+//! and leaves no image behind.
 
-use crashcart_tests as _;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use crashcart_tests::{
+    bin, docker_ready, have, is_root, loop_devices_for, run, run_ok, skip, workspace_root,
+    Container,
+};
+
+/// The unprivileged account tests/setup.sh creates for rootless builds.
+const BUILDER: &str = "crashcart-builder";
+
+/// Host files the fixture brings into the store (Debian's busybox-static, coreutils,
+/// patchelf, glibc).
+const FIXTURE_HOST_FILES: &[&str] = &[
+    "/usr/bin/busybox",
+    "/usr/bin/echo",
+    "/usr/bin/patchelf",
+    "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+    "/usr/lib/x86_64-linux-gnu/libc.so.6",
+];
+
+/// Tag of the nix container image the `--nix-container` test builds from the host's nix.
+const NIX_CONTAINER_IMAGE: &str = "crashcart-test-nix:latest";
+
+/// What `cart-check` prints when every reference resolved, line by line.
+const CART_CHECK_LINES: &[&str] = &[
+    "cart-data: read through the data store path",
+    "cart-link: cart-data: read through the data store path",
+    "cart-echo: interpreter and RUNPATH found",
+    "cart-check: all store references resolved",
+];
+
+/// A scratch directory owned by the account that builds: a copy of crashcart-imgbuild and of
+/// the fixture (so nothing of the checkout needs to be readable by that account), packages
+/// files, nix stores and images. Under root the builds run as [`BUILDER`]; otherwise as the
+/// current (already unprivileged) user.
+struct Workspace {
+    dir: tempfile::TempDir,
+    builder: Option<&'static str>,
+}
+
+impl Workspace {
+    /// Prepares a workspace, or reports what is missing and returns `None`.
+    fn new() -> Option<Workspace> {
+        if !have("nix-build") {
+            skip("nix-build not installed (apt-get install nix-bin)");
+            return None;
+        }
+        if let Some(missing) = FIXTURE_HOST_FILES.iter().find(|f| !Path::new(f).exists()) {
+            skip(&format!(
+                "{missing} missing: the nix fixture is built from it (tests/setup.sh installs it)"
+            ));
+            return None;
+        }
+        let builder = if is_root() {
+            let exists = Command::new("id")
+                .arg(BUILDER)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !exists {
+                skip(&format!(
+                    "no `{BUILDER}` account (tests/setup.sh creates it)"
+                ));
+                return None;
+            }
+            Some(BUILDER)
+        } else {
+            None
+        };
+
+        let dir = tempfile::Builder::new()
+            .prefix("crashcart-nix-test-")
+            .tempdir()
+            .expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("nixpkgs")).expect("mkdir nixpkgs");
+        std::fs::create_dir_all(root.join("home")).expect("mkdir home");
+        std::fs::copy(
+            workspace_root().join("tests/fixtures/nixpkgs/default.nix"),
+            root.join("nixpkgs/default.nix"),
+        )
+        .expect("copy fixture");
+        std::fs::copy(bin("crashcart-imgbuild"), root.join("crashcart-imgbuild"))
+            .expect("copy crashcart-imgbuild");
+        if let Some(user) = builder {
+            run_ok(Command::new("chown").args(["-R", user]).arg(root));
+        }
+        Some(Workspace { dir, builder })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a packages file readable by the builder.
+    fn packages(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).expect("write packages file");
+        path
+    }
+
+    /// Runs crashcart-imgbuild as the builder, offline, with `PATH` set to `path`.
+    fn imgbuild_with_path<I, S>(&self, path: &str, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = match self.builder {
+            Some(user) => {
+                let mut cmd = Command::new("runuser");
+                cmd.args(["-u", user, "--", "env"]);
+                cmd
+            }
+            None => Command::new("env"),
+        };
+        cmd.arg(format!("HOME={}", self.path("home").display()))
+            .arg(format!("PATH={path}"))
+            // Offline: nothing may be fetched from the public binary cache.
+            .arg("NIX_CONFIG=substituters =")
+            .arg(self.path("crashcart-imgbuild"))
+            .args(args);
+        run(&mut cmd)
+    }
+
+    /// Runs crashcart-imgbuild as the calling user (root, for the docker engine), offline.
+    fn imgbuild_as_caller<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        run(Command::new(self.path("crashcart-imgbuild"))
+            .env("NIX_CONFIG", "substituters =")
+            .args(args))
+    }
+
+    fn imgbuild<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.imgbuild_with_path("/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", args)
+    }
+
+    /// Builds an image of `packages` from the fixture into a nix store `store` of this
+    /// workspace; `mode` is `--store-mode` (None: the default). Asserts success.
+    fn build(&self, packages: &[&str], mode: Option<&str>, store: &str, image: &str) -> PathBuf {
+        self.build_with(packages, mode, store, image, &[])
+    }
+
+    /// As [`Workspace::build`], with `extra` arguments; with `--nix-container` among them the
+    /// build runs as the caller, who can reach the container engine.
+    fn build_with(
+        &self,
+        packages: &[&str],
+        mode: Option<&str>,
+        store: &str,
+        image: &str,
+        extra: &[&str],
+    ) -> PathBuf {
+        let list = self.packages(&format!("{image}.packages"), &packages.join("\n"));
+        let out = self.path(image);
+        let mut args: Vec<&OsStr> = vec![
+            OsStr::new("--packages"),
+            list.as_os_str(),
+            OsStr::new("--nixpkgs"),
+        ];
+        let nixpkgs = self.path("nixpkgs");
+        let nix_store = self.path(store);
+        args.extend([nixpkgs.as_os_str(), OsStr::new("--nix-store")]);
+        args.push(nix_store.as_os_str());
+        if let Some(mode) = mode {
+            args.extend([OsStr::new("--store-mode"), OsStr::new(mode)]);
+        }
+        args.extend([OsStr::new("-o"), out.as_os_str()]);
+        args.extend(extra.iter().map(OsStr::new));
+        let output = if extra.contains(&"--nix-container") {
+            self.imgbuild_as_caller(&args)
+        } else {
+            self.imgbuild(&args)
+        };
+        assert!(
+            output.status.success(),
+            "crashcart-imgbuild {args:?} failed with {}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        out
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        // nix leaves its store read-only; an unprivileged run could not remove it otherwise.
+        let _ = Command::new("chmod")
+            .arg("-R")
+            .arg("u+w")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// `e2fsck -fn` finds nothing to fix.
+fn assert_fsck_clean(image: &Path) {
+    let out = run(Command::new("e2fsck").arg("-fn").arg(image));
+    assert!(
+        out.status.success(),
+        "e2fsck -fn {} found problems:\n{}{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The contents of `path` inside the image, read with debugfs (no mount needed).
+fn image_file(image: &Path, path: &str) -> String {
+    let out = run(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("cat {path}"))
+        .arg(image));
+    assert!(out.status.success(), "debugfs cat {path} failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn manifest(image: &Path) -> serde_json::Value {
+    serde_json::from_str(&image_file(image, "/.crashcart/manifest.json"))
+        .expect("manifest.json is JSON")
+}
+
+/// The image path (`/store/<hash>-<name>`) of the store path whose name is `name`.
+fn store_path_in_image(manifest: &serde_json::Value, name: &str) -> String {
+    let paths = manifest["store_paths"].as_array().expect("store_paths");
+    let path = paths
+        .iter()
+        .filter_map(|p| p.as_str())
+        .find(|p| p.ends_with(&format!("-{name}")))
+        .unwrap_or_else(|| panic!("no store path {name} in {paths:?}"));
+    let base = Path::new(path).file_name().expect("store path name");
+    format!("/store/{}", base.to_string_lossy())
+}
+
+/// crashcart runs `cart-check` from `image` in a distroless container: every line proves a
+/// store reference resolved there.
+fn assert_cart_check_runs(image: &Path) {
+    if !docker_ready() {
+        return;
+    }
+    let container = Container::start(&[], &[]);
+    let out = run_ok(
+        Command::new(bin("crashcart"))
+            .arg("-i")
+            .arg(image)
+            .arg(&container.id)
+            .arg("cart-check"),
+    );
+    for line in CART_CHECK_LINES {
+        assert!(
+            out.lines().any(|l| l == *line),
+            "cart-check did not print {line:?}:\n{out}"
+        );
+    }
+    assert!(
+        loop_devices_for(image).is_empty(),
+        "loop device of {} left attached",
+        image.display()
+    );
+}
+
+#[test]
+fn relocated_image_runs_the_fixture_in_a_distroless_container() {
+    let Some(ws) = Workspace::new() else { return };
+    let image = ws.build(
+        &["cart-check", "busybox"],
+        Some("relocated"),
+        "store",
+        "relocated.img",
+    );
+    assert_fsck_clean(&image);
+
+    let manifest = manifest(&image);
+    assert_eq!(manifest["store_alias"], "/dev/.cart");
+    assert_eq!(manifest["relocation"]["from"], "/nix/store");
+    assert_eq!(manifest["relocation"]["to"], "/dev/.cart");
+    let script = image_file(
+        &image,
+        &format!(
+            "{}/bin/cart-check",
+            store_path_in_image(&manifest, "cart-check-1.0")
+        ),
+    );
+    assert!(
+        script.starts_with("#!/dev/.cart/") && !script.contains("/nix/store"),
+        "cart-check was not relocated:\n{script}"
+    );
+
+    assert_cart_check_runs(&image);
+}
+
+#[test]
+fn native_image_runs_the_fixture_in_a_distroless_container() {
+    let Some(ws) = Workspace::new() else { return };
+    let image = ws.build(&["cart-check"], Some("native"), "store", "native.img");
+    assert_fsck_clean(&image);
+
+    let manifest = manifest(&image);
+    assert!(
+        manifest.get("relocation").is_none_or(|r| r.is_null()),
+        "native image has a relocation: {manifest}"
+    );
+    let script = image_file(
+        &image,
+        &format!(
+            "{}/bin/cart-check",
+            store_path_in_image(&manifest, "cart-check-1.0")
+        ),
+    );
+    assert!(
+        script.starts_with("#!/dev/crashcart/store/"),
+        "cart-check does not name the native store:\n{script}"
+    );
+
+    assert_cart_check_runs(&image);
+}
+
+#[test]
+fn two_builds_from_fresh_stores_have_one_digest() {
+    let Some(ws) = Workspace::new() else { return };
+    let packages = ["busybox", "cart-check"];
+    let first = ws.build(&packages, None, "store-a", "a.img");
+    let second = ws.build(&packages, None, "store-b", "b.img");
+    let digest = |image: &Path| run_ok(Command::new("sha256sum").arg(image))[..64].to_string();
+    assert_eq!(digest(&first), digest(&second));
+}
+
+#[test]
+fn bad_input_fails_naming_what_failed_and_leaves_no_image() {
+    let Some(ws) = Workspace::new() else { return };
+    let nixpkgs = ws.path("nixpkgs");
+    let store = ws.path("store");
+    let image = ws.path("bad.img");
+    let common = |packages: &Path| {
+        vec![
+            OsStr::new("--packages").to_owned(),
+            packages.as_os_str().to_owned(),
+            OsStr::new("--nixpkgs").to_owned(),
+            nixpkgs.as_os_str().to_owned(),
+            OsStr::new("--nix-store").to_owned(),
+            store.as_os_str().to_owned(),
+            OsStr::new("-o").to_owned(),
+            image.as_os_str().to_owned(),
+        ]
+    };
+    let check = |case: &str, out: Output, expected: &[&str]| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{case}: succeeded");
+        assert_ne!(out.status.code(), Some(101), "{case}: panicked: {stderr}");
+        for text in expected {
+            assert!(stderr.contains(text), "{case}: no {text:?} in:\n{stderr}");
+        }
+        assert!(!image.exists(), "{case}: left {} behind", image.display());
+    };
+
+    let unknown = ws.packages("unknown", "cart-check\nno-such-tool # typo\n");
+    check(
+        "unknown package",
+        ws.imgbuild(common(&unknown)),
+        &["unknown package: no-such-tool"],
+    );
+
+    let empty = ws.packages("empty", "# nothing yet\n\n");
+    check(
+        "empty packages file",
+        ws.imgbuild(common(&empty)),
+        &["names no packages", "empty"],
+    );
+
+    let missing = ws.path("no-such-packages-file");
+    check(
+        "unreadable packages file",
+        ws.imgbuild(common(&missing)),
+        &["cannot read packages file", "no-such-packages-file"],
+    );
+
+    let broken = ws.packages("broken", "cart-broken\n");
+    check(
+        "failed build",
+        ws.imgbuild(common(&broken)),
+        &[
+            "nix build failed",
+            "cart-broken: this build fails on purpose",
+        ],
+    );
+
+    let fine = ws.packages("fine", "cart-check\n");
+    let no_nix_dir = ws.path("home");
+    check(
+        "nix not installed",
+        ws.imgbuild_with_path(&no_nix_dir.to_string_lossy(), common(&fine)),
+        &["nix is not installed", "--nix-container"],
+    );
+}
+
+/// Builds (once per test process) a container image holding the host's nix 2.8, its
+/// libraries and the fixture's host files: a stand-in for `nixos/nix`, which cannot be
+/// pulled offline.
+fn nix_container_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let ctx = tempfile::tempdir().expect("tempdir");
+        let root = ctx.path().join("root");
+        // A host file at its real path; a symlink to it kept as on the host (same target
+        // text), so the fixture hashes the same files in the container as on the host.
+        let put = |host: &Path| {
+            let real = host.canonicalize().expect("canonicalize");
+            let dest = root.join(real.strip_prefix("/").expect("absolute"));
+            std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+            std::fs::copy(&real, &dest).expect("copy into the nix image");
+            let dir = host
+                .parent()
+                .expect("parent")
+                .canonicalize()
+                .expect("canonicalize");
+            let link = root
+                .join(dir.strip_prefix("/").expect("absolute"))
+                .join(host.file_name().expect("file name"));
+            if link != dest && std::fs::symlink_metadata(&link).is_err() {
+                std::fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+                let target = std::fs::read_link(host).expect("host symlink");
+                std::os::unix::fs::symlink(target, &link).expect("symlink");
+            }
+        };
+        for dir in ["usr/libexec/nix", "etc/nix", "root", "tmp"] {
+            std::fs::create_dir_all(root.join(dir)).expect("mkdir");
+        }
+        run_ok(Command::new("chmod").arg("1777").arg(root.join("tmp")));
+        // Merged /usr: /bin, /lib, /lib64 are symlinks into /usr on the host and here.
+        for top in ["bin", "lib", "lib64"] {
+            if let Ok(target) = std::fs::read_link(Path::new("/").join(top)) {
+                std::os::unix::fs::symlink(target, root.join(top)).expect("symlink");
+            }
+        }
+
+        let programs = ["/usr/bin/nix", "/usr/bin/patchelf", "/usr/bin/echo"];
+        let ldd = run_ok(Command::new("ldd").args(programs));
+        let libraries = ldd
+            .lines()
+            .filter_map(|l| l.split("=> ").nth(1))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|l| l.starts_with('/'));
+        for file in programs
+            .iter()
+            .chain(FIXTURE_HOST_FILES)
+            .copied()
+            .chain(libraries)
+        {
+            put(Path::new(file));
+        }
+        put(Path::new("/lib64/ld-linux-x86-64.so.2"));
+        std::fs::create_dir_all(root.join("usr/bin")).expect("mkdir");
+        for (link, target) in [
+            ("usr/bin/nix-build", "nix"),
+            ("usr/bin/nix-store", "nix"),
+            ("usr/bin/nix-instantiate", "nix"),
+            ("usr/libexec/nix/build-remote", "/usr/bin/nix"),
+            ("usr/bin/sh", "busybox"),
+            ("usr/bin/chown", "busybox"),
+        ] {
+            std::os::unix::fs::symlink(target, root.join(link)).expect("symlink");
+        }
+        for (file, text) in [
+            // Like the nixos/nix image: root builds without build users or a sandbox.
+            ("etc/nix/nix.conf", "build-users-group =\nsandbox = false\n"),
+            ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+            ("etc/group", "root:x:0:\n"),
+        ] {
+            std::fs::write(root.join(file), text).expect("write");
+        }
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            "FROM scratch\nCOPY root/ /\nENV HOME=/root\n",
+        )
+        .expect("write Dockerfile");
+        run_ok(
+            Command::new("docker")
+                .env("DOCKER_BUILDKIT", "0")
+                .args(["build", "-q", "-t", NIX_CONTAINER_IMAGE])
+                .arg(ctx.path()),
+        );
+    });
+    NIX_CONTAINER_IMAGE
+}
+
+#[test]
+fn nix_container_build_equals_the_host_build() {
+    let Some(ws) = Workspace::new() else { return };
+    if !docker_ready() || !have("ldd") {
+        return;
+    }
+    let image = nix_container_image();
+    let packages = ["cart-check", "busybox"];
+    for mode in ["relocated", "native"] {
+        let host = ws.build(
+            &packages,
+            Some(mode),
+            "store-host",
+            &format!("host-{mode}.img"),
+        );
+        let contained = ws.build_with(
+            &packages,
+            Some(mode),
+            "store-container",
+            &format!("container-{mode}.img"),
+            &["--nix-container", image, "--container-engine", "docker"],
+        );
+        assert_fsck_clean(&contained);
+        let digest = |image: &Path| run_ok(Command::new("sha256sum").arg(image))[..64].to_string();
+        assert_eq!(
+            digest(&host),
+            digest(&contained),
+            "{mode}: the image built in the nix container differs from the host's"
+        );
+    }
+}

@@ -1,5 +1,6 @@
-//! Running nix (or the container engine running nix): its log goes to our stderr as it
-//! comes, and the last lines are kept for the error when the build fails.
+//! Running nix (or the container engine running nix): its progress lines ("building ...",
+//! "copying path ...") go to our stderr as they come; everything, builders' output included,
+//! is kept as the tail of the log for the error when the build fails, so it is shown once.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -13,7 +14,19 @@ const LOG_TAIL_LINES: usize = 25;
 /// Marker thrown by `nix/default.nix` before the JSON list of unknown attribute names.
 const UNKNOWN_PACKAGES_MARKER: &str = "crashcart-unknown-packages: ";
 
-/// Runs `command`, streaming its stderr, and returns its stdout.
+/// Lines of nix's log that say what it is doing, as opposed to what builders print.
+const PROGRESS_PREFIXES: &[&str] = &[
+    "these ",
+    "this ",
+    "building '",
+    "copying path '",
+    "copying ",
+    "downloading '",
+    "unpacking '",
+    "warning:",
+];
+
+/// Runs `command`, passing its progress on, and returns its stdout.
 ///
 /// A missing program is reported by `not_found`; a failing one as an unknown package when
 /// nix says so, otherwise as a failed build with the end of its log.
@@ -39,7 +52,10 @@ pub fn run_nix(
         let mut unknown = None;
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            let _ = writeln!(std::io::stderr(), "{line}");
+            let line = strip_ansi(&line);
+            if PROGRESS_PREFIXES.iter().any(|p| line.starts_with(p)) {
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
             if let Some(names) = unknown_packages(&line) {
                 unknown = Some(names);
             }
@@ -83,6 +99,27 @@ fn unknown_packages(line: &str) -> Option<Vec<String>> {
     )
 }
 
+/// `line` without terminal escape sequences (nix colours its messages in some setups).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters... final byte in @..~
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +135,14 @@ mod tests {
             Some(vec!["a".to_string()])
         );
         assert_eq!(unknown_packages("building '/nix/store/x.drv'..."), None);
+    }
+
+    #[test]
+    fn colours_are_stripped() {
+        assert_eq!(
+            strip_ansi("\u{1b}[31;1merror:\u{1b}[0m executing '\u{1b}[35;1m/x\u{1b}[0m'"),
+            "error: executing '/x'"
+        );
+        assert_eq!(strip_ansi("plain"), "plain");
     }
 }
