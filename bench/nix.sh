@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# `crashcart-imgbuild --packages` on the offline fixture (tests/fixtures/nixpkgs), both store
+# modes, cold store and warm store, side by side with doing it by hand (nix-build, copy the
+# closure, rewrite /nix/store with perl, mke2fs -d); then the cost of the /nix/store ->
+# /dev/.cart rewrite on a large store tree (/usr/lib/x86_64-linux-gnu under a fake store path):
+# `--closure` with and without `--relocate`, which must add no more than 20%.
+#
+# Usage: bench/nix.sh [--write]   (--write replaces the nix section of BENCHMARKS.md)
+# Needs: hyperfine, nix-build (offline is fine), perl, mke2fs, the fixture's host files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+imgbuild=${IMGBUILD:-}
+if [ -z "$imgbuild" ]; then
+    for candidate in "${CARGO_TARGET_DIR:-target}/release/crashcart-imgbuild" target/release/crashcart-imgbuild; do
+        [ -x "$candidate" ] && { imgbuild=$candidate; break; }
+    done
+fi
+if [ -z "$imgbuild" ]; then
+    cargo build --release -q -p crashcart-imgbuild
+    imgbuild=${CARGO_TARGET_DIR:-target}/release/crashcart-imgbuild
+fi
+imgbuild=$(realpath "$imgbuild")
+
+work=$(mktemp -d)
+trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
+export NIX_CONFIG='substituters ='
+fixture=$PWD/tests/fixtures/nixpkgs
+printf 'cart-check\nbusybox\n' > "$work/packages"
+build() { # build MODE STORE IMAGE
+    "$imgbuild" -q --packages "$work/packages" --nixpkgs "$fixture" --store-mode "$1" \
+        --nix-store "$2" -o "$3" 2>/dev/null
+}
+export -f build
+export imgbuild work fixture
+
+# By hand, what the image builder replaces: build, copy the closure, rewrite, mke2fs -d.
+cat > "$work/by-hand.sh" <<'SCRIPT'
+set -euo pipefail
+store="local?root=$work/hand-store"
+out=$(nix-build "$fixture" -A cart-check -A busybox --store "$store" --option build-users-group '' --no-out-link 2>/dev/null)
+rm -rf "$work/hand-tree" "$work/hand.img"
+mkdir -p "$work/hand-tree/store"
+for p in $(nix-store --store "$store" -qR $out); do cp -a "$work/hand-store$p" "$work/hand-tree/store/"; done
+chmod -R u+w "$work/hand-tree"
+find "$work/hand-tree" -type f -exec perl -pi -0777 -e 's{/nix/store}{/dev/.cart}g' {} +
+find "$work/hand-tree" -type l | while read -r l; do
+    t=$(readlink "$l"); ln -sfn "${t//\/nix\/store//dev/.cart}" "$l"
+done
+size=$(( $(du -sk "$work/hand-tree" | cut -f1) * 2 + 4096 ))
+mke2fs -q -F -t ext3 -d "$work/hand-tree" "$work/hand.img" "${size}k" >/dev/null
+SCRIPT
+
+# Warm stores: one build each beforehand.
+build relocated "$work/warm" "$work/warm-relocated.img"
+build native "$work/warm" "$work/warm-native.img"
+bash "$work/by-hand.sh"
+
+hyperfine --shell bash --runs 5 --export-json "$work/fixture.json" \
+    --prepare "chmod -R u+w $work/cold 2>/dev/null || true; rm -rf $work/cold $work/f.img" \
+    -n "relocated, cold store" "build relocated $work/cold $work/f.img" \
+    -n "native, cold store" "build native $work/cold $work/f.img" \
+    -n "relocated, warm store" "build relocated $work/warm $work/f.img" \
+    -n "native, warm store" "build native $work/warm $work/f.img" \
+    -n "by hand: nix-build, cp, perl, mke2fs -d (warm)" "bash $work/by-hand.sh" >&2
+
+size_of() { stat -c %s "$1"; }
+used_of() { echo $(( $(stat -c %b "$1") * $(stat -c %B "$1") )); }
+closure_bytes() { # closure_bytes MODE-DIR
+    du -sb --apparent-size "$1"/*/*-cart-* "$1"/*/*-busybox-* "$1"/*/*-fixture-glibc "$1"/*/*-crashcart-* 2>/dev/null |
+        awk '{s += $1} END {print s}'
+}
+rel_img=$(size_of "$work/warm-relocated.img"); rel_used=$(used_of "$work/warm-relocated.img")
+nat_img=$(size_of "$work/warm-native.img"); nat_used=$(used_of "$work/warm-native.img")
+hand_img=$(size_of "$work/hand.img")
+paths=$(debugfs -R 'cat /.crashcart/manifest.json' "$work/warm-relocated.img" 2>/dev/null |
+    python3 -c 'import json, sys; print(len(json.load(sys.stdin)["store_paths"]))')
+
+# The rewrite on a large tree: a copy of the host's libraries as one fake store path.
+fake=/nix/store/0c7vdyfm3w1yzsxw5i1vy5aq35rsp8rx-host-libraries
+mkdir -p "$work/big$(dirname "$fake")"
+cp -a /usr/lib/x86_64-linux-gnu "$work/big$fake"
+echo "$fake" > "$work/closure"
+tree_bytes=$(du -sb "$work/big" | cut -f1)
+hyperfine --warmup 2 --runs 7 --export-json "$work/rewrite.json" \
+    --prepare "rm -f $work/big.img" \
+    -n "closure" "$imgbuild -q --closure $work/closure --store-root $work/big -o $work/big.img" \
+    -n "closure + relocate" "$imgbuild -q --closure $work/closure --store-root $work/big --relocate /nix/store=/dev/.cart -o $work/big.img" >&2
+
+section=$(python3 - "$work" "$rel_img" "$rel_used" "$nat_img" "$nat_used" "$hand_img" "$tree_bytes" "$paths" <<'PY'
+import json, sys
+work, rel_img, rel_used, nat_img, nat_used, hand_img, tree, paths = sys.argv[1], *map(int, sys.argv[2:])
+fx = {r["command"]: r for r in json.load(open(f"{work}/fixture.json"))["results"]}
+rw = {r["command"]: r for r in json.load(open(f"{work}/rewrite.json"))["results"]}
+ms = lambda r: f'{r["median"] * 1000:.0f} ms (mean {r["mean"] * 1000:.0f} ± {r["stddev"] * 1000:.0f})'
+cpu = lambda r: r["user"] + r["system"]
+mb = lambda b: f"{b / 2**20:.1f} MiB"
+hand = fx["by hand: nix-build, cp, perl, mke2fs -d (warm)"]["median"]
+lines = [
+    "Written by `bench/nix.sh --write` (hyperfine; medians, ratios of medians; offline:",
+    "`NIX_CONFIG='substituters ='`).",
+    "",
+    f"Fixture (`cart-check` + `busybox` from `tests/fixtures/nixpkgs`, {paths} store paths; cold =",
+    "empty nix store: nix evaluates, imports the host files and builds 6 derivations; 5 runs):",
+    "",
+    "| build | time | vs by hand |",
+    "| --- | --- | --- |",
+]
+for name, r in fx.items():
+    lines.append(f"| {name} | {ms(r)} | {r['median'] / hand:.2f}x |")
+lines += [
+    "",
+    f"Image size: relocated {mb(rel_img)} ({mb(rel_used)} allocated), native {mb(nat_img)} "
+    f"({mb(nat_used)} allocated); by hand with `mke2fs -d` {mb(hand_img)}.",
+    "",
+    f"The rewrite on a large store tree ({mb(tree)}: `/usr/lib/x86_64-linux-gnu` as one store path,",
+    "page cache warm, 7 runs):",
+    "",
+    "| `crashcart-imgbuild` | time |",
+    "| --- | --- |",
+]
+plain, reloc = rw["closure"], rw["closure + relocate"]
+lines += [
+    f"| `--closure` | {ms(plain)} |",
+    f"| `--closure --relocate /nix/store=/dev/.cart` | {ms(reloc)} |",
+    "",
+    f"`--relocate` adds {(reloc['median'] / plain['median'] - 1) * 100:.1f}% to the image build's "
+    f"wall time and {(cpu(reloc) / cpu(plain) - 1) * 100:.1f}% to its CPU time (user + system: "
+    f"{cpu(plain):.2f} s vs {cpu(reloc):.2f} s); budget: 20%.",
+]
+print("\n".join(lines))
+PY
+)
+echo "$section"
+if [ "${1:-}" = --write ]; then
+    python3 - "$section" <<'PY'
+import sys
+text = open("BENCHMARKS.md").read()
+start, end = "<!-- bench:nix -->", "<!-- /bench:nix -->"
+a, b = text.index(start) + len(start), text.index(end)
+open("BENCHMARKS.md", "w").write(text[:a] + "\n" + sys.argv[1] + "\n" + text[b:])
+PY
+fi
