@@ -3,7 +3,7 @@
 #
 # crashcart-imgbuild calls this with the list already parsed:
 #   nix-build nix/ --argstr packagesJSON '["strace","gdb"]' [--arg nixpkgs /path/to/nixpkgs]
-# `nixpkgs` is anything that `import nixpkgs { }` turns into an attribute set of derivations:
+# `nixpkgs` is anything that `import nixpkgs { ... }` turns into an attribute set of derivations:
 # by default the revision pinned in pin.json, or a checkout, or the offline test fixture.
 {
   packagesJSON,
@@ -20,7 +20,11 @@ let
         url = "https://github.com/NixOS/nixpkgs/archive/${pin.rev}.tar.gz";
         inherit (pin) sha256;
       };
-  pkgs = import source { };
+  # No user config or overlays (~/.config/nixpkgs): same packages file, same pin, same image.
+  pkgs = import source {
+    config = { };
+    overlays = [ ];
+  };
 
   names = builtins.fromJSON packagesJSON;
 
