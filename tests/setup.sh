@@ -20,6 +20,7 @@ packages=(
     iproute2 procps strace tcpdump gdb bash  # host tools bundled by --host tests
     ncurses-term ca-certificates             # terminfo and CA certs bundled by --host
     hyperfine time       # bench/
+    attr libcap2-bin     # imgbuild tests: setfattr/getfattr, setcap (xattr fidelity)
     podman               # target resolution of Podman containers (tests/resolve.rs)
 )
 missing=()

@@ -18,10 +18,10 @@ bindgen wrapper.h \
     --no-doc-comments \
     --use-core \
     --default-enum-style consts \
-    --allowlist-function 'ext2fs_(initialize|close_free|free|allocate_tables|new_inode|new_block2|inode_alloc_stats2|block_alloc_stats_range|find_first_set_block_bitmap2|test_block_bitmap2|test_inode_bitmap2|write_inode_full|read_inode_full|dirhash2|add_journal_inode2|default_journal_size|xattrs_open|xattrs_read|xattrs_write|xattrs_close|xattr_set|free_mem|group_of_blk2|blocks_count|free_blocks_count)' \
+    --allowlist-function 'ext2fs_(initialize|close_free|close2|free|allocate_tables|new_inode|new_block2|inode_alloc_stats2|block_alloc_stats_range|find_first_set_block_bitmap2|test_block_bitmap2|test_inode_bitmap2|write_inode_full|read_inode_full|dirhash2|add_journal_inode2|default_journal_size|xattrs_open|xattrs_read|xattrs_write|xattrs_close|xattr_set|free_mem|group_of_blk2|blocks_count|free_blocks_count)' \
     --allowlist-function 'error_message|initialize_ext2_error_table' \
     --allowlist-var 'unix_io_manager' \
-    --allowlist-var 'EXT2_(FLAG_RW|FLAG_64BITS|ROOT_INO|GOOD_OLD_FIRST_INO|FLAGS_UNSIGNED_HASH|HASH_HALF_MD4|HASH_HALF_MD4_UNSIGNED|INDEX_FL|FEATURE_.*|ET_BLOCK_ALLOC_FAIL|ET_INODE_ALLOC_FAIL|ET_DIR_NO_SPACE|ET_EA_NO_SPACE|ET_TOOSMALL|DYNAMIC_REV|MKJOURNAL_LAZYINIT|MKJOURNAL_NO_MNT_CHECK|NDIR_BLOCKS|N_BLOCKS|FLAGS_SIGNED_HASH)' \
+    --allowlist-var 'EXT2_(FLAG_RW|FLAG_64BITS|FLAG_FLUSH_NO_SYNC|ROOT_INO|JOURNAL_INO|GOOD_OLD_FIRST_INO|FLAGS_UNSIGNED_HASH|HASH_HALF_MD4|HASH_HALF_MD4_UNSIGNED|INDEX_FL|FEATURE_.*|ET_BLOCK_ALLOC_FAIL|ET_INODE_ALLOC_FAIL|ET_DIR_NO_SPACE|ET_EA_NO_SPACE|ET_TOOSMALL|DYNAMIC_REV|MKJOURNAL_LAZYINIT|MKJOURNAL_NO_MNT_CHECK|NDIR_BLOCKS|N_BLOCKS|FLAGS_SIGNED_HASH)' \
     --allowlist-var 'EXT3_FEATURE_.*|EXT4_FEATURE_.*|EXT4_EXTENTS_FL' \
     --allowlist-type 'ext2_inode_large|ext2_super_block|struct_ext2_filsys' \
     -- $cflags

@@ -382,12 +382,13 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
 
     // Size.
     let mut estimate = Estimate::default();
+    let mut linked = std::collections::HashSet::new();
     for (dir, _) in &dirs {
-        estimate.add_tree(dir)?;
+        estimate.add_tree(dir, &mut linked)?;
     }
     if let Some(c) = &closure {
         for p in &c.store_paths {
-            estimate.add_tree(&real_path(&c.real_root, p))?;
+            estimate.add_tree(&real_path(&c.real_root, p), &mut linked)?;
         }
     }
     if let Some(t) = tar.as_mut() {
@@ -498,6 +499,24 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
             manifest::MANIFEST_PATH
         )));
     }
+    // Store paths: the closure's, or those a tar stream brought (its members under the store
+    // directory), named as nix names them — the same list for the same paths either way.
+    let mut store_paths: Vec<String> = closure
+        .as_ref()
+        .map(|c| {
+            c.store_paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if tar.is_some() {
+        for name in writer.names_in(Path::new("store")) {
+            store_paths.push(format!("{store_dir}/{}", String::from_utf8_lossy(&name)));
+        }
+    }
+    store_paths.sort();
+    store_paths.dedup();
     let totals = writer.totals();
     let digest = writer.digest();
     let record = Manifest {
@@ -510,15 +529,7 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
             to: r.to.clone(),
         }),
         env,
-        store_paths: closure
-            .as_ref()
-            .map(|c| {
-                c.store_paths
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect()
-            })
-            .unwrap_or_default(),
+        store_paths,
         programs,
         files: totals.files,
         bytes: totals.bytes,

@@ -138,6 +138,8 @@ pub struct InodeRecord {
 pub struct Filesystem {
     fs: sys::ext2_filsys,
     image: PathBuf,
+    /// Every timestamp the builder writes.
+    time: u32,
 }
 
 impl Filesystem {
@@ -188,6 +190,7 @@ impl Filesystem {
         let mut this = Filesystem {
             fs,
             image: image.to_path_buf(),
+            time,
         };
         {
             let sb = this.super_mut();
@@ -197,6 +200,9 @@ impl Filesystem {
             sb.s_lastcheck = time;
             sb.s_max_mnt_count = -1; // never force a check of a read-only image
             sb.s_def_hash_version = sys::EXT2_HASH_HALF_MD4 as u8;
+            // One hash flavour for every platform (the library defaults to the host's char
+            // signedness); dir_hash computes the unsigned one.
+            sb.s_flags &= !sys::EXT2_FLAGS_SIGNED_HASH;
             sb.s_flags |= sys::EXT2_FLAGS_UNSIGNED_HASH;
         }
         // SAFETY: `this.fs` is a valid handle; `now` is a plain field the library reads instead
@@ -329,23 +335,36 @@ impl Filesystem {
         check(rc, "write inode of", path)
     }
 
-    /// Adds one to the link count of an inode already written (a further hard link).
-    pub fn add_link(&mut self, ino: u32, path: &Path) -> Result<(), Ext2Error> {
+    /// Changes an inode the library or the builder already wrote.
+    fn update_inode(
+        &mut self,
+        ino: u32,
+        path: &Path,
+        change: impl FnOnce(&mut sys::ext2_inode_large) -> Result<(), Ext2Error>,
+    ) -> Result<(), Ext2Error> {
         // SAFETY: plain old data, filled by the read below.
         let mut raw: sys::ext2_inode_large = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<sys::ext2_inode_large>() as i32;
         // SAFETY: valid handle; `raw` has room for `size` bytes.
         let rc = unsafe { sys::ext2fs_read_inode_full(self.fs, ino, inode_ptr(&mut raw), size) };
         check(rc, "read inode of", path)?;
-        raw.i_links_count = raw.i_links_count.checked_add(1).ok_or(Ext2Error {
-            op: "link",
-            path: path.to_path_buf(),
-            code: 0,
-            message: "too many hard links (65535)".into(),
-        })?;
-        // SAFETY: as above, writing back what was read with one field changed.
+        change(&mut raw)?;
+        // SAFETY: as above, writing back what was read with the change applied.
         let rc = unsafe { sys::ext2fs_write_inode_full(self.fs, ino, inode_ptr(&mut raw), size) };
         check(rc, "write inode of", path)
+    }
+
+    /// Adds one to the link count of an inode already written (a further hard link).
+    pub fn add_link(&mut self, ino: u32, path: &Path) -> Result<(), Ext2Error> {
+        self.update_inode(ino, path, |raw| {
+            raw.i_links_count = raw.i_links_count.checked_add(1).ok_or(Ext2Error {
+                op: "link",
+                path: path.to_path_buf(),
+                code: 0,
+                message: "too many hard links (65535)".into(),
+            })?;
+            Ok(())
+        })
     }
 
     /// Stores extended attributes on inode `ino` (already written), in the inode when they fit
@@ -426,15 +445,38 @@ impl Filesystem {
         let flags = sys::EXT2_MKJOURNAL_LAZYINIT | sys::EXT2_MKJOURNAL_NO_MNT_CHECK;
         // SAFETY: valid handle; goal ~0 lets the library choose the middle of the filesystem.
         let rc = unsafe { sys::ext2fs_add_journal_inode2(self.fs, blocks, !0, flags as i32) };
-        check(rc, "add a journal to", &self.image.clone())
+        let image = self.image.clone();
+        check(rc, "add a journal to", &image)?;
+        // The library stamps the journal inode from the clock when its "now" is 0.
+        let time = self.time;
+        self.update_inode(sys::EXT2_JOURNAL_INO, &image, |raw| {
+            raw.i_atime = time;
+            raw.i_ctime = time;
+            raw.i_mtime = time;
+            raw.i_crtime = time;
+            raw.i_atime_extra = 0;
+            raw.i_ctime_extra = 0;
+            raw.i_mtime_extra = 0;
+            raw.i_crtime_extra = 0;
+            Ok(())
+        })
     }
 
     /// Writes all metadata and closes the filesystem.
+    ///
+    /// Without fsync: the image is a build output under a temporary name, like a compiler's,
+    /// and waiting for the disk buys nothing before it is renamed into place (mke2fs syncs
+    /// because it writes devices). Write errors, ENOSPC included, still surface here.
     pub fn close(mut self) -> Result<(), Ext2Error> {
         let image = self.image.clone();
-        // SAFETY: valid handle; ext2fs_close_free flushes, frees and nulls the pointer even on
-        // failure, so Drop sees null and does nothing.
-        let rc = unsafe { sys::ext2fs_close_free(&mut self.fs) };
+        let fs = std::mem::replace(&mut self.fs, ptr::null_mut());
+        // SAFETY: `fs` is a valid handle that nothing else refers to any more (self.fs is null,
+        // so Drop does nothing); ext2fs_close2 writes the metadata and frees it on success.
+        let rc = unsafe { sys::ext2fs_close2(fs, sys::EXT2_FLAG_FLUSH_NO_SYNC as i32) };
+        if rc != 0 {
+            // SAFETY: on failure ext2fs_close2 leaves the handle allocated; free it once.
+            unsafe { sys::ext2fs_free(fs) };
+        }
         check(rc, "write filesystem metadata to", &image)
     }
 }

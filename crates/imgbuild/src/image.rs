@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::blockmap::{BlockMap, MapError, Run};
+use crate::digest::{entry_record, ContentHasher, Record};
 use crate::dirblock::{self, DirEntry, FileType};
 use crate::ext2::{Ext2Error, Filesystem, FsKind, Geometry, InodeRecord, BLOCK_SIZE};
 use crate::progress::Progress;
@@ -165,14 +166,15 @@ pub struct ImageWriter {
     tree: Tree,
     /// Where the next allocation starts looking: keeps the image sequential.
     goal: u64,
-    buf: Vec<u8>,
+    /// Hashes file contents off the write path; owns the chunk buffers.
+    hasher: ContentHasher,
     totals: Totals,
-    /// Per path, a hash of everything recorded about it; sorted and hashed into the digest.
-    records: Vec<(Vec<u8>, [u8; 32])>,
+    /// Per path, everything recorded about it; sorted and hashed into the digest.
+    records: Vec<(Vec<u8>, Record)>,
     /// Inputs' (device, inode) of multiply-linked files → image inode and its record.
-    links: HashMap<(u64, u64), (u32, [u8; 32])>,
+    links: HashMap<(u64, u64), (u32, Record)>,
     /// Image inode → record, for hard links named by path (tar).
-    inode_records: HashMap<u32, [u8; 32]>,
+    inode_records: HashMap<u32, Record>,
     progress: Progress,
     relocating: bool,
 }
@@ -215,7 +217,7 @@ impl ImageWriter {
             opts,
             tree,
             goal: 0,
-            buf: Vec::with_capacity(CHUNK),
+            hasher: ContentHasher::start(CHUNK),
             totals: Totals::default(),
             records: Vec::new(),
             links: HashMap::new(),
@@ -254,6 +256,17 @@ impl ImageWriter {
     /// Whether the image already has something at `path`.
     pub fn exists(&self, path: &Path) -> bool {
         self.tree.lookup(path).is_some()
+    }
+
+    /// Names in the directory at `path` (empty when there is none).
+    pub fn names_in(&self, path: &Path) -> Vec<Vec<u8>> {
+        match self.tree.lookup(path) {
+            Some(child) => child
+                .dir
+                .map(|d| self.tree.dir(d).children.keys().cloned().collect())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
     }
 
     /// Owner as written: the input's with `--keep-owner`, root otherwise.
@@ -330,8 +343,7 @@ impl ImageWriter {
         }
         let attrs = self.owned(attrs);
         let ino = self.fs.new_inode(false, &image_path)?;
-        let mut content_hash = Sha256::new();
-        let runs = self.write_content(&image_path, size, content, &mut content_hash)?;
+        let runs = self.write_content(&image_path, size, content)?;
         let (block, blocks, flags) = self.finish_map(&image_path, &runs)?;
         let record = InodeRecord {
             mode: S_IFREG | (attrs.perm & 0o7777),
@@ -348,7 +360,7 @@ impl ImageWriter {
         self.fs.set_xattrs(ino, &attrs.xattrs, &image_path)?;
         self.tree
             .insert(parent, name, ino, FileType::Regular, origin)?;
-        let digest = entry_record(b'f', &attrs, size, &content_hash.finalize());
+        let digest = self.hasher.end(b'f', &attrs, size);
         self.record(&image_path, digest);
         self.inode_records.insert(ino, digest);
         if let Some(key) = link_key {
@@ -385,7 +397,7 @@ impl ImageWriter {
             .inode_records
             .get(&existing.ino)
             .copied()
-            .unwrap_or_default();
+            .unwrap_or(Record::Ready([0; 32]));
         self.record(&image_path, record);
         self.totals.files += 1;
         Ok(())
@@ -441,7 +453,7 @@ impl ImageWriter {
         self.fs.set_xattrs(ino, &attrs.xattrs, &image_path)?;
         self.tree
             .insert(parent, name, ino, FileType::Symlink, origin)?;
-        let digest = entry_record(b'l', &attrs, 0, &Sha256::digest(&target));
+        let digest = Record::Ready(entry_record(b'l', &attrs, 0, &Sha256::digest(&target)));
         self.record(&image_path, digest);
         self.inode_records.insert(ino, digest);
         self.totals.files += 1;
@@ -483,13 +495,13 @@ impl ImageWriter {
         self.fs.write_inode(ino, &record, &image_path)?;
         self.fs.set_xattrs(ino, &attrs.xattrs, &image_path)?;
         self.tree.insert(parent, name, ino, kind, origin)?;
-        let digest = entry_record(kind as u8 + b'0', &attrs, rdev, &[0; 32]);
+        let digest = Record::Ready(entry_record(kind as u8 + b'0', &attrs, rdev, &[0; 32]));
         self.record(&image_path, digest);
         self.totals.files += 1;
         Ok(())
     }
 
-    fn record(&mut self, path: &Path, digest: [u8; 32]) {
+    fn record(&mut self, path: &Path, digest: Record) {
         use std::os::unix::ffi::OsStrExt;
         self.records
             .push((path.as_os_str().as_bytes().to_vec(), digest));
@@ -502,8 +514,13 @@ impl ImageWriter {
 
     /// The content digest: SHA-256 over every path (sorted) with its type, mode, owner,
     /// xattrs, size and contents. Independent of input order and of the image layout.
-    pub fn digest(&self) -> String {
-        let mut sorted: Vec<&(Vec<u8>, [u8; 32])> = self.records.iter().collect();
+    pub fn digest(&mut self) -> String {
+        let hasher = &mut self.hasher;
+        let mut sorted: Vec<(&[u8], [u8; 32])> = self
+            .records
+            .iter()
+            .map(|(p, r)| (p.as_slice(), hasher.resolve(*r)))
+            .collect();
         sorted.sort();
         let mut h = Sha256::new();
         for (path, record) in sorted {
@@ -529,14 +546,13 @@ impl ImageWriter {
         format!("sha256:{}", hex(&h.finalize()))
     }
 
-    /// Streams `content` into newly allocated blocks, skipping all-zero blocks; returns the
-    /// runs written. The content hash covers the non-zero blocks and their positions.
+    /// Streams `content` into newly allocated blocks, skipping all-zero blocks, and hands each
+    /// written chunk to the digest thread; returns the runs written.
     fn write_content(
         &mut self,
         path: &Path,
         size: u64,
-        content: Content<'_>,
-        hash: &mut Sha256,
+        mut content: Content<'_>,
     ) -> Result<Vec<Run>, WriteError> {
         let bs = BLOCK_SIZE as u64;
         let mut runs = Vec::new();
@@ -546,52 +562,47 @@ impl ImageWriter {
             Content::File(f) => data_segments(f, size, path)?,
             _ => vec![(0, size)],
         };
-        let mut buf = std::mem::take(&mut self.buf);
-        let mut stream = content;
-        let result = (|| {
-            for (start, end) in segments {
-                // `buf` holds bytes [pending, pending + buf.len()) not yet written.
-                buf.clear();
-                let mut pending = start;
-                let mut read_pos = start;
-                while read_pos < end || !buf.is_empty() {
-                    let at_end = read_pos >= end;
-                    if !at_end {
-                        let want = ((end - read_pos) as usize)
-                            .min(CHUNK.saturating_sub(buf.len()).max(bs as usize));
-                        let old = buf.len();
-                        buf.resize(old + want, 0);
-                        fill(&mut stream, &mut buf[old..], read_pos, path, size)?;
-                        read_pos += want as u64;
-                    }
-                    let mut done = match &rewriter {
-                        Some(rw) if read_pos < end => rw.rewrite(&mut buf),
-                        Some(rw) => {
-                            rw.rewrite(&mut buf);
-                            buf.len()
-                        }
-                        None => buf.len(),
-                    };
-                    if read_pos < end {
-                        // Write whole blocks only; the rest waits for the next read.
-                        done = done / bs as usize * bs as usize;
-                    }
-                    if done == 0 {
-                        continue;
-                    }
-                    self.write_data(path, pending, &buf[..done], true, &mut runs, hash)?;
+        // `buf` holds file bytes [pending, pending + buf.len()) read but not yet written.
+        let mut buf = self.hasher.buffer();
+        let mut pending = 0;
+        for (start, end) in segments {
+            pending = start;
+            let mut read_pos = start;
+            loop {
+                if read_pos < end {
+                    let room = CHUNK.saturating_sub(buf.len()).max(bs as usize);
+                    let want = ((end - read_pos) as usize).min(room);
+                    let old = buf.len();
+                    buf.resize(old + want, 0);
+                    fill(&mut content, &mut buf[old..], read_pos, path, size)?;
+                    read_pos += want as u64;
+                }
+                let more = read_pos < end;
+                let mut done = match &rewriter {
+                    Some(rw) => rw.rewrite(&mut buf).max(if more { 0 } else { buf.len() }),
+                    None => buf.len(),
+                };
+                if more {
+                    // Whole blocks only; the rest waits for the next read.
+                    done = done / bs as usize * bs as usize;
+                }
+                if done > 0 {
+                    self.write_data(path, pending, &buf[..done], true, &mut runs)?;
                     self.progress.bytes(done as u64);
-                    buf.drain(..done);
+                    let mut next = self.hasher.buffer();
+                    next.extend_from_slice(&buf[done..]);
+                    self.hasher
+                        .data(pending, std::mem::replace(&mut buf, next), done);
                     pending += done as u64;
-                    if read_pos >= end && buf.is_empty() {
-                        break;
-                    }
+                }
+                if !more && buf.is_empty() {
+                    break;
                 }
             }
-            Ok(runs)
-        })();
-        self.buf = buf;
-        result
+        }
+        // Back to the pool.
+        self.hasher.data(pending, buf, 0);
+        Ok(runs)
     }
 
     /// Writes `blocks` (each at most a block) as consecutive logical blocks from 0, none
@@ -604,8 +615,7 @@ impl ImageWriter {
             joined.resize(joined.len().next_multiple_of(bs), 0);
         }
         let mut runs = Vec::new();
-        let mut hash = Sha256::new();
-        self.write_data(path, 0, &joined, false, &mut runs, &mut hash)?;
+        self.write_data(path, 0, &joined, false, &mut runs)?;
         Ok(runs)
     }
 
@@ -617,7 +627,6 @@ impl ImageWriter {
         data: &[u8],
         skip_zero: bool,
         runs: &mut Vec<Run>,
-        hash: &mut Sha256,
     ) -> Result<(), WriteError> {
         let bs = BLOCK_SIZE as usize;
         let first_lblk = offset / bs as u64;
@@ -631,10 +640,6 @@ impl ImageWriter {
             let mut j = i + 1;
             while j < blocks.len() && !(skip_zero && is_zero(blocks[j])) {
                 j += 1;
-            }
-            for (k, b) in blocks[i..j].iter().enumerate() {
-                hash.update((first_lblk + (i + k) as u64).to_le_bytes());
-                hash.update(b);
             }
             // Blocks i..j are data: allocate them as few runs as the free space allows.
             let mut done = i;
@@ -714,7 +719,14 @@ impl ImageWriter {
         for id in 0..self.tree.dirs().len() {
             self.write_dir(id, &seed)?;
         }
+        let blocks = self.fs.blocks_count();
         self.fs.close()?;
+        stamp_write_time(&self.file, blocks, self.opts.time).map_err(|source| {
+            WriteError::Image {
+                image: self.image.clone(),
+                source,
+            }
+        })?;
         Ok(self.file)
     }
 
@@ -760,6 +772,35 @@ impl ImageWriter {
     }
 }
 
+/// Sets `s_wtime` of every superblock copy to `time`.
+///
+/// libext2fs stamps the last write time from the clock when its notion of "now" is 0, which is
+/// exactly the `SOURCE_DATE_EPOCH` default; the superblocks of ext3 images carry no checksum,
+/// so the field is simply rewritten in place.
+fn stamp_write_time(file: &File, blocks: u64, time: u32) -> std::io::Result<()> {
+    const S_WTIME: usize = 0x30;
+    const S_MAGIC: usize = 0x38;
+    let bs = u64::from(BLOCK_SIZE);
+    let per_group = bs * 8;
+    for group in 0..blocks.div_ceil(per_group) {
+        if !crate::sizing::has_super_backup(group) {
+            continue;
+        }
+        let offset = if group == 0 {
+            1024
+        } else {
+            group * per_group * bs
+        };
+        let mut sb = [0u8; 1024];
+        file.read_exact_at(&mut sb, offset)?;
+        if sb[S_MAGIC..S_MAGIC + 2] != 0xEF53u16.to_le_bytes() {
+            continue;
+        }
+        file.write_all_at(&time.to_le_bytes(), offset + S_WTIME as u64)?;
+    }
+    Ok(())
+}
+
 /// Appends a run, merging it with the previous one when both continue each other.
 fn push_run(runs: &mut Vec<Run>, run: Run) {
     if let Some(last) = runs.last_mut() {
@@ -771,7 +812,8 @@ fn push_run(runs: &mut Vec<Run>, run: Run) {
     runs.push(run);
 }
 
-fn is_zero(block: &[u8]) -> bool {
+/// Whether a block (or the tail of one) is all zero bytes.
+pub fn is_zero(block: &[u8]) -> bool {
     static ZERO: [u8; BLOCK_SIZE as usize] = [0; BLOCK_SIZE as usize];
     // A comparison with a zero block compiles to memcmp, the fastest scan available.
     block == &ZERO[..block.len()]
@@ -876,24 +918,6 @@ fn encode_rdev(rdev: u64, block: &mut [u32; 15]) {
     } else {
         block[1] = (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12);
     }
-}
-
-/// What the digest records about one entry.
-fn entry_record(kind: u8, attrs: &Attributes, size: u64, content: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update([kind]);
-    h.update(attrs.perm.to_le_bytes());
-    h.update(attrs.uid.to_le_bytes());
-    h.update(attrs.gid.to_le_bytes());
-    h.update(size.to_le_bytes());
-    for (k, v) in &attrs.xattrs {
-        h.update((k.len() as u64).to_le_bytes());
-        h.update(k);
-        h.update((v.len() as u64).to_le_bytes());
-        h.update(v);
-    }
-    h.update(content);
-    h.finalize().into()
 }
 
 /// A version-4-shaped UUID taken from the content digest.

@@ -11,6 +11,7 @@
 pub mod blockmap;
 pub mod builder;
 pub mod cli;
+pub mod digest;
 pub mod dirblock;
 pub mod ext2;
 pub mod host;

@@ -5,6 +5,7 @@
 //! Every figure is an upper bound (all-zero blocks and in-inode xattrs only save space), so an
 //! image sized here never runs out while being written.
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -128,8 +129,13 @@ impl Estimate {
         }
     }
 
-    /// Counts the tree at `source` (which may be a file or symlink itself).
-    pub fn add_tree(&mut self, source: &Path) -> Result<(), InputError> {
+    /// Counts the tree at `source` (which may be a file or symlink itself). Further names of
+    /// a multiply-linked file (seen in `linked`) take no blocks.
+    pub fn add_tree(
+        &mut self,
+        source: &Path,
+        linked: &mut HashSet<(u64, u64)>,
+    ) -> Result<(), InputError> {
         for entry in walkdir::WalkDir::new(source).follow_links(false) {
             let entry = entry.map_err(|e| InputError::Unreadable {
                 path: e.path().unwrap_or(source).to_path_buf(),
@@ -143,6 +149,9 @@ impl Estimate {
             let ft = meta.file_type();
             if ft.is_dir() {
                 self.dir(name_len);
+            } else if ft.is_file() && meta.nlink() > 1 && !linked.insert((meta.dev(), meta.ino())) {
+                self.other(name_len, 0);
+                self.bytes += meta.len();
             } else if ft.is_file() {
                 // Sparse files only need their allocated blocks.
                 self.file(name_len, meta.len().min(meta.blocks() * 512));
@@ -185,7 +194,7 @@ impl Estimate {
 }
 
 /// Whether group `g` holds a superblock backup under `sparse_super` (0, 1, powers of 3, 5, 7).
-fn has_super_backup(g: u64) -> bool {
+pub fn has_super_backup(g: u64) -> bool {
     if g <= 1 {
         return true;
     }
