@@ -77,6 +77,50 @@ mod tests {
     }
 
     #[test]
+    fn the_repository_packages_file_lists_the_tool_set() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packages");
+        let names = read_packages_file(&path).expect("packages parses");
+        for tool in [
+            "bashInteractive",
+            "binutils",
+            "bzip2",
+            "coreutils",
+            "curl",
+            "gdb",
+            "gnutar",
+            "gzip",
+            "lsof",
+            "ltrace",
+            "man",
+            "netcat-gnu",
+            "openssl",
+            "pigz",
+            "strace",
+            "tcpdump",
+            "wget",
+            "iproute2",
+            "procps",
+            "iputils",
+            "dnsutils",
+            "findutils",
+            "gnugrep",
+            "gnused",
+            "less",
+            "vim",
+            "htop",
+            "file",
+            "jq",
+            "socat",
+            "ncurses",
+        ] {
+            assert!(
+                names.iter().any(|n| n == tool),
+                "{tool} missing from packages"
+            );
+        }
+    }
+
+    #[test]
     fn only_comments_is_empty() {
         assert!(matches!(
             parse("# nothing\n\n   \n"),
