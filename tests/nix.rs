@@ -248,31 +248,50 @@ fn store_path_in_image(manifest: &serde_json::Value, name: &str) -> String {
     format!("/store/{}", base.to_string_lossy())
 }
 
-/// crashcart runs `cart-check` from `image` in a distroless container: every line proves a
-/// store reference resolved there.
+/// `cart-check` from `image` runs in a distroless container both ways crashcart offers: in a
+/// session (`crashcart -i IMAGE ID cart-check`) and from `docker exec` after `-m`; every line
+/// it prints proves a store reference resolved there. `-u` then leaves no trace.
 fn assert_cart_check_runs(image: &Path) {
     if !docker_ready() {
         return;
     }
     let container = Container::start(&[], &[]);
-    let out = run_ok(
-        Command::new(bin("crashcart"))
-            .arg("-i")
-            .arg(image)
-            .arg(&container.id)
-            .arg("cart-check"),
+    let crashcart = || {
+        let mut cmd = Command::new(bin("crashcart"));
+        cmd.arg("-i").arg(image);
+        cmd
+    };
+    let assert_all_lines = |how: &str, out: &str| {
+        for line in CART_CHECK_LINES {
+            assert!(
+                out.lines().any(|l| l == *line),
+                "{how}: cart-check did not print {line:?}:\n{out}"
+            );
+        }
+    };
+
+    let session = run_ok(crashcart().arg(&container.id).arg("cart-check"));
+    assert_all_lines("session", &session);
+
+    run_ok(crashcart().arg("-m").arg(&container.id));
+    let exec = container_exec(&container, "/dev/crashcart/bin/cart-check");
+    assert_all_lines("-m and docker exec", &exec);
+    run_ok(Command::new(bin("crashcart")).arg("-u").arg(&container.id));
+    let dev = String::from_utf8_lossy(&container.exec(&["ls", "-a", "/dev"]).stdout).into_owned();
+    assert!(
+        !dev.lines().any(|l| l == "crashcart" || l == ".cart"),
+        "-u left the mount or the store alias in /dev:\n{dev}"
     );
-    for line in CART_CHECK_LINES {
-        assert!(
-            out.lines().any(|l| l == *line),
-            "cart-check did not print {line:?}:\n{out}"
-        );
-    }
     assert!(
         loop_devices_for(image).is_empty(),
         "loop device of {} left attached",
         image.display()
     );
+}
+
+/// Runs `program` (not busybox) in the container with `docker exec`; returns its stdout.
+fn container_exec(container: &Container, program: &str) -> String {
+    run_ok(Command::new("docker").args(["exec", &container.id, program]))
 }
 
 #[test]
