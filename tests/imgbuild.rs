@@ -1,3 +1,1004 @@
-//! End-to-end tests for imgbuild (filled in by its issue).
+//! End-to-end tests of `crashcart-imgbuild`: images are built by the unprivileged account
+//! `crashcart-builder` (created by tests/setup.sh), checked with the real `e2fsck -fn`,
+//! mounted read-only on a loop device and compared with their sources.
+//!
+//! The tests mount (as root); the builder never does.
 
-use crashcart_tests as _;
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
+
+use crashcart_tests::{bin, have, is_root, run, run_ok, skip};
+
+const BUILDER: &str = "crashcart-builder";
+
+/// Runs the image builder as the unprivileged account, from a copy of the binary it can read.
+struct Builder {
+    exe: PathBuf,
+    _dir: tempfile::TempDir,
+    /// uid/gid of the account when we switch to it (running as root), None when we already are
+    /// an ordinary user.
+    account: Option<(u32, u32)>,
+}
+
+impl Builder {
+    /// None (after `skip`) when the tests cannot run here.
+    fn new() -> Option<Builder> {
+        for tool in ["e2fsck", "debugfs", "getfattr", "setfattr", "setcap"] {
+            if !have(tool) {
+                skip(&format!(
+                    "{tool} not installed (tests/setup.sh installs it)"
+                ));
+                return None;
+            }
+        }
+        let account = if is_root() {
+            let id = |flag: &str| {
+                let out = run(Command::new("id").args([flag, BUILDER]));
+                out.status
+                    .success()
+                    .then(|| {
+                        String::from_utf8_lossy(&out.stdout)
+                            .trim()
+                            .parse::<u32>()
+                            .ok()
+                    })
+                    .flatten()
+            };
+            match (id("-u"), id("-g")) {
+                (Some(u), Some(g)) => Some((u, g)),
+                _ => {
+                    skip("account crashcart-builder missing (tests/setup.sh creates it)");
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = dir.path().join("crashcart-imgbuild");
+        fs::copy(bin("crashcart-imgbuild"), &exe).expect("copy crashcart-imgbuild");
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+        Some(Builder {
+            exe,
+            _dir: dir,
+            account,
+        })
+    }
+
+    /// The builder command with `env` set, run from `cwd`, as the account.
+    fn command(&self, env: &[(&str, &str)], cwd: &Path) -> Command {
+        let mut cmd = if self.account.is_some() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", BUILDER, "--", "env", "-u", "SOURCE_DATE_EPOCH"]);
+            for (k, v) in env {
+                c.arg(format!("{k}={v}"));
+            }
+            c.arg(&self.exe);
+            c
+        } else {
+            let mut c = Command::new(&self.exe);
+            c.env_remove("SOURCE_DATE_EPOCH");
+            c.envs(env.iter().copied());
+            c
+        };
+        cmd.current_dir(cwd);
+        cmd
+    }
+
+    /// Runs the builder with `args`.
+    fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
+        self.run_env(&[], Path::new("/"), args)
+    }
+
+    fn run_env<S: AsRef<OsStr>>(&self, env: &[(&str, &str)], cwd: &Path, args: &[S]) -> Output {
+        run(self.command(env, cwd).arg("-q").args(args))
+    }
+
+    /// Runs the builder and expects success.
+    fn build<S: AsRef<OsStr>>(&self, args: &[S]) {
+        let out = self.run(args);
+        assert_success(&out, "crashcart-imgbuild");
+    }
+
+    /// Makes `path` belong to the account (so it can write there).
+    fn own(&self, path: &Path) {
+        if let Some((u, g)) = self.account {
+            std::os::unix::fs::chown(path, Some(u), Some(g)).expect("chown to the builder");
+        }
+    }
+}
+
+fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed with {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A scratch directory everyone can read, with `out/` writable by the builder.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new(builder: &Builder) -> Scratch {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        builder.own(&out);
+        Scratch { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self.path("out").join(name)
+    }
+}
+
+/// A read-only loop mount of an image, unmounted on drop.
+struct Mounted {
+    dir: tempfile::TempDir,
+}
+
+impl Mounted {
+    fn new(image: &Path) -> Mounted {
+        let dir = tempfile::tempdir().expect("tempdir");
+        run_ok(
+            Command::new("mount")
+                .args(["-o", "loop,ro"])
+                .arg(image)
+                .arg(dir.path()),
+        );
+        Mounted { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}
+
+/// `e2fsck -fn` must find nothing to fix.
+fn assert_fsck_clean(image: &Path) {
+    let out = run(Command::new("e2fsck").arg("-fn").arg(image));
+    assert!(
+        out.status.code() == Some(0),
+        "e2fsck -fn {} exit {:?}\n{}{}",
+        image.display(),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn sha256(path: &Path) -> String {
+    run_ok(Command::new("sha256sum").arg(path))
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_string()
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    if let Some(p) = path.parent() {
+        fs::create_dir_all(p).unwrap();
+    }
+    fs::write(path, bytes).unwrap();
+}
+
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Deterministic pseudo-random bytes (content that neither compresses nor contains zero blocks).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// The tree of the fidelity matrix: every kind of entry the issue lists.
+fn fidelity_tree(root: &Path) {
+    fs::create_dir_all(root).unwrap();
+    chmod(root, 0o755);
+    let bin = root.join("bin");
+    write(&bin.join("suid"), &noise(70_000, 1));
+    chmod(&bin.join("suid"), 0o4755);
+    write(&bin.join("sgid"), b"#!/bin/sh\necho sgid\n");
+    chmod(&bin.join("sgid"), 0o2755);
+    write(&bin.join("ping"), &noise(20_000, 2));
+    chmod(&bin.join("ping"), 0o755);
+    run_ok(
+        Command::new("setcap")
+            .arg("cap_net_raw+ep")
+            .arg(bin.join("ping")),
+    );
+    fs::create_dir(root.join("tmp")).unwrap();
+    chmod(&root.join("tmp"), 0o1777);
+    // 5 MiB: direct, indirect and double-indirect blocks.
+    write(&root.join("data/big"), &noise(5 << 20, 3));
+    write(&root.join("data/empty"), b"");
+    write(&root.join("data/small"), b"small\n");
+    run_ok(
+        Command::new("setfattr")
+            .args(["-n", "user.note", "-v", "hello"])
+            .arg(root.join("data/small")),
+    );
+    // Sparse: 64 MiB with three islands of data.
+    let sparse = fs::File::create(root.join("data/sparse")).unwrap();
+    sparse.set_len(64 << 20).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        sparse.write_all_at(&noise(8192, 4), 0).unwrap();
+        sparse.write_all_at(b"middle", 10 << 20).unwrap();
+        sparse.write_all_at(b"end", (64 << 20) - 3).unwrap();
+    }
+    // Hard links across directories.
+    write(&root.join("links/a"), b"three names\n");
+    fs::create_dir_all(root.join("links/sub")).unwrap();
+    fs::hard_link(root.join("links/a"), root.join("links/b")).unwrap();
+    fs::hard_link(root.join("links/a"), root.join("links/sub/c")).unwrap();
+    // Symlinks: fast (in the inode), slow (a block), dangling absolute.
+    symlink("../data/small", root.join("links/fast")).unwrap();
+    let long: String = std::iter::repeat_n("long-target/", 20).collect();
+    symlink(&long, root.join("links/slow")).unwrap();
+    symlink("/nonexistent/path", root.join("links/dangling")).unwrap();
+    // Names: 255 bytes, not UTF-8.
+    write(&root.join("names").join("n".repeat(255)), b"longest name\n");
+    write(
+        &root.join("names").join(OsStr::from_bytes(b"caf\xe9")),
+        b"latin-1\n",
+    );
+    fs::create_dir_all(root.join("names").join(OsStr::from_bytes(b"dir\xff\xfe"))).unwrap();
+    // A deep tree.
+    let mut deep = root.join("deep");
+    for i in 0..120 {
+        deep.push(format!("d{i}"));
+    }
+    write(&deep.join("bottom"), b"deep\n");
+    // Owners that are not root.
+    write(&root.join("owned/file"), b"owned\n");
+    std::os::unix::fs::chown(root.join("owned/file"), Some(1234), Some(5678)).unwrap();
+    std::os::unix::fs::chown(root.join("owned"), Some(42), Some(43)).unwrap();
+    // Devices and a FIFO (kept apart: diff cannot compare them).
+    let dev = root.join("dev");
+    fs::create_dir(&dev).unwrap();
+    run_ok(
+        Command::new("mknod")
+            .arg(dev.join("null"))
+            .args(["c", "1", "3"]),
+    );
+    run_ok(
+        Command::new("mknod")
+            .arg(dev.join("sda"))
+            .args(["b", "8", "0"]),
+    );
+    run_ok(
+        Command::new("mknod")
+            .arg(dev.join("wide"))
+            .args(["c", "300", "70000"]),
+    );
+    run_ok(Command::new("mkfifo").arg(dev.join("fifo")));
+    chmod(&dev.join("fifo"), 0o620);
+}
+
+/// What the tests compare about one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    kind: u32,
+    perm: u32,
+    nlink: u64,
+    size: Option<u64>,
+    rdev: u64,
+    owner: (u32, u32),
+    target: Option<PathBuf>,
+}
+
+/// Walks `root` (not following symlinks), leaving out what the builder adds.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for path in names {
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            if dir == root
+                && ["lost+found", ".crashcart", ".crashcartrc"]
+                    .iter()
+                    .any(|n| rel == Path::new(n))
+            {
+                continue;
+            }
+            let m = fs::symlink_metadata(&path).unwrap();
+            let is_dir = m.is_dir();
+            out.insert(
+                rel,
+                Entry {
+                    kind: m.mode() & 0o170000,
+                    perm: m.mode() & 0o7777,
+                    nlink: if is_dir { 0 } else { m.nlink() },
+                    size: (!is_dir).then_some(m.len()),
+                    rdev: m.rdev(),
+                    owner: (m.uid(), m.gid()),
+                    target: m
+                        .file_type()
+                        .is_symlink()
+                        .then(|| fs::read_link(&path).unwrap()),
+                },
+            );
+            if is_dir {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// `getfattr` output per path (relative), every namespace we can read.
+fn xattrs(root: &Path) -> BTreeMap<String, String> {
+    let out = run_ok(
+        Command::new("getfattr")
+            .args(["-R", "-h", "-d", "-m", "-", "-e", "hex"])
+            .arg(".")
+            .current_dir(root),
+    );
+    out.split("\n\n")
+        .filter(|b| !b.trim().is_empty())
+        .filter_map(|block| {
+            let mut lines = block.lines();
+            let file = lines.next()?.trim_start_matches("# file: ").to_string();
+            if file.starts_with("./lost+found") {
+                return None;
+            }
+            Some((file, lines.collect::<Vec<_>>().join("\n")))
+        })
+        .collect()
+}
+
+/// Builds the fidelity tree with `extra` flags, checks the image and compares it mounted.
+fn check_fidelity(fs_kind: &str) {
+    let Some(b) = Builder::new() else { return };
+    if !is_root() {
+        skip("fidelity needs root to make devices and to mount");
+        return;
+    }
+    let s = Scratch::new(&b);
+    let src = s.path("src");
+    fidelity_tree(&src);
+    let img = s.out("fidelity.img");
+    b.build(&[
+        OsStr::new("--fs"),
+        OsStr::new(fs_kind),
+        OsStr::new("--dir"),
+        src.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fsck_clean(&img);
+    let m = Mounted::new(&img);
+    let diff = run(Command::new("diff")
+        .args([
+            "-r",
+            "--no-dereference",
+            "-x",
+            "lost+found",
+            "-x",
+            ".crashcart",
+            "-x",
+            ".crashcartrc",
+            "-x",
+            "dev",
+        ])
+        .arg(&src)
+        .arg(m.path()));
+    assert_success(&diff, "diff -r source image");
+
+    let want = snapshot(&src);
+    let got = snapshot(m.path());
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>(),
+        "same paths"
+    );
+    for (path, w) in &want {
+        let g = &got[path];
+        let w_rooted = Entry {
+            owner: (0, 0),
+            ..w.clone()
+        };
+        assert_eq!(&w_rooted, g, "{} (owners default to 0:0)", path.display());
+    }
+    assert_eq!(got[Path::new("links/a")].nlink, 3);
+    assert_eq!(got[Path::new("bin/suid")].perm, 0o4755);
+    assert_eq!(got[Path::new("tmp")].perm, 0o1777);
+    assert_eq!(xattrs(&src), xattrs(m.path()), "extended attributes");
+    let caps = run_ok(Command::new("getcap").arg(m.path().join("bin/ping")));
+    assert!(caps.contains("cap_net_raw=ep"), "getcap: {caps}");
+
+    // Sparse stays sparse: the image holds the data blocks plus at most three map blocks.
+    let sb = fs::metadata(src.join("data/sparse")).unwrap().blocks();
+    let ib = fs::metadata(m.path().join("data/sparse")).unwrap().blocks();
+    assert!(
+        ib <= sb + 3 * 8,
+        "sparse file takes {ib} sectors in the image, {sb} in the source"
+    );
+    drop(m);
+
+    // --keep-owner keeps them.
+    let kept = s.out("kept.img");
+    b.build(&[
+        OsStr::new("--fs"),
+        OsStr::new(fs_kind),
+        OsStr::new("--keep-owner"),
+        OsStr::new("--dir"),
+        src.as_os_str(),
+        OsStr::new("-o"),
+        kept.as_os_str(),
+    ]);
+    assert_fsck_clean(&kept);
+    let m = Mounted::new(&kept);
+    let got = snapshot(m.path());
+    for (path, w) in &want {
+        assert_eq!(
+            w.owner,
+            got[path].owner,
+            "{} keeps its owner",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn ext3_image_matches_its_source_entry_for_entry() {
+    check_fidelity("ext3");
+}
+
+#[test]
+fn ext4_image_matches_its_source_entry_for_entry() {
+    check_fidelity("ext4");
+}
+
+#[test]
+fn fifty_thousand_names_are_indexed_and_not_quadratic() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let build_dir_of = |n: usize| {
+        let src = s.path(&format!("src{n}"));
+        let big = src.join("big");
+        fs::create_dir_all(&big).unwrap();
+        for i in 0..n {
+            fs::File::create(big.join(format!("entry-{i:06}"))).unwrap();
+        }
+        for d in [&src, &big] {
+            chmod(d, 0o755);
+        }
+        let img = s.out(&format!("big{n}.img"));
+        let t = Instant::now();
+        b.build(&[
+            OsStr::new("--dir"),
+            src.as_os_str(),
+            OsStr::new("-o"),
+            img.as_os_str(),
+        ]);
+        (img, t.elapsed().as_secs_f64())
+    };
+    let (_, small) = build_dir_of(5_000);
+    let (img, large) = build_dir_of(50_000);
+    assert_fsck_clean(&img);
+    let stat = run_ok(Command::new("debugfs").args(["-R", "stat /big"]).arg(&img));
+    assert!(
+        stat.contains("Flags: 0x1000"),
+        "/big is htree-indexed: {stat}"
+    );
+    let htree = run_ok(Command::new("debugfs").args(["-R", "htree /big"]).arg(&img));
+    assert!(htree.contains("Indirect levels: 0") || htree.contains("Indirect levels: 1"));
+    // Ten times the names must not cost a hundred times the time (linear: about ten).
+    assert!(
+        large < small * 30.0,
+        "5k names: {small:.2}s, 50k names: {large:.2}s"
+    );
+    if is_root() {
+        let m = Mounted::new(&img);
+        let names = fs::read_dir(m.path().join("big")).unwrap().count();
+        assert_eq!(names, 50_000);
+        assert!(m.path().join("big/entry-049999").exists());
+        assert!(m.path().join("big/entry-000000").exists());
+    }
+}
+
+#[test]
+fn same_inputs_give_the_same_image_bytes() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let src = s.path("src");
+    write(&src.join("bin/tool"), &noise(300_000, 7));
+    chmod(&src.join("bin/tool"), 0o755);
+    write(&src.join("share/doc"), b"doc\n");
+    symlink("../bin/tool", src.join("share/link")).unwrap();
+    for i in 0..300 {
+        write(&src.join(format!("many/f{i}")), format!("{i}\n").as_bytes());
+    }
+    for d in ["", "bin", "share", "many"] {
+        chmod(&src.join(d), 0o755);
+    }
+    let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let args = |img: &Path| {
+        vec![
+            OsStr::new("--dir").to_owned(),
+            src.clone().into_os_string(),
+            "-o".into(),
+            img.as_os_str().to_owned(),
+        ]
+    };
+    let first = s.out("first.img");
+    assert_success(
+        &b.run_env(&epoch, Path::new("/"), &args(&first)),
+        "first build",
+    );
+    // Touch everything and build from another directory.
+    run_ok(
+        Command::new("find")
+            .arg(&src)
+            .args(["-exec", "touch", "-h", "{}", "+"]),
+    );
+    let second = s.out("second.img");
+    assert_success(
+        &b.run_env(&epoch, &s.path("out"), &args(&second)),
+        "second build",
+    );
+    assert_eq!(sha256(&first), sha256(&second), "byte-identical images");
+    // The epoch is what the timestamps are: another epoch, another image.
+    let third = s.out("third.img");
+    assert_success(
+        &b.run_env(
+            &[("SOURCE_DATE_EPOCH", "1800000000")],
+            Path::new("/"),
+            &args(&third),
+        ),
+        "third build",
+    );
+    assert_ne!(sha256(&first), sha256(&third));
+    let stat = run_ok(
+        Command::new("debugfs")
+            .args(["-R", "stat /bin/tool"])
+            .arg(&first),
+    );
+    assert!(
+        stat.contains("mtime: 0x6553f100"),
+        "mtime is SOURCE_DATE_EPOCH: {stat}"
+    );
+    let super_block = run_ok(Command::new("dumpe2fs").arg("-h").arg(&first));
+    assert!(
+        super_block.contains("Tue Nov 14 22:13:20 2023"),
+        "{super_block}"
+    );
+    // Without SOURCE_DATE_EPOCH every timestamp is 0, and still reproducible.
+    let zero_a = s.out("zero-a.img");
+    let zero_b = s.out("zero-b.img");
+    assert_success(&b.run_env(&[], Path::new("/"), &args(&zero_a)), "epoch 0");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_success(
+        &b.run_env(&[], Path::new("/tmp"), &args(&zero_b)),
+        "epoch 0 again",
+    );
+    assert_eq!(sha256(&zero_a), sha256(&zero_b));
+}
+
+/// A fake nix store at `root/nix/store` with two store paths; returns their paths.
+fn fake_store(root: &Path) -> (String, String) {
+    let tool = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello-2.12";
+    let env = "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-env";
+    let t = root.join(&tool[1..]);
+    let e = root.join(&env[1..]);
+    write(
+        &t.join("bin/hello"),
+        format!("#!{tool}/bin/sh\nexec {tool}/libexec/hello-real \"$@\"\n").as_bytes(),
+    );
+    chmod(&t.join("bin/hello"), 0o555);
+    // A store reference straddling the writer's 1 MiB read chunks.
+    let mut blob = noise(3 << 20, 9);
+    let at = (1 << 20) - 5;
+    blob[at..at + tool.len()].copy_from_slice(tool.as_bytes());
+    write(&t.join("libexec/hello-real"), &blob);
+    chmod(&t.join("libexec/hello-real"), 0o555);
+    fs::hard_link(t.join("libexec/hello-real"), t.join("libexec/hello-alias")).unwrap();
+    run_ok(
+        Command::new("setfattr")
+            .args(["-n", "user.origin", "-v", "fake-store"])
+            .arg(t.join("bin/hello")),
+    );
+    fs::create_dir_all(e.join("bin")).unwrap();
+    symlink(format!("{tool}/bin/hello"), e.join("bin/hello")).unwrap();
+    fs::create_dir_all(e.join("sbin")).unwrap();
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(root));
+    (tool.to_string(), env.to_string())
+}
+
+#[test]
+fn tar_plain_gzip_and_stdin_equal_closure() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let store_root = s.path("chroot");
+    let (tool, env) = fake_store(&store_root);
+    let list = s.path("closure.txt");
+    write(&list, format!("{env}\n{tool}\n").as_bytes());
+    let common = [
+        "--profile",
+        env.as_str(),
+        "--relocate",
+        "/nix/store=/dev/.cart",
+    ];
+
+    let closure_img = s.out("closure.img");
+    let mut args: Vec<&OsStr> = vec![
+        OsStr::new("--closure"),
+        list.as_os_str(),
+        OsStr::new("--store-root"),
+        store_root.as_os_str(),
+    ];
+    args.extend(common.iter().map(OsStr::new));
+    args.extend([OsStr::new("-o"), closure_img.as_os_str()]);
+    b.build(&args);
+    assert_fsck_clean(&closure_img);
+
+    // The same paths as a plain tar file, sorted like the walk, with xattrs in PAX headers.
+    let tar = s.path("closure.tar");
+    run_ok(
+        Command::new("tar")
+            .args(["--sort=name", "--xattrs", "--xattrs-include=user.*", "-cf"])
+            .arg(&tar)
+            .args([&tool[1..], &env[1..]])
+            .current_dir(&store_root),
+    );
+    chmod(&tar, 0o644);
+    let tar_img = s.out("tar.img");
+    let mut args: Vec<&OsStr> = vec![OsStr::new("--tar"), tar.as_os_str()];
+    args.extend(common.iter().map(OsStr::new));
+    args.extend([OsStr::new("-o"), tar_img.as_os_str()]);
+    b.build(&args);
+
+    // Gzip on stdin.
+    let gz = run(Command::new("gzip").arg("-c").arg(&tar)).stdout;
+    let stdin_img = s.out("stdin.img");
+    let mut child = b
+        .command(&[], Path::new("/"))
+        .args(["-q", "--tar", "-"])
+        .args(common)
+        .arg("-o")
+        .arg(&stdin_img)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn builder");
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&gz).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out, "--tar - (gzip)");
+
+    let want = sha256(&closure_img);
+    assert_eq!(sha256(&tar_img), want, "--tar FILE equals --closure");
+    assert_eq!(sha256(&stdin_img), want, "--tar - (gzip) equals --closure");
+
+    if !is_root() {
+        return;
+    }
+    let m = Mounted::new(&closure_img);
+    let root = m.path();
+    let name = |p: &str| Path::new(p).file_name().unwrap().to_owned();
+    let store = root.join("store");
+    assert_eq!(
+        fs::read_link(root.join("profile")).unwrap(),
+        Path::new("store").join(name(&env))
+    );
+    assert_eq!(
+        fs::read_link(root.join("bin")).unwrap(),
+        Path::new("profile/bin")
+    );
+    assert_eq!(
+        fs::read_link(root.join("sbin")).unwrap(),
+        Path::new("profile/sbin")
+    );
+    let alias = tool.replace("/nix/store", "/dev/.cart");
+    assert_eq!(
+        fs::read_link(store.join(name(&env)).join("bin/hello")).unwrap(),
+        Path::new(&format!("{alias}/bin/hello")),
+        "symlink target relocated"
+    );
+    let script = fs::read_to_string(store.join(name(&tool)).join("bin/hello")).unwrap();
+    assert_eq!(
+        script,
+        format!("#!{alias}/bin/sh\nexec {alias}/libexec/hello-real \"$@\"\n")
+    );
+    let blob = fs::read(store.join(name(&tool)).join("libexec/hello-real")).unwrap();
+    let at = (1 << 20) - 5;
+    assert_eq!(
+        &blob[at..at + alias.len()],
+        alias.as_bytes(),
+        "match across chunks relocated"
+    );
+    assert_eq!(blob.len(), 3 << 20, "relocation keeps lengths");
+    let meta = fs::metadata(store.join(name(&tool)).join("libexec/hello-alias")).unwrap();
+    assert_eq!(meta.nlink(), 2, "hard link kept");
+    let attrs = run_ok(
+        Command::new("getfattr")
+            .args(["-n", "user.origin", "--only-values"])
+            .arg(store.join(name(&tool)).join("bin/hello")),
+    );
+    assert_eq!(attrs, "fake-store");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(root.join(".crashcart/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["format"], 1);
+    assert_eq!(manifest["fs"], "ext3");
+    assert_eq!(manifest["store_alias"], "/dev/.cart");
+    assert_eq!(manifest["relocation"]["from"], "/nix/store");
+    assert_eq!(manifest["relocation"]["to"], "/dev/.cart");
+    assert_eq!(manifest["store_paths"], serde_json::json!([tool, env]));
+    assert!(manifest["files"].as_u64().unwrap() >= 5);
+    assert!(manifest["bytes"].as_u64().unwrap() >= 3 << 20);
+    assert!(manifest["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(manifest["builder"]
+        .as_str()
+        .unwrap()
+        .starts_with("crashcart-imgbuild "));
+    let rc = fs::read_to_string(root.join(".crashcartrc")).unwrap();
+    assert!(rc.contains("CART=/dev/crashcart"), "{rc}");
+    assert!(rc.contains("PATH=\"$CART/sbin:$CART/bin"), "{rc}");
+}
+
+#[test]
+fn generated_rc_file_gives_way_to_one_from_a_dir() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let src = s.path("src");
+    write(
+        &src.join(".crashcartrc"),
+        b"# mine\nPATH=/dev/crashcart/bin:$PATH\n",
+    );
+    write(&src.join("bin/x"), b"x\n");
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&src));
+    let img = s.out("rc.img");
+    b.build(&[
+        OsStr::new("--dir"),
+        src.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    let rc = run_ok(
+        Command::new("debugfs")
+            .args(["-R", "cat /.crashcartrc"])
+            .arg(&img),
+    );
+    assert!(rc.starts_with("# mine"), "{rc}");
+}
+
+/// Runs the builder expecting failure with `code`, a one-line message containing every
+/// `needle`, and nothing left in the output directory but `keep`.
+fn assert_fails(out: &Output, code: i32, needles: &[&str], out_dir: &Path, keep: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit status; stderr: {stderr}"
+    );
+    assert!(stderr.starts_with("crashcart-imgbuild: "), "{stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "{n:?} missing from: {stderr}");
+    }
+    let mut left: Vec<String> = fs::read_dir(out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, keep, "files left in {}", out_dir.display());
+}
+
+#[test]
+fn bad_input_fails_cleanly_and_keeps_an_existing_image() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let out_dir = s.path("out");
+    let src = s.path("src");
+    write(&src.join("bin/tool"), &noise(5 << 20, 11));
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&src));
+    // An image from an earlier build must survive every failed one.
+    let img = s.out("tools.img");
+    b.build(&[
+        OsStr::new("--dir"),
+        src.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    let before = sha256(&img);
+    let keep = ["tools.img"];
+    let o = img.as_os_str();
+
+    // A missing input.
+    let missing = s.path("nope");
+    let out = b.run(&[
+        OsStr::new("--dir"),
+        missing.as_os_str(),
+        OsStr::new("-o"),
+        o,
+    ]);
+    assert_fails(&out, 3, &[&missing.display().to_string()], &out_dir, &keep);
+
+    // The same file from two directories.
+    let other = s.path("other");
+    write(&other.join("bin/tool"), b"other\n");
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&other));
+    let out = b.run(&[
+        OsStr::new("--dir"),
+        src.as_os_str(),
+        OsStr::new("--dir"),
+        other.as_os_str(),
+        OsStr::new("-o"),
+        o,
+    ]);
+    assert_fails(
+        &out,
+        3,
+        &[
+            "/bin/tool",
+            &src.display().to_string(),
+            &other.display().to_string(),
+        ],
+        &out_dir,
+        &keep,
+    );
+
+    // A store path that is not there.
+    let list = s.path("closure.txt");
+    write(&list, b"/nix/store/00000000000000000000000000000000-gone\n");
+    chmod(&list, 0o644);
+    let out = b.run(&[
+        OsStr::new("--closure"),
+        list.as_os_str(),
+        OsStr::new("--store-root"),
+        src.as_os_str(),
+        OsStr::new("-o"),
+        o,
+    ]);
+    assert_fails(
+        &out,
+        3,
+        &["00000000000000000000000000000000-gone"],
+        &out_dir,
+        &keep,
+    );
+
+    // --size too small.
+    let out = b.run(&[
+        OsStr::new("--size"),
+        OsStr::new("1M"),
+        OsStr::new("--dir"),
+        src.as_os_str(),
+        OsStr::new("-o"),
+        o,
+    ]);
+    assert_fails(&out, 4, &["too small"], &out_dir, &keep);
+
+    // Unequal relocation lengths are a usage error.
+    let out = b.run(&[
+        OsStr::new("--relocate"),
+        OsStr::new("/nix/store=/x"),
+        OsStr::new("--dir"),
+        src.as_os_str(),
+        OsStr::new("-o"),
+        o,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("same length"));
+
+    // An input the builder may not read (root reads everything: only as the builder).
+    if b.account.is_some() || !is_root() {
+        let secret = s.path("secret");
+        write(&secret.join("key"), b"k\n");
+        chmod(&secret, 0o755);
+        chmod(&secret.join("key"), 0o000);
+        let out = b.run(&[OsStr::new("--dir"), secret.as_os_str(), OsStr::new("-o"), o]);
+        assert_fails(
+            &out,
+            3,
+            &[&secret.join("key").display().to_string()],
+            &out_dir,
+            &keep,
+        );
+    }
+    assert_eq!(sha256(&img), before, "the earlier image is intact");
+
+    // An output directory the builder cannot write to.
+    if b.account.is_some() {
+        let locked = s.path("locked");
+        fs::create_dir(&locked).unwrap();
+        chmod(&locked, 0o755);
+        let target = locked.join("x.img");
+        let out = b.run(&[
+            OsStr::new("--dir"),
+            src.as_os_str(),
+            OsStr::new("-o"),
+            target.as_os_str(),
+        ]);
+        assert_fails(&out, 5, &[&locked.display().to_string()], &locked, &[]);
+    }
+}
+
+#[test]
+fn full_disk_leaves_nothing_behind() {
+    let Some(b) = Builder::new() else { return };
+    if !is_root() {
+        skip("needs root to mount a small tmpfs");
+        return;
+    }
+    let s = Scratch::new(&b);
+    let src = s.path("src");
+    write(&src.join("bin/tool"), &noise(8 << 20, 12));
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&src));
+    let small = s.path("small");
+    fs::create_dir(&small).unwrap();
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs"])
+            .arg(&small),
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(small.clone());
+    b.own(&small);
+    let img = small.join("tools.img");
+    let out = b.run(&[
+        OsStr::new("--size"),
+        OsStr::new("64M"),
+        OsStr::new("--dir"),
+        src.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fails(&out, 4, &["No space left on device"], &small, &[]);
+}

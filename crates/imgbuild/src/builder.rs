@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::cli::Cli;
 use crate::ext2::{Geometry, BLOCK_SIZE};
-use crate::image::{Content, ImageWriter, WriteError, WriteOptions};
+use crate::image::{journal_blocks, Content, ImageWriter, WriteError, WriteOptions};
 use crate::input::{self, InputError};
 use crate::manifest::{self, Manifest, ProgramRecord, RelocationRecord};
 use crate::output::{self, OutputError, PendingImage};
@@ -19,6 +19,9 @@ use crate::relocate::Relocation;
 use crate::sizing::Estimate;
 use crate::tree::Attributes;
 use crate::{host, nix};
+
+/// Blocks beyond the journal that even an empty image needs (metadata, root, lost+found).
+const MIN_FREE_BLOCKS: u64 = 256;
 
 /// The store directory closures are taken from when no relocation names another.
 const DEFAULT_STORE_DIR: &str = "/nix/store";
@@ -40,14 +43,25 @@ pub enum BuildError {
         /// Where its bytes were expected.
         at: PathBuf,
     },
-    /// The image (or the disk holding it) is too small.
-    #[error("{source}\n(the image is too small for the inputs{hint})")]
-    NoSpace {
+    /// The filesystem in the image ran out of blocks or inodes.
+    #[error("{source}: the image is too small for its inputs{hint}")]
+    ImageFull {
         /// What ran out.
         source: WriteError,
         /// Advice about --size.
-        hint: String,
+        hint: &'static str,
     },
+    /// `--size` below what any image needs.
+    #[error("--size of {size} bytes is too small: an image needs at least {min} bytes")]
+    SizeTooSmall {
+        /// The size asked for.
+        size: u64,
+        /// The least that works.
+        min: u64,
+    },
+    /// The disk holding the output is full.
+    #[error(transparent)]
+    DiskFull(WriteError),
     /// The output cannot be written.
     #[error(transparent)]
     Output(#[from] OutputError),
@@ -68,9 +82,10 @@ impl From<WriteError> for BuildError {
             WriteError::Tree(_) | WriteError::Read { .. } | WriteError::ShortInput { .. } => {
                 BuildError::Input(InputError::Write(e))
             }
-            e if e.is_no_space() => BuildError::NoSpace {
+            e if e.is_disk_full() => BuildError::DiskFull(e),
+            e if e.is_image_full() => BuildError::ImageFull {
                 source: e,
-                hint: String::new(),
+                hint: "",
             },
             e => BuildError::Write(e),
         }
@@ -82,9 +97,10 @@ impl BuildError {
     pub fn exit_code(&self) -> i32 {
         match self {
             BuildError::Usage(_) => 2,
-            BuildError::Input(InputError::Write(w)) if w.is_no_space() => 4,
+            BuildError::Input(InputError::Write(w)) if w.is_disk_full() || w.is_image_full() => 4,
             BuildError::Input(_) | BuildError::MissingStorePath { .. } => 3,
-            BuildError::NoSpace { .. } => 4,
+            BuildError::ImageFull { .. } | BuildError::SizeTooSmall { .. } => 4,
+            BuildError::DiskFull(_) => 4,
             BuildError::Output(_) => 5,
             BuildError::Nix(e) if e.is_bad_input() => 3,
             BuildError::Host(
@@ -394,14 +410,13 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
     if let Some(t) = tar.as_mut() {
         if !matches!(t, TarSource::Stdin) {
             let name = t.name();
-            estimate.add_tar(t.open()?, &name)?;
+            estimate.add_tar(t.open()?, &name, store_dir.as_bytes())?;
         }
     }
-    let manifest_guess = 4096
-        + closure
-            .as_ref()
-            .map_or(0, |c| c.store_paths.len() as u64 * 160)
-        + programs.len() as u64 * 256;
+    if let Some(c) = &closure {
+        estimate.store_paths += c.store_paths.len() as u64;
+    }
+    let manifest_guess = 4096 + estimate.store_paths * 160 + programs.len() as u64 * 256;
     estimate.generated(manifest_guess);
     estimate.generated(4096);
     let geometry = match cli.size {
@@ -413,15 +428,21 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
         None => estimate.geometry(cli.fs, cli.headroom),
     };
     let image_bytes = geometry.blocks * u64::from(BLOCK_SIZE);
+    if let Some(size) = cli.size {
+        let min = (journal_blocks() + MIN_FREE_BLOCKS) * u64::from(BLOCK_SIZE);
+        if size < min {
+            return Err(BuildError::SizeTooSmall { size, min });
+        }
+    }
     let size_hint = if cli.size.is_some() {
-        ": give a larger --size, or none to compute it".to_string()
+        "; give a larger --size, or none to compute it"
     } else {
-        String::new()
+        ""
     };
     let with_hint = |e: BuildError| match e {
-        BuildError::NoSpace { source, .. } => BuildError::NoSpace {
+        BuildError::ImageFull { source, .. } => BuildError::ImageFull {
             source,
-            hint: size_hint.clone(),
+            hint: size_hint,
         },
         e => e,
     };

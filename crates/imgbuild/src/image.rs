@@ -96,11 +96,17 @@ pub enum WriteError {
 }
 
 impl WriteError {
-    /// True when the image (or the disk under it) is full.
-    pub fn is_no_space(&self) -> bool {
+    /// True when the filesystem in the image has no block or inode left.
+    pub fn is_image_full(&self) -> bool {
+        matches!(self, WriteError::Ext2(e) if e.is_alloc_failure())
+    }
+
+    /// True when the disk holding the image is full.
+    pub fn is_disk_full(&self) -> bool {
+        let enospc = Some(libc_enospc());
         match self {
-            WriteError::Ext2(e) => e.is_no_space(),
-            WriteError::Image { source, .. } => source.raw_os_error() == Some(libc_enospc()),
+            WriteError::Ext2(e) => i32::try_from(e.code).ok() == enospc,
+            WriteError::Image { source, .. } => source.raw_os_error() == enospc,
             _ => false,
         }
     }

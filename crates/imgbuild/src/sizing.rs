@@ -37,6 +37,8 @@ pub struct Estimate {
     map_blocks: u64,
     /// Bytes of directory entries.
     dir_bytes: u64,
+    /// Store paths (for the manifest's size).
+    pub store_paths: u64,
 }
 
 fn entry_bytes(name_len: usize) -> u64 {
@@ -164,7 +166,12 @@ impl Estimate {
     }
 
     /// Counts the members of a tar stream (reading past their contents).
-    pub fn add_tar(&mut self, stream: Box<dyn Read>, origin: &str) -> Result<(), InputError> {
+    pub fn add_tar(
+        &mut self,
+        stream: Box<dyn Read>,
+        origin: &str,
+        store_dir: &[u8],
+    ) -> Result<(), InputError> {
         let tar_err = |source| InputError::Tar {
             origin: origin.to_string(),
             source,
@@ -177,8 +184,14 @@ impl Estimate {
                 .rsplit(|&b| b == b'/')
                 .find(|s| !s.is_empty())
                 .map_or(1, <[u8]>::len);
+            let target = crate::input::tar_target(&entry.path_bytes(), store_dir);
+            if target.parent() == Some(Path::new("store")) {
+                self.store_paths += 1;
+            }
             match entry.header().entry_type() {
                 tar::EntryType::Directory => self.dir(name_len),
+                // A further name of a file already counted.
+                tar::EntryType::Link => self.other(name_len, 0),
                 tar::EntryType::Regular
                 | tar::EntryType::Continuous
                 | tar::EntryType::GNUSparse => self.file(name_len, entry.size()),
