@@ -110,7 +110,11 @@ pub enum HostError {
         source: goblin::error::Error,
     },
     /// A `DT_NEEDED` library is nowhere the host's loader would look.
-    #[error("library {library} needed by {needed_by} (for {program}) not found")]
+    #[error(
+        "library {library} needed by {}{} not found",
+        needed_by.display(),
+        for_program(needed_by, program)
+    )]
     MissingLibrary {
         /// The `DT_NEEDED` name.
         library: String,
@@ -158,6 +162,16 @@ pub enum HostError {
         /// What patchelf printed.
         stderr: String,
     },
+}
+
+/// ` (for PROGRAM)` when the library is needed by one of the program's libraries.
+fn for_program(needed_by: &Path, program: &Path) -> String {
+    let same = std::fs::canonicalize(program).is_ok_and(|p| p == needed_by);
+    if same || needed_by == program {
+        String::new()
+    } else {
+        format!(" (for {})", program.display())
+    }
 }
 
 /// Fills the empty directory `staging` with `programs` and everything they need.
