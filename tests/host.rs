@@ -378,6 +378,99 @@ fn bundle_ignores_a_containers_broken_libc() {
     );
 }
 
+/// Builds a `FROM scratch` image whose only C library is musl (as on Alpine): PID 1 is a
+/// musl-linked program compiled here with musl-gcc, which prints `musl-ok` and waits.
+fn musl_image() -> String {
+    let tag = "crashcart-test-host-musl:latest";
+    let ctx = tempfile::tempdir().expect("tempdir");
+    let source = ctx.path().join("waiter.c");
+    std::fs::write(
+        &source,
+        "#include <stdio.h>\n#include <unistd.h>\n\
+         int main(void) { puts(\"musl-ok\"); fflush(stdout); for (;;) pause(); }\n",
+    )
+    .expect("write waiter.c");
+    run_ok(
+        Command::new("musl-gcc")
+            .arg("-o")
+            .arg(ctx.path().join("waiter"))
+            .arg(&source),
+    );
+    let loader = format!("ld-musl-{}.so.1", std::env::consts::ARCH);
+    std::fs::copy(
+        std::fs::canonicalize(Path::new("/lib").join(&loader)).expect("musl loader"),
+        ctx.path().join("libc.so"),
+    )
+    .expect("copy musl");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM scratch\nCOPY libc.so /lib/{loader}\nCOPY waiter /waiter\n\
+             ENTRYPOINT [\"/waiter\"]\n"
+        ),
+    )
+    .expect("write Dockerfile");
+    run_ok(
+        Command::new("docker")
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "-q", "-t", tag])
+            .arg(ctx.path()),
+    );
+    tag.to_string()
+}
+
+#[test]
+fn bundle_runs_beside_a_musl_libc() {
+    if !docker_ready() || !tools_present() {
+        return;
+    }
+    if !have("musl-gcc") {
+        skip("musl-gcc not installed (apt-get install musl-tools)");
+        return;
+    }
+    let image = build_tools_image(&[]);
+    let tag = musl_image();
+    let name = unique_name("cc-host-musl");
+    let id = run_ok(Command::new("docker").args(["run", "-d", "--name", &name, &tag]));
+    let container = DockerContainer(id);
+    // The container's own musl program runs: it is a working musl root.
+    let started = Instant::now();
+    loop {
+        let logs = run(Command::new("docker").args(["logs", &container.0]));
+        if String::from_utf8_lossy(&logs.stdout).contains("musl-ok") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the musl container's PID 1 did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (out, _) = session_ok(
+        &image.path,
+        &container.0,
+        &[
+            "bash",
+            "-c",
+            "printf '%s\\n' b a | while read x; do echo \"<$x>\"; done",
+        ],
+    );
+    assert_eq!(out, "<b>\n<a>\n");
+    let (out, _) = session_ok(&image.path, &container.0, &["ps", "-o", "pid,args"]);
+    assert!(out.contains("/waiter"), "ps in the musl container: {out}");
+    // gdb attaches to the musl-linked PID 1 and reads the container's musl for symbols.
+    let (out, err) = session_ok(
+        &image.path,
+        &container.0,
+        &["gdb", "-batch", "-p", "1", "-ex", "bt"],
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("#0 ")) && out.contains("ld-musl"),
+        "gdb backtrace of the musl PID 1:\n{out}\n{err}"
+    );
+}
+
 /// A container started with plain `docker run`, force-removed on drop.
 struct DockerContainer(String);
 

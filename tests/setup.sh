@@ -19,6 +19,7 @@ packages=(
     util-linux           # losetup, nsenter, unshare, mount
     iproute2 procps strace tcpdump gdb bash  # host tools bundled by --host tests
     ncurses-term ca-certificates             # terminfo and CA certs bundled by --host
+    musl-tools           # a musl-only container for the --host tests (musl-gcc)
     hyperfine time       # bench/
     attr libcap2-bin     # imgbuild tests: setfattr/getfattr, setcap (xattr fidelity)
     podman               # target resolution of Podman containers (tests/resolve.rs)
