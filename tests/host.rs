@@ -177,6 +177,22 @@ fn host_tools_do_real_work_in_a_distroless_container() {
     );
     assert_eq!(out.trim(), "got:bundle-host", "bash pipeline output");
 
+    // The session gets the manifest's TERMINFO_DIRS, and it holds the common terminals.
+    let (out, _) = session_ok(
+        &image.path,
+        target,
+        &[
+            "bash",
+            "-c",
+            "echo \"$TERMINFO_DIRS\"; for t in x/xterm x/xterm-256color l/linux s/screen v/vt100; do \
+             [ -s \"${TERMINFO_DIRS%%:*}/$t\" ] && echo \"$t\"; done",
+        ],
+    );
+    assert_eq!(
+        out,
+        "/dev/crashcart/share/terminfo:\nx/xterm\nx/xterm-256color\nl/linux\ns/screen\nv/vt100\n"
+    );
+
     // The script runs through the image's copy of its interpreter.
     let (out, _) = session_ok(&image.path, target, &["cc-greet"]);
     assert_eq!(out.trim(), "script-3-three");
