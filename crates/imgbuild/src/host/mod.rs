@@ -13,13 +13,17 @@
 //! | `bin/<prog>` | each program, its interpreter set to the image's loader |
 //! | `lib/<soname>` | every library of the closure, flat, and the loader itself |
 //! | `lib/gconv/` | glibc's iconv modules, when a bundled object calls `iconv_open` |
+//! | `lib/pythonX.Y/` | the pure-Python standard library, when libpython is bundled (gdb) |
 //! | `share/terminfo/` | terminfo entries for common terminals |
+//! | `share/gdb/` | gdb's data directory, when gdb is bundled |
 //! | `etc/ssl/certs/ca-certificates.crt` | the host's CA bundle, when TLS libraries are bundled |
 //!
 //! Every program and library gets `DT_RPATH=/dev/crashcart/lib` and `DF_1_NODEFLIB`, so the
-//! image's loader finds all dependencies in the image before `LD_LIBRARY_PATH` and never
-//! consults the container's `/etc/ld.so.cache` or default directories — not even for libraries
-//! dlopened later (NSS modules): a container's own libraries cannot be pulled in.
+//! image's loader finds all dependencies in the image before `LD_LIBRARY_PATH`, and a name
+//! missing from the image (an NSS module the container's `nsswitch.conf` asks for) is never
+//! taken from the container's default directories. What this cannot stop: the loader still
+//! honours the container's `/etc/ld.so.preload` and an `LD_PRELOAD` in the session's
+//! environment; masking those is the session's job.
 
 mod elf_deps;
 mod ld_cache;
