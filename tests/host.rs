@@ -304,6 +304,53 @@ fn host_tools_do_real_work_in_a_distroless_container() {
     assert_eq!(out.trim(), "/dev/crashcart");
 }
 
+#[test]
+fn python_and_file_bring_their_data() {
+    if !docker_ready() || !tools_present() {
+        return;
+    }
+    // /usr/bin/python3, not PATH's python3: that may be a version manager's shim script.
+    let python = Path::new("/usr/bin/python3");
+    if !python.exists() || !have("file") {
+        skip("python3 or file not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = dir.path().join("py.img");
+    let out = imgbuild(
+        &[
+            OsStr::new("--host"),
+            python.as_os_str(),
+            OsStr::new("--host"),
+            OsStr::new("file"),
+        ],
+        &image,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let container = Container::start(&[], &[]);
+    // Python finds the bundled standard library under /dev/crashcart by itself.
+    let (out, _) = session_ok(
+        &image,
+        &container.id,
+        &[
+            "python3",
+            "-c",
+            "import sys, json; print(sys.prefix, json.dumps(sorted({'b': 1, 'a': 2})))",
+        ],
+    );
+    assert_eq!(out.trim(), r#"/dev/crashcart ["a", "b"]"#);
+    // file reads the bundled magic database (MAGIC from the manifest).
+    let (out, _) = session_ok(&image, &container.id, &["file", "/busybox"]);
+    assert!(
+        out.contains("ELF 64-bit") || out.contains("ELF 32-bit"),
+        "file: {out}"
+    );
+}
+
 /// Builds a `FROM scratch` image whose C library is broken on purpose: a decoy
 /// `libc.so.6`, `libtinfo.so.6` and loader, `LD_LIBRARY_PATH` pointing at them, and an
 /// unpatched copy of the host's bash that must fail there — so the bundled tools working

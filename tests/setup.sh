@@ -17,7 +17,7 @@ packages=(
     nix-bin              # --packages builds (offline, fixture nixpkgs)
     patchelf             # --host relocation of host binaries
     util-linux           # losetup, nsenter, unshare, mount
-    iproute2 procps strace tcpdump gdb bash  # host tools bundled by --host tests
+    iproute2 procps strace tcpdump gdb bash file python3  # host tools bundled by --host tests
     ncurses-term ca-certificates             # terminfo and CA certs bundled by --host
     musl-tools           # a musl-only container for the --host tests (musl-gcc)
     hyperfine time       # bench/

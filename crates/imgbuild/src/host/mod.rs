@@ -13,9 +13,10 @@
 //! | `bin/<prog>` | each program, its interpreter set to the image's loader |
 //! | `lib/<soname>` | every library of the closure, flat, and the loader itself |
 //! | `lib/gconv/` | glibc's iconv modules, when a bundled object calls `iconv_open` |
-//! | `lib/pythonX.Y/` | the pure-Python standard library, when libpython is bundled (gdb) |
+//! | `lib/pythonX.Y/` | the pure-Python standard library, for libpython (gdb) or `pythonX.Y` |
 //! | `share/terminfo/` | terminfo entries for common terminals |
 //! | `share/gdb/` | gdb's data directory, when gdb is bundled |
+//! | `share/misc/magic.mgc` | libmagic's database, when libmagic is bundled (`file`) |
 //! | `etc/ssl/certs/ca-certificates.crt` | the host's CA bundle, when TLS libraries are bundled |
 //!
 //! Every program and library gets `DT_RPATH=/dev/crashcart/lib` and `DF_1_NODEFLIB`, so the

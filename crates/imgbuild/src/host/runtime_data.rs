@@ -166,8 +166,9 @@ const PYTHON_STDLIB_SKIPPED: &[&str] = &[
     "unittest",
 ];
 
-/// Copies the pure-Python standard library for each bundled `libpythonX.Y` to
-/// `lib/pythonX.Y/`, where an embedding program run from `/dev/crashcart/bin` finds it.
+/// Copies the pure-Python standard library for each bundled `libpythonX.Y` or `pythonX.Y`
+/// (file names of libraries and programs) to `lib/pythonX.Y/`, where Python run from
+/// `/dev/crashcart/bin`, or embedded in a program there, finds it.
 ///
 /// gdb links libpython and, when Python cannot initialise, quits before doing anything. gdb
 /// relocates Python's program name next to its own binary, so Python looks for its
@@ -176,17 +177,13 @@ const PYTHON_STDLIB_SKIPPED: &[&str] = &[
 /// so their closures (OpenSSL, sqlite, ...) are too: the directory is created empty because
 /// it is Python's landmark for `exec_prefix`. Imports of those modules fail in the session.
 pub fn copy_python_stdlib<'a>(
-    libraries: impl Iterator<Item = &'a str>,
+    file_names: impl Iterator<Item = &'a str>,
     staging: &Path,
 ) -> Result<(), HostError> {
-    for library in libraries {
-        let Some(version) = library
-            .strip_prefix("libpython")
-            .and_then(|rest| rest.split_once(".so"))
-            .map(|(version, _)| version.trim_end_matches(['m', 'd']))
-        else {
-            continue;
-        };
+    let mut versions: Vec<&str> = file_names.filter_map(python_version).collect();
+    versions.sort();
+    versions.dedup();
+    for version in versions {
         let subdir = format!("python{version}");
         let Some(source) = ["/usr/lib", "/usr/lib64", "/usr/local/lib"]
             .iter()
@@ -208,6 +205,35 @@ pub fn copy_python_stdlib<'a>(
         })?;
     }
     Ok(())
+}
+
+/// `X.Y` from `libpythonX.Y[m|d].so...` or `pythonX.Y`.
+fn python_version(file_name: &str) -> Option<&str> {
+    let version = match file_name.strip_prefix("libpython") {
+        Some(rest) => rest.split_once(".so")?.0.trim_end_matches(['m', 'd']),
+        None => file_name.strip_prefix("python")?,
+    };
+    let (major, minor) = version.split_once('.')?;
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (numeric(major) && numeric(minor)).then_some(version)
+}
+
+/// Copies libmagic's compiled database to `share/misc/magic.mgc` when libmagic is bundled
+/// (`file` finds nothing without it), and names it in `MAGIC`.
+pub fn copy_magic<'a>(
+    mut libraries: impl Iterator<Item = &'a str>,
+    staging: &Path,
+) -> Result<Vec<(String, String)>, HostError> {
+    let source = Path::new("/usr/share/misc/magic.mgc");
+    if !libraries.any(|l| l.starts_with("libmagic.so")) || !source.is_file() {
+        return Ok(Vec::new());
+    }
+    let relative = "share/misc/magic.mgc";
+    copy_file(source, &staging.join(relative), 0o644)?;
+    Ok(vec![(
+        "MAGIC".to_string(),
+        format!("{MOUNT_POINT}/{relative}"),
+    )])
 }
 
 /// Copies gdb's data directory (its Python package, syscall names for `catch syscall`) to
@@ -261,6 +287,16 @@ fn copy_tree_filtered(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_versions_from_file_names() {
+        assert_eq!(python_version("libpython3.11.so.1.0"), Some("3.11"));
+        assert_eq!(python_version("libpython3.7m.so.1.0"), Some("3.7"));
+        assert_eq!(python_version("python3.12"), Some("3.12"));
+        assert_eq!(python_version("python3"), None);
+        assert_eq!(python_version("python3.11-config"), None);
+        assert_eq!(python_version("libz.so.1"), None);
+    }
 
     #[test]
     fn tls_is_detected_from_programs_or_libraries() {

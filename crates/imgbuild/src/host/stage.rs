@@ -247,7 +247,22 @@ pub fn write(plan: &Plan, staging: &Path) -> Result<Vec<(String, String)>, HostE
             env.extend(runtime_data::copy_gconv(&libc.path, staging)?);
         }
     }
-    runtime_data::copy_python_stdlib(plan.closure.libraries.keys().map(String::as_str), staging)?;
+    let program_files = plan
+        .programs
+        .iter()
+        .filter_map(|p| p.host_path.file_name().and_then(|n| n.to_str()));
+    runtime_data::copy_python_stdlib(
+        plan.closure
+            .libraries
+            .keys()
+            .map(String::as_str)
+            .chain(program_files),
+        staging,
+    )?;
+    env.extend(runtime_data::copy_magic(
+        plan.closure.libraries.keys().map(String::as_str),
+        staging,
+    )?);
     if let Some(gdb) = plan.programs.iter().find(|p| p.name == "gdb") {
         runtime_data::copy_gdb_data(&gdb.host_path, staging)?;
     }
