@@ -1,7 +1,8 @@
 //! The content digest, computed on a second thread while the main thread writes.
 //!
-//! Hashing every byte with SHA-256 costs about as much CPU as copying it into the image, so the
-//! writer hands each chunk it has written to this thread and carries on with the next; the
+//! Hashing every byte with SHA-256 costs more CPU than copying it into the image, so the
+//! writer hands each chunk it has written to a hashing thread and carries on with the next.
+//! Files go to the threads in turn (one per core, so two files hash at once on two cores); the
 //! chunk buffers come back through a small pool, which bounds memory to a few chunks however
 //! large the tree. A file's record (type, mode, owner, xattrs, size, SHA-256 of its non-zero
 //! blocks and their positions) lands in a numbered slot; the digest sorts every path with its
@@ -15,8 +16,10 @@ use sha2::{Digest as _, Sha256};
 use crate::ext2::BLOCK_SIZE;
 use crate::tree::Attributes;
 
-/// Chunk buffers in circulation: one being filled, the rest queued for hashing.
-const POOL: usize = 4;
+/// Chunk buffers in circulation per hashing thread (plus two for the writer).
+const POOL_PER_THREAD: usize = 2;
+/// Most hashing threads, whatever the core count.
+const MAX_THREADS: usize = 4;
 
 /// A file's record: ready, or being computed in a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,33 +48,41 @@ enum Msg {
     Report(Sender<Vec<(usize, [u8; 32])>>),
 }
 
-/// The hashing thread and the pool of chunk buffers.
+/// The hashing threads and the pool of chunk buffers.
 pub struct ContentHasher {
-    tx: Option<SyncSender<Msg>>,
+    workers: Vec<(SyncSender<Msg>, JoinHandle<()>)>,
     pool: Receiver<Vec<u8>>,
-    thread: Option<JoinHandle<()>>,
+    /// Slot of the file being written; it also picks the thread (slot modulo threads).
     next_slot: usize,
     slots: Vec<Option<[u8; 32]>>,
 }
 
 impl ContentHasher {
-    /// Starts the thread with buffers of `chunk` bytes.
+    /// Starts one thread per core (at most [`MAX_THREADS`]) with buffers of `chunk` bytes.
     pub fn start(chunk: usize) -> ContentHasher {
-        let (tx, rx) = mpsc::sync_channel::<Msg>(POOL);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, MAX_THREADS);
         let (pool_tx, pool) = mpsc::channel();
-        for _ in 0..POOL {
+        for _ in 0..2 + POOL_PER_THREAD * threads {
             pool_tx
                 .send(Vec::with_capacity(chunk))
                 .expect("pool receiver alive");
         }
-        let thread = std::thread::Builder::new()
-            .name("content-digest".into())
-            .spawn(move || hash_loop(rx, pool_tx))
-            .expect("spawn the digest thread");
+        let workers = (0..threads)
+            .map(|i| {
+                let (tx, rx) = mpsc::sync_channel::<Msg>(POOL_PER_THREAD * 2);
+                let pool_tx = pool_tx.clone();
+                let thread = std::thread::Builder::new()
+                    .name(format!("content-digest-{i}"))
+                    .spawn(move || hash_loop(rx, pool_tx))
+                    .expect("spawn a digest thread");
+                (tx, thread)
+            })
+            .collect();
         ContentHasher {
-            tx: Some(tx),
+            workers,
             pool,
-            thread: Some(thread),
             next_slot: 0,
             slots: Vec::new(),
         }
@@ -92,20 +103,22 @@ impl ContentHasher {
     /// Ends the current file; its record will be in the returned slot.
     pub fn end(&mut self, kind: u8, attrs: &Attributes, size: u64) -> Record {
         let slot = self.next_slot;
-        self.next_slot += 1;
         self.send(Msg::End {
             slot,
             kind,
             attrs: attrs.clone(),
             size,
         });
+        // The next file goes to the next thread.
+        self.next_slot += 1;
         Record::Slot(slot)
     }
 
+    /// Sends to the thread of the current file.
     fn send(&mut self, msg: Msg) {
-        self.tx
-            .as_ref()
-            .expect("hasher running")
+        let worker = self.next_slot % self.workers.len();
+        self.workers[worker]
+            .0
             .send(msg)
             .expect("digest thread alive");
     }
@@ -116,13 +129,22 @@ impl ContentHasher {
             Record::Ready(r) => r,
             Record::Slot(s) => {
                 if self.slots.get(s).copied().flatten().is_none() {
-                    let (tx, rx) = mpsc::channel();
-                    self.send(Msg::Report(tx));
-                    for (slot, value) in rx.recv().expect("digest thread alive") {
-                        if self.slots.len() <= slot {
-                            self.slots.resize(slot + 1, None);
+                    let replies: Vec<_> = self
+                        .workers
+                        .iter()
+                        .map(|(tx, _)| {
+                            let (reply, rx) = mpsc::channel();
+                            tx.send(Msg::Report(reply)).expect("digest thread alive");
+                            rx
+                        })
+                        .collect();
+                    for rx in replies {
+                        for (slot, value) in rx.recv().expect("digest thread alive") {
+                            if self.slots.len() <= slot {
+                                self.slots.resize(slot + 1, None);
+                            }
+                            self.slots[slot] = Some(value);
                         }
-                        self.slots[slot] = Some(value);
                     }
                 }
                 self.slots[s].expect("slot finished before it is resolved")
@@ -133,9 +155,9 @@ impl ContentHasher {
 
 impl Drop for ContentHasher {
     fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        for (tx, thread) in self.workers.drain(..) {
+            drop(tx);
+            let _ = thread.join();
         }
     }
 }
