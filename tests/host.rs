@@ -331,6 +331,23 @@ fn python_and_file_bring_their_data() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Bundling is reproducible: a second build is byte-identical.
+    let again = dir.path().join("py-again.img");
+    let out = imgbuild(
+        &[
+            OsStr::new("--host"),
+            python.as_os_str(),
+            OsStr::new("--host"),
+            OsStr::new("file"),
+        ],
+        &again,
+    );
+    assert!(out.status.success());
+    assert!(
+        std::fs::read(&image).expect("read image") == std::fs::read(&again).expect("read image"),
+        "two --host builds of the same programs differ"
+    );
+
     let container = Container::start(&[], &[]);
     // Python finds the bundled standard library under /dev/crashcart by itself.
     let (out, _) = session_ok(
