@@ -1,3 +1,784 @@
-//! End-to-end tests for inject (filled in by its issue).
+//! End-to-end tests of `crashcart TARGET [COMMAND...]` against real Docker containers, the real
+//! kernel's loop devices and mount API, as root.
+//!
+//! Each test makes its own image file (so "no loop device left" is asserted about that file
+//! only) and its own containers (removed on drop).
 
-use crashcart_tests as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crashcart_tests::{
+    bin, busybox_tree, docker_ready, is_root, loop_devices_for, mke2fs_image, run, run_ok, skip,
+    unique_name, wait_until, Container,
+};
+
+/// A busybox tool image in its own temp dir.
+struct TestImage {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl TestImage {
+    /// busybox + applets; `customize` may add files to the tree before `mke2fs -d`.
+    fn new(customize: impl FnOnce(&Path)) -> TestImage {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = dir.path().join("tree");
+        busybox_tree(&tree);
+        customize(&tree);
+        let path = dir.path().join(format!("{}.img", unique_name("inject")));
+        mke2fs_image(&tree, &path, 16);
+        TestImage { _dir: dir, path }
+    }
+
+    fn busybox() -> TestImage {
+        TestImage::new(|_| {})
+    }
+
+    /// `crashcart -i IMAGE ARGS...`
+    fn crashcart(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("crashcart"));
+        cmd.arg("-i").arg(&self.path).args(args);
+        cmd.env_remove("CRASHCART_IMAGE");
+        cmd
+    }
+
+    fn loop_devices(&self) -> Vec<String> {
+        loop_devices_for(&self.path)
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts a crashcart error: exit 125, one `crashcart: ...` line on stderr containing `needle`.
+fn assert_crashcart_error(out: &Output, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(125), "stderr: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected, got: {err:?}");
+    assert!(lines[0].starts_with("crashcart: "), "{err:?}");
+    assert!(
+        lines[0].to_lowercase().contains(&needle.to_lowercase()),
+        "{err:?} should mention {needle:?}"
+    );
+}
+
+/// Nothing of crashcart remains: no loop device for the image, no crashcart mount in the
+/// container's mount namespace, no `/dev/crashcart` there. Polls briefly: the kernel detaches
+/// an autoclear loop device when the session's mount namespace is torn down.
+fn assert_no_trace(image: &TestImage, container_pid: u32) {
+    let gone = wait_until(Duration::from_secs(10), || image.loop_devices().is_empty());
+    assert!(gone, "loop device left: {:?}", image.loop_devices());
+    let mountinfo =
+        std::fs::read_to_string(format!("/proc/{container_pid}/mountinfo")).expect("mountinfo");
+    assert!(
+        !mountinfo.contains("crashcart") && !mountinfo.contains("/dev/loop"),
+        "mount left in the container:\n{mountinfo}"
+    );
+    let dev = PathBuf::from(format!("/proc/{container_pid}/root/dev/crashcart"));
+    assert!(
+        std::fs::symlink_metadata(&dev).is_err(),
+        "{} left behind",
+        dev.display()
+    );
+}
+
+fn ready() -> bool {
+    docker_ready()
+}
+
+#[test]
+fn runs_in_the_container_by_pid_id_prefix_name_and_docker_url() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start(&[], &[]);
+    let pid = c.pid().to_string();
+    let docker_url = format!("docker://{}", c.id);
+    for target in [&pid, &c.id, &c.id[..12], &c.name, &docker_url] {
+        let out = run(&mut image.crashcart(&[target, "cat", "/proc/sys/kernel/hostname"]));
+        assert!(out.status.success(), "{target}: {}", stderr(&out));
+        assert_eq!(
+            stdout(&out).trim(),
+            &c.id[..12],
+            "{target}: not in the container's uts ns"
+        );
+    }
+    // The command's PID 1 is the container's.
+    let out = run_ok(&mut image.crashcart(&[&c.name, "cat", "/proc/1/cmdline"]));
+    assert!(out.starts_with("/busybox"), "{out:?}");
+    assert_no_trace(&image, c.pid());
+}
+
+#[test]
+fn exit_status_is_the_commands() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::new(|tree| {
+        std::fs::write(tree.join("not-executable"), "echo hi\n").unwrap();
+    });
+    let c = Container::start(&[], &[]);
+    let code = |args: &[&str]| {
+        let out = run(&mut image.crashcart(&[&[c.id.as_str()], args].concat()));
+        (out.status.code(), stderr(&out))
+    };
+    assert_eq!(code(&["true"]).0, Some(0));
+    assert_eq!(code(&["false"]).0, Some(1));
+    assert_eq!(code(&["sh", "-c", "exit 42"]).0, Some(42));
+    assert_eq!(code(&["sh", "-c", "kill -TERM $$"]).0, Some(128 + 15));
+    assert_eq!(code(&["sh", "-c", "kill -KILL $$"]).0, Some(128 + 9));
+    let (status, err) = code(&["no-such-command"]);
+    assert_eq!(status, Some(127), "{err}");
+    assert!(
+        err.starts_with("crashcart: ") && err.contains("no-such-command"),
+        "{err}"
+    );
+    let (status, err) = code(&["/dev/crashcart/not-executable"]);
+    assert_eq!(status, Some(126), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    let (status, _) = code(&["/dev/crashcart/bin"]);
+    assert_eq!(status, Some(126));
+    // Flags after TARGET are the command's, `--` works too.
+    let out = run_ok(&mut image.crashcart(&[&c.id, "ls", "-d", "/dev/crashcart"]));
+    assert_eq!(out, "/dev/crashcart");
+    let out = run_ok(&mut image.crashcart(&["--", &c.id, "echo", "-v", "--help"]));
+    assert_eq!(out, "-v --help");
+    assert_no_trace(&image, c.pid());
+}
+
+#[test]
+fn bad_input_exits_125_with_one_line_and_changes_nothing() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start(&[], &[]);
+    let tmp = tempfile::tempdir().unwrap();
+
+    let out = run(&mut image.crashcart(&[&unique_name("no-such-container"), "true"]));
+    assert_crashcart_error(&out, "no-such-container");
+
+    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let dead = (2..pid_max)
+        .rev()
+        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+        .unwrap();
+    let out = run(&mut image.crashcart(&[&dead.to_string(), "true"]));
+    assert_crashcart_error(&out, &dead.to_string());
+
+    let missing = tmp.path().join("missing.img");
+    let out = run(Command::new(bin("crashcart"))
+        .arg("-i")
+        .arg(&missing)
+        .args([&c.id, "true"]));
+    assert_crashcart_error(&out, "missing.img");
+
+    let zeros = tmp.path().join("zeros.img");
+    std::fs::write(&zeros, vec![0u8; 1 << 20]).unwrap();
+    let out = run(Command::new(bin("crashcart"))
+        .arg("-i")
+        .arg(&zeros)
+        .args([&c.id, "true"]));
+    assert_crashcart_error(&out, "not an ext2/3/4 filesystem");
+    assert!(loop_devices_for(&zeros).is_empty());
+
+    let out = run(Command::new(bin("crashcart"))
+        .arg("-i")
+        .arg(tmp.path())
+        .args([&c.id, "true"]));
+    assert_crashcart_error(&out, "not a regular file");
+
+    // No -i, no $CRASHCART_IMAGE, nothing in the working directory.
+    let out = run(Command::new(bin("crashcart"))
+        .env_remove("CRASHCART_IMAGE")
+        .current_dir(tmp.path())
+        .args([&c.id, "true"]));
+    assert_crashcart_error(&out, "no image");
+
+    let out = run(&mut image.crashcart(&["-m", "-u", &c.id]));
+    assert_crashcart_error(&out, "cannot be used together");
+
+    let out = run(&mut image.crashcart(&["-e", &c.pid().to_string(), "true"]));
+    assert_crashcart_error(&out, "not a Docker container");
+
+    let out = run(&mut image.crashcart(&["--user", "bob", &c.id, "true"]));
+    assert_crashcart_error(&out, "numeric");
+
+    let out = run(&mut image.crashcart(&["--no-such-flag", &c.id]));
+    assert_crashcart_error(&out, "--no-such-flag");
+
+    // A stopped container.
+    let stopped = Container::start(&[], &[]);
+    run_ok(Command::new("docker").args(["stop", "-t", "0", &stopped.id]));
+    let out = run(&mut image.crashcart(&[&stopped.id, "true"]));
+    assert_crashcart_error(&out, "not running");
+
+    // Not root.
+    if have_setpriv() {
+        let out = run(Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin("crashcart"))
+            .arg("-i")
+            .arg(&image.path)
+            .args([&c.id, "true"]));
+        assert_crashcart_error(&out, "root");
+    }
+
+    assert!(image.loop_devices().is_empty());
+    assert_no_trace(&image, c.pid());
+}
+
+fn have_setpriv() -> bool {
+    Command::new("setpriv")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_session_is_invisible_to_the_container_and_leaves_no_trace() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start(&[], &[]);
+    let mut session = image
+        .crashcart(&[
+            &c.id,
+            "sh",
+            "-c",
+            "ls /dev/crashcart/bin/busybox; read x; true",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(session.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "/dev/crashcart/bin/busybox");
+    // Mid-session: the container's own processes see no /dev/crashcart, no mount.
+    assert_eq!(image.loop_devices().len(), 1);
+    let ls = c.exec(&["ls", "-a", "/dev"]);
+    assert!(!stdout(&ls).contains("crashcart"), "{}", stdout(&ls));
+    let mountinfo = std::fs::read_to_string(format!("/proc/{}/mountinfo", c.pid())).unwrap();
+    assert!(!mountinfo.contains("/dev/loop"), "{mountinfo}");
+    // The container's own /dev keeps working inside the session.
+    drop(session.stdin.take());
+    assert!(session.wait().unwrap().success());
+    let out = run_ok(&mut image.crashcart(&[
+        &c.id,
+        "sh",
+        "-c",
+        "echo x > /dev/null && ls /dev/pts /dev/shm >/dev/null && readlink /dev/fd",
+    ]));
+    assert_eq!(out, "/proc/self/fd");
+    assert_no_trace(&image, c.pid());
+}
+
+#[test]
+fn sigkill_of_crashcart_leaves_no_trace() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start(&[], &[]);
+    let mut session = image
+        .crashcart(&[&c.id, "sh", "-c", "echo started; exec sleep 1234"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(session.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "started");
+    session.kill().unwrap(); // SIGKILL
+    session.wait().unwrap();
+    // The command dies with it (no process, no zombie left in the container).
+    let gone = wait_until(Duration::from_secs(10), || {
+        !stdout(&c.exec(&["ps", "-o", "pid,stat,args"])).contains("sleep 1234")
+    });
+    assert!(gone, "{}", stdout(&c.exec(&["ps", "-o", "pid,stat,args"])));
+    assert_no_trace(&image, c.pid());
+}
+
+#[test]
+fn ten_concurrent_sessions_share_one_loop_device() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    let a = Container::start(&[], &[]);
+    let b = Container::start(&[], &[]);
+    let sessions: Vec<Child> = (0..10)
+        .map(|i| {
+            let target = if i % 2 == 0 { &a.id } else { &b.id };
+            image
+                .crashcart(&[target, "sh", "-c", "read x; ls /dev/crashcart/bin/sh"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // All ten attached (each holds the device open through its mount) before any ends.
+    let all_in = wait_until(Duration::from_secs(30), || {
+        let pids = [a.pid(), b.pid()];
+        let count = sessions
+            .iter()
+            .filter(|s| session_command_started(s.id(), &pids))
+            .count();
+        count == 10
+    });
+    assert!(all_in, "not all sessions started");
+    assert_eq!(image.loop_devices().len(), 1, "{:?}", image.loop_devices());
+    for mut s in sessions {
+        drop(s.stdin.take());
+        let out = s.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out).trim(), "/dev/crashcart/bin/sh");
+    }
+    assert_no_trace(&image, a.pid());
+    assert_no_trace(&image, b.pid());
+}
+
+/// Whether crashcart `pid` has a grandchild (the command) in one of the given containers'
+/// PID namespaces.
+fn session_command_started(pid: u32, container_pids: &[u32]) -> bool {
+    let children = |p: u32| -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{p}/task/{p}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .collect()
+    };
+    let ns = |p: u32| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    children(pid).into_iter().flat_map(children).any(|g| {
+        let theirs = ns(g);
+        theirs.is_some() && container_pids.iter().any(|&c| ns(c) == theirs)
+    })
+}
+
+#[test]
+fn enters_every_namespace_and_the_cgroups_of_the_target() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start(&[], &[]);
+    let script = "for n in mnt uts ipc net pid cgroup; do readlink /proc/self/ns/$n; done; \
+                  cat /proc/self/cgroup; echo --; cat /proc/1/cgroup";
+    let out = run_ok(&mut image.crashcart(&[&c.id, "sh", "-c", script]));
+    let mut lines = out.lines();
+    for n in ["mnt", "uts", "ipc", "net", "pid", "cgroup"] {
+        let inside = lines.next().unwrap();
+        let theirs = std::fs::read_link(format!("/proc/{}/ns/{n}", c.pid())).unwrap();
+        if n == "mnt" {
+            // The session's mount namespace is a private copy of the container's.
+            assert_ne!(Path::new(inside), theirs);
+            continue;
+        }
+        assert_eq!(Path::new(inside), theirs, "{n} namespace");
+    }
+    let rest: Vec<&str> = lines.collect();
+    let sep = rest.iter().position(|l| *l == "--").unwrap();
+    assert_eq!(
+        rest[..sep],
+        rest[sep + 1..],
+        "cgroups differ from the container's PID 1"
+    );
+    assert!(rest[..sep].iter().any(|l| l.contains(&c.id)), "{rest:?}");
+    assert_no_trace(&image, c.pid());
+}
+
+#[test]
+fn only_stdin_stdout_stderr_reach_the_command() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start(&[], &[]);
+    // ls opens one directory itself (fd 3).
+    let out = run_ok(&mut image.crashcart(&[&c.id, "ls", "/proc/self/fd"]));
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2", "3"]
+    );
+    assert_no_trace(&image, c.pid());
+}
+
+#[test]
+fn environment_user_and_working_directory_come_from_the_container() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start(
+        &["-e", "CRASHCART_TEST_VAR=from-container", "-w", "/work-dir"],
+        &[],
+    );
+    let out = run_ok(image.crashcart(&[&c.id, "env"]).env("TERM", "xterm-test"));
+    assert!(
+        out.lines()
+            .any(|l| l == "CRASHCART_TEST_VAR=from-container"),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l == "TERM=xterm-test"), "{out}");
+    let path = out.lines().find_map(|l| l.strip_prefix("PATH=")).unwrap();
+    assert!(
+        path.starts_with("/dev/crashcart/bin:/dev/crashcart/sbin:"),
+        "{path}"
+    );
+    assert_eq!(run_ok(&mut image.crashcart(&[&c.id, "pwd"])), "/work-dir");
+    assert_eq!(run_ok(&mut image.crashcart(&[&c.id, "id"])), "uid=0 gid=0");
+    assert_eq!(
+        run_ok(&mut image.crashcart(&["--user", "1000:1001", &c.id, "id"])),
+        "uid=1000 gid=1001"
+    );
+    assert_no_trace(&image, c.pid());
+}
+
+#[test]
+fn read_only_container() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start(&["--read-only"], &[]);
+    let out = run_ok(&mut image.crashcart(&[
+        &c.id,
+        "sh",
+        "-c",
+        "touch /x 2>&1; ls /dev/crashcart/bin/sh",
+    ]));
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.ends_with("/dev/crashcart/bin/sh"), "{out}");
+    assert_no_trace(&image, c.pid());
+}
+
+#[test]
+fn target_in_a_user_namespace() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let image = TestImage::busybox();
+    let mut target = Command::new("unshare")
+        .args(["-U", "-m", "-p", "-f", "--map-root-user", "--mount-proc"])
+        .args(["/bin/busybox", "sleep", "600"])
+        .spawn()
+        .expect("unshare");
+    // unshare forks: the sleep is its child, PID 1 of the new PID namespace.
+    let mut pid = 0;
+    assert!(wait_until(Duration::from_secs(5), || {
+        pid = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", target.id()))
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        pid != 0
+    }));
+    let out = run(&mut image.crashcart(&[
+        &pid.to_string(),
+        "sh",
+        "-c",
+        "readlink /proc/self/ns/user; readlink /proc/self/ns/pid; id -u; cat /proc/1/cmdline",
+    ]));
+    let _ = target.kill();
+    let _ = target.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        Path::new(lines[0]),
+        std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap_or_default()
+    );
+    assert_eq!(lines[2], "0");
+    assert!(lines[3].contains("sleep"), "{text}");
+    assert!(wait_until(Duration::from_secs(10), || image
+        .loop_devices()
+        .is_empty()));
+}
+
+#[test]
+fn target_exiting_mid_session_ends_it_cleanly() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start(&[], &[]);
+    let pid = c.pid();
+    let mut session = image
+        .crashcart(&[&c.id, "sh", "-c", "echo started; sleep 600"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(session.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    run_ok(Command::new("docker").args(["kill", &c.id]));
+    // The container's PID namespace dies: the kernel kills the command.
+    let mut status = None;
+    assert!(wait_until(Duration::from_secs(10), || {
+        status = session.try_wait().unwrap();
+        status.is_some()
+    }));
+    assert_eq!(status.unwrap().code(), Some(128 + 9));
+    assert!(wait_until(Duration::from_secs(10), || image
+        .loop_devices()
+        .is_empty()));
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+}
+
+#[test]
+fn a_planted_symlink_at_dev_crashcart_is_never_followed() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start(&[], &[]);
+    let planted = c.exec(&["ln", "-s", "/etc", "/dev/crashcart"]);
+    assert!(planted.status.success(), "{}", stderr(&planted));
+    // The session shadows it with its own /dev/crashcart.
+    let out = run_ok(&mut image.crashcart(&[&c.id, "ls", "/dev/crashcart/bin/busybox"]));
+    assert_eq!(out, "/dev/crashcart/bin/busybox");
+    // -m refuses to mount through it.
+    let out = run(&mut image.crashcart(&["-m", &c.id]));
+    assert_crashcart_error(&out, "symlink");
+    // The symlink and its target are untouched.
+    let link = std::fs::read_link(format!("/proc/{}/root/dev/crashcart", c.pid())).unwrap();
+    assert_eq!(link, Path::new("/etc"));
+    let etc = stdout(&c.exec(&["ls", "/etc"]));
+    assert!(!etc.contains("bin"), "{etc}");
+    let mountinfo = std::fs::read_to_string(format!("/proc/{}/mountinfo", c.pid())).unwrap();
+    assert!(!mountinfo.contains("/dev/loop"), "{mountinfo}");
+    assert!(wait_until(Duration::from_secs(10), || image
+        .loop_devices()
+        .is_empty()));
+}
+
+#[test]
+fn mount_then_docker_exec_then_unmount() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::new(|tree| {
+        std::fs::create_dir_all(tree.join(".crashcart")).unwrap();
+        std::fs::write(
+            tree.join(".crashcart/manifest.json"),
+            r#"{"format":1,"store_alias":"/dev/.cart","env":{"CART_ENV":"from-manifest"}}"#,
+        )
+        .unwrap();
+        std::fs::create_dir_all(tree.join("store/abc-tool")).unwrap();
+        std::fs::write(tree.join("store/abc-tool/marker"), "stored\n").unwrap();
+    });
+    let c = Container::start(&[], &[]);
+    run_ok(&mut image.crashcart(&["-m", &c.id]));
+    assert_eq!(image.loop_devices().len(), 1);
+    let out = run(Command::new("docker").args([
+        "exec",
+        &c.id,
+        "/dev/crashcart/bin/cat",
+        "/dev/.cart/abc-tool/marker",
+    ]));
+    assert_eq!(stdout(&out).trim(), "stored", "{}", stderr(&out));
+    // A second -m is refused; sessions still work beside the mount and share its device.
+    assert_crashcart_error(
+        &run(&mut image.crashcart(&["-m", &c.id])),
+        "already mounted",
+    );
+    let out = run_ok(&mut image.crashcart(&[
+        &c.id,
+        "sh",
+        "-c",
+        "echo $CART_ENV; cat /dev/.cart/abc-tool/marker",
+    ]));
+    assert_eq!(out, "from-manifest\nstored");
+    assert_eq!(image.loop_devices().len(), 1);
+    run_ok(Command::new(bin("crashcart")).args(["-u", &c.id]));
+    let ls = stdout(&c.exec(&["ls", "-a", "/dev"]));
+    assert!(!ls.contains("crashcart") && !ls.contains(".cart"), "{ls}");
+    assert_crashcart_error(
+        &run(Command::new(bin("crashcart")).args(["-u", &c.id])),
+        "nothing is mounted",
+    );
+    assert_no_trace(&image, c.pid());
+}
+
+#[test]
+fn exec_flag_runs_the_command_with_docker_exec() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start(&[], &[]);
+    let out = run(&mut image.crashcart(&["-e", &c.name, "sh", "-c", "echo $PATH; exit 3"]));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("/dev/crashcart/bin:"),
+        "{}",
+        stdout(&out)
+    );
+    // -e leaves the mount like -m does.
+    assert!(c.exec(&["ls", "/dev/crashcart/bin/sh"]).status.success());
+    run_ok(Command::new(bin("crashcart")).args(["-u", &c.id]));
+    assert_no_trace(&image, c.pid());
+}
+
+#[test]
+fn signals_are_forwarded_to_the_command() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start(&[], &[]);
+    for (signal, name, code) in [
+        (15, "TERM", 3),
+        (10, "USR1", 4),
+        (1, "HUP", 5),
+        (2, "INT", 6),
+    ] {
+        let script = format!(
+            "trap 'echo got-{name}; exit {code}' {name}; echo ready; while :; do sleep 0.05; done"
+        );
+        let mut session = image
+            .crashcart(&[&c.id, "sh", "-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(session.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        run_ok(Command::new("kill").args([&format!("-{signal}"), &session.id().to_string()]));
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        let status = session.wait().unwrap();
+        assert_eq!(rest.trim(), format!("got-{name}"));
+        assert_eq!(status.code(), Some(code), "SIG{name}");
+    }
+    assert_no_trace(&image, c.pid());
+}
+
+#[test]
+fn ctrl_c_at_an_interactive_shell_does_not_end_the_session() {
+    if !ready() {
+        return;
+    }
+    if !crashcart_tests::have("script") {
+        skip("script (util-linux) not installed");
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start(&[], &[]);
+    // script gives crashcart a terminal; we type into it.
+    let command = format!(
+        "{} -i {} {} sh -i",
+        bin("crashcart").display(),
+        image.path.display(),
+        c.id
+    );
+    let mut term = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = term.stdin.take().unwrap();
+    let mut typed = |s: &str, pause_ms: u64| {
+        input.write_all(s.as_bytes()).unwrap();
+        input.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(pause_ms));
+    };
+    typed("sleep 30\n", 1500);
+    typed("\x03", 500); // Ctrl-C: interrupts sleep, not the shell or crashcart
+    typed("echo alive-$((40+2))\n", 500);
+    typed("exit 7\n", 200);
+    drop(input);
+    let out = term.wait_with_output().unwrap();
+    let text = stdout(&out);
+    assert!(text.contains("alive-42"), "{text}");
+    assert_eq!(out.status.code(), Some(7), "{text}");
+    assert_no_trace(&image, c.pid());
+}
+
+#[test]
+fn default_command_is_bash_from_the_image_else_sh() {
+    if !ready() {
+        return;
+    }
+    let c = Container::start(&[], &[]);
+    // sh only: the default is the image's sh, reading commands from stdin.
+    let image = TestImage::busybox();
+    let mut child = image
+        .crashcart(&[&c.id])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo sh-$((2+3)); exit 9\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out).trim(), "sh-5");
+    assert_eq!(out.status.code(), Some(9));
+    // With bin/bash present, bash is preferred and gets the image's rc file.
+    let with_bash = TestImage::new(|tree| {
+        let bash = tree.join("bin/bash");
+        std::fs::write(&bash, "#!/dev/crashcart/bin/sh\necho bash-ran \"$@\"\n").unwrap();
+        let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(&bash, executable).unwrap();
+    });
+    let out = run_ok(&mut with_bash.crashcart(&[&c.id]));
+    assert_eq!(out, "bash-ran --rcfile /dev/crashcart/.crashcartrc -i");
+    // Neither: a clear error.
+    let bare = tempfile::tempdir().unwrap();
+    std::fs::create_dir(bare.path().join("tree")).unwrap();
+    std::fs::write(bare.path().join("tree/readme"), "no tools\n").unwrap();
+    let bare_img = bare.path().join("bare.img");
+    mke2fs_image(&bare.path().join("tree"), &bare_img, 4);
+    let out = run(Command::new(bin("crashcart"))
+        .arg("-i")
+        .arg(&bare_img)
+        .arg(&c.id));
+    assert_crashcart_error(&out, "neither bin/bash nor bin/sh");
+    assert!(wait_until(Duration::from_secs(10), || loop_devices_for(
+        &bare_img
+    )
+    .is_empty()));
+    assert_no_trace(&image, c.pid());
+    assert_no_trace(&with_bash, c.pid());
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_cli_definition() {
+    let bash = run_ok(Command::new(bin("crashcart")).args(["--generate", "completions-bash"]));
+    assert!(bash.contains("--unmount"), "{bash}");
+    let man = run_ok(Command::new(bin("crashcart")).args(["--generate", "man"]));
+    assert!(man.contains(".TH crashcart 1"), "{man}");
+    let help = run_ok(Command::new(bin("crashcart")).arg("--help"));
+    assert!(help.contains("Usage: crashcart [OPTIONS] TARGET [--] [COMMAND [ARG...]]"));
+    let version = run_ok(Command::new(bin("crashcart")).arg("--version"));
+    assert!(version.starts_with("crashcart "), "{version}");
+}

@@ -218,3 +218,29 @@ pub fn loop_devices_for(image: &Path) -> Vec<String> {
         .filter_map(|l| l.split(':').next().map(str::to_string))
         .collect()
 }
+
+/// Fills `dir` with a busybox tool tree as an image root: `bin/busybox` (Debian's static
+/// build) and a `bin/<applet>` symlink for every applet it lists (no `bash`: `sh` is ash).
+pub fn busybox_tree(dir: &Path) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("create bin/");
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copy /bin/busybox");
+    let list = run_ok(Command::new("/bin/busybox").arg("--list"));
+    for applet in list.lines().filter(|a| !a.is_empty() && *a != "busybox") {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet symlink");
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true or `timeout` passes; returns the last result.
+pub fn wait_until(timeout: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if check() {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -151,15 +151,22 @@ pub fn run(cli: &Cli) -> Result<u8, SessionError> {
 
     let image = Image::open(&image::choose(cli.image.as_deref())?)?;
     let (image_mount, manifest) = mount_image(&image)?;
-    let command = match cli.command_args().is_empty() {
-        true => default_command(image_mount.as_fd(), &image.path)?,
-        false => cli.command_args().to_vec(),
+    // -m alone runs nothing; otherwise decide the command while the image is at hand.
+    let command = if cli.mount && !cli.exec {
+        Vec::new()
+    } else if cli.command_args().is_empty() {
+        default_command(image_mount.as_fd(), &image.path)?
+    } else {
+        cli.command_args().to_vec()
     };
     if cli.mount || cli.exec {
         let alias = manifest.store_alias.clone();
-        in_mount_namespace(&process, move |dev| {
+        let code = in_mount_namespace(&process, move |dev| {
             devdir::mount_persistent(dev, image_mount, alias.as_deref())
         })?;
+        if code != 0 {
+            return Ok(code);
+        }
         if cli.exec {
             return docker_exec(&target, &process, &command);
         }

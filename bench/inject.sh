@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Session start-up cost of crashcart, side by side with what a user would otherwise run:
+#   crashcart ID true          (the image's true, in all of the container's namespaces)
+#   nsenter -a -t PID true     (the container's own busybox true; no image, no cgroup, no /dev)
+#   docker exec ID true        (through dockerd and containerd)
+# cold: nothing holds the image's loop device, so every crashcart run attaches it first;
+# warm: a long session keeps the device attached.
+# Writes the figures into the bench:inject section of BENCHMARKS.md. Needs root, docker,
+# hyperfine, busybox-static, mke2fs (tests/setup.sh installs them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+cargo build --release -q -p crashcart
+cc=$CARGO_TARGET_DIR/release/crashcart
+
+work=$(mktemp -d)
+name=crashcart-bench-$$
+cleanup() {
+    [ -n "${session:-}" ] && kill "$session" 2>/dev/null || true
+    docker rm -f "$name" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A busybox image (what tests/inject.rs uses) and a distroless container.
+mkdir -p "$work/tree/bin" "$work/ctx"
+cp /bin/busybox "$work/tree/bin/busybox"
+for a in sh true sleep; do ln -s busybox "$work/tree/bin/$a"; done
+mke2fs -q -F -t ext3 -d "$work/tree" "$work/tools.img" 16M
+cp /bin/busybox "$work/ctx/busybox"
+cp tests/fixtures/distroless/Dockerfile "$work/ctx/"
+DOCKER_BUILDKIT=0 docker build -q -t crashcart-test-distroless:latest "$work/ctx" >/dev/null
+id=$(docker run -d --name "$name" crashcart-test-distroless:latest)
+pid=$(docker inspect -f '{{.State.Pid}}' "$id")
+img=$work/tools.img
+
+common=(-N --warmup 5 --runs 40 --style none)
+hyperfine "${common[@]}" --export-markdown "$work/cold.md" \
+    -n "crashcart (cold)" "$cc -i $img $id true" \
+    -n "nsenter -a" "nsenter -a -t $pid /busybox true" \
+    -n "docker exec" "docker exec $id /busybox true" >/dev/null
+
+"$cc" -i "$img" "$id" sleep 3600 &
+session=$!
+sleep 1
+hyperfine "${common[@]}" --export-markdown "$work/warm.md" \
+    -n "crashcart (warm)" "$cc -i $img $id true" \
+    -n "nsenter -a" "nsenter -a -t $pid /busybox true" \
+    -n "docker exec" "docker exec $id /busybox true" >/dev/null
+kill "$session"; wait "$session" 2>/dev/null || true; session=
+
+# Peak memory of one session.
+rss=$(/usr/bin/time -f %M "$cc" -i "$img" "$id" true 2>&1 >/dev/null | tail -1)
+
+mean() { grep "^| \`*$1" "$2" | head -1 | awk -F'|' '{print $3}' | awk '{print $1}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
+cold=$(mean "crashcart (cold)" "$work/cold.md")
+warm=$(mean "crashcart (warm)" "$work/warm.md")
+ns=$(mean "nsenter -a" "$work/warm.md")
+de=$(mean "docker exec" "$work/warm.md")
+
+section=$work/section.md
+{
+    echo "### crashcart session start-up (\`bench/inject.sh\`, $(date -u +%Y-%m-%d), kernel $(uname -r))"
+    echo
+    echo "Command: \`true\` in a distroless busybox container. Mean wall time, 40 runs each, hyperfine -N."
+    echo
+    echo "Cold (every crashcart run attaches the loop device and detaches it at the end):"
+    echo
+    cat "$work/cold.md"
+    echo
+    echo "Warm (a long session keeps the loop device attached):"
+    echo
+    cat "$work/warm.md"
+    echo
+    echo "- warm crashcart / nsenter -a: **$(ratio "$warm" "$ns")x** (target: within 2x)"
+    echo "- cold crashcart: **$cold ms** (target: within 15 ms)"
+    echo "- docker exec / warm crashcart: **$(ratio "$de" "$warm")x** slower"
+    echo "- peak RSS of one crashcart session: $rss KiB"
+    echo
+    echo "Run again: \`sudo bench/inject.sh\`."
+} >"$section"
+
+python3 - "$section" <<'PY'
+import sys
+section = open(sys.argv[1]).read()
+path = "BENCHMARKS.md"
+text = open(path).read()
+start, end = "<!-- bench:inject -->", "<!-- /bench:inject -->"
+head, rest = text.split(start, 1)
+_, tail = rest.split(end, 1)
+open(path, "w").write(head + start + "\n" + section + end + tail)
+PY
+cat "$section"
