@@ -501,14 +501,21 @@ fn target_in_a_user_namespace() {
         "-c",
         "readlink /proc/self/ns/user; readlink /proc/self/ns/pid; id -u; cat /proc/1/cmdline",
     ]));
+    let user_ns = std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap_or_default();
+    // The sleep is PID 1 of its namespace: killing it ends unshare too (nothing is left).
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
     let _ = target.kill();
     let _ = target.wait();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(
-        Path::new(lines[0]),
-        std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap_or_default()
+    assert_eq!(Path::new(lines[0]), user_ns);
+    assert_ne!(
+        user_ns,
+        std::fs::read_link("/proc/self/ns/user").unwrap(),
+        "the target should be in its own user namespace"
     );
     assert_eq!(lines[2], "0");
     assert!(lines[3].contains("sleep"), "{text}");
@@ -703,20 +710,47 @@ fn ctrl_c_at_an_interactive_shell_does_not_end_the_session() {
         .spawn()
         .unwrap();
     let mut input = term.stdin.take().unwrap();
-    let mut typed = |s: &str, pause_ms: u64| {
+    // Collect the terminal's output as it comes, to type only when the shell is ready.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut output = term.stdout.take().unwrap();
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = output.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let shows = |text: &str| {
+        wait_until(Duration::from_secs(20), || {
+            seen.lock().unwrap().contains(text)
+        })
+    };
+    let mut typed = |s: &str| {
         input.write_all(s.as_bytes()).unwrap();
         input.flush().unwrap();
-        std::thread::sleep(Duration::from_millis(pause_ms));
     };
-    typed("sleep 30\n", 1500);
-    typed("\x03", 500); // Ctrl-C: interrupts sleep, not the shell or crashcart
-    typed("echo alive-$((40+2))\n", 500);
-    typed("exit 7\n", 200);
+    assert!(shows("# "), "no prompt: {:?}", seen.lock().unwrap());
+    typed("echo sleeping; sleep 30\n");
+    assert!(shows("sleeping\r\n"), "{:?}", seen.lock().unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    // Ctrl-C: the terminal sends SIGINT to the foreground job (sleep), not to crashcart; the
+    // shell abandons the line and prompts again, as any interactive shell does.
+    typed("\x03");
+    assert!(shows("^C"), "{:?}", seen.lock().unwrap());
+    typed("echo alive-$((40+2))\n");
+    assert!(shows("alive-42"), "{:?}", seen.lock().unwrap());
+    typed("exit 7\n");
     drop(input);
-    let out = term.wait_with_output().unwrap();
-    let text = stdout(&out);
-    assert!(text.contains("alive-42"), "{text}");
-    assert_eq!(out.status.code(), Some(7), "{text}");
+    let status = term.wait().unwrap();
+    reader.join().unwrap();
+    assert_eq!(status.code(), Some(7), "{:?}", seen.lock().unwrap());
     assert_no_trace(&image, c.pid());
 }
 
@@ -769,6 +803,30 @@ fn default_command_is_bash_from_the_image_else_sh() {
     .is_empty()));
     assert_no_trace(&image, c.pid());
     assert_no_trace(&with_bash, c.pid());
+}
+
+#[test]
+fn verbose_logs_each_step() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start(&[], &[]);
+    let out = run(&mut image.crashcart(&["-v", &c.name, "true"]));
+    assert!(out.status.success());
+    let log = stderr(&out);
+    for step in [
+        "is pid",
+        "/dev/loop",
+        "mounted",
+        "namespaces to enter",
+        "cgroups to join",
+        "session /dev",
+    ] {
+        assert!(log.contains(step), "no {step:?} in:\n{log}");
+    }
+    assert!(log.lines().all(|l| l.starts_with("crashcart: ")), "{log}");
+    assert_no_trace(&image, c.pid());
 }
 
 #[test]

@@ -223,7 +223,7 @@ fn in_mount_namespace(
 ) -> Result<u8, SessionError> {
     let mut namespaces = Namespaces::open(process)?;
     let parent = getpid();
-    match sys::fork().map_err(|e| sys_err("fork")(Errno::from_io_error(&e).unwrap_or(Errno::IO)))? {
+    match sys::fork().map_err(sys_err("fork"))? {
         Fork::Child => {
             let result = harden(parent)
                 .and_then(|()| Ok(namespaces.enter(Kind::Mnt)?))
@@ -324,7 +324,7 @@ fn session(
         status: status_w,
         job_control,
     };
-    match sys::fork().map_err(|e| sys_err("fork")(Errno::from_io_error(&e).unwrap_or(Errno::IO)))? {
+    match sys::fork().map_err(sys_err("fork"))? {
         Fork::Child => {
             drop(status_r);
             let code = helper_args.run().unwrap_or_else(|e| {
@@ -405,14 +405,8 @@ impl Helper {
             ),
             Ok(Fork::Parent(child)) => child,
             // fork into a PID namespace whose init has died fails with ENOMEM.
-            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => {
-                return Err(SessionError::TargetExited(pid))
-            }
-            Err(e) => {
-                return Err(sys_err("fork")(
-                    Errno::from_io_error(&e).unwrap_or(Errno::IO),
-                ))
-            }
+            Err(Errno::NOMEM) => return Err(SessionError::TargetExited(pid)),
+            Err(e) => return Err(sys_err("fork")(e)),
         };
         drop((go_r, report_w, user_ns));
         let _ = rustix::io::write(&status, &child.as_raw_nonzero().get().to_le_bytes());

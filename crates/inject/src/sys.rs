@@ -141,11 +141,14 @@ pub enum Fork {
 ///
 /// crashcart never starts a thread, so the child is an exact, consistent copy: no lock can be
 /// held by a thread that does not exist in the child.
-pub fn fork() -> io::Result<Fork> {
+pub fn fork() -> Result<Fork, rustix::io::Errno> {
     // SAFETY: the process is single-threaded (crashcart spawns no threads), so the child
     // inherits no lock held by another thread; both sides continue in safe Rust.
     match unsafe { libc::fork() } {
-        -1 => Err(io::Error::last_os_error()),
+        -1 => Err(
+            rustix::io::Errno::from_io_error(&io::Error::last_os_error())
+                .unwrap_or(rustix::io::Errno::AGAIN),
+        ),
         0 => Ok(Fork::Child),
         pid => Ok(Fork::Parent(
             rustix::process::Pid::from_raw(pid).expect("fork returns a positive PID"),
