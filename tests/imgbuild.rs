@@ -778,7 +778,7 @@ fn tar_plain_gzip_and_stdin_equal_closure() {
     assert_eq!(manifest["store_paths"], serde_json::json!([tool, env]));
     assert!(manifest["files"].as_u64().unwrap() >= 5);
     assert!(manifest["bytes"].as_u64().unwrap() >= 3 << 20);
-    assert!(manifest["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(manifest["digest"].as_str().unwrap().starts_with("blake3:"));
     assert!(manifest["builder"]
         .as_str()
         .unwrap()

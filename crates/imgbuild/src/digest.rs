@@ -1,7 +1,10 @@
 //! The content digest, computed on a second thread while the main thread writes.
 //!
-//! Hashing every byte with SHA-256 costs more CPU than copying it into the image, so the
+//! BLAKE3 rather than SHA-256: SHA-256 of every byte cost more CPU than copying it into the
+//! image (with SHA-NI), BLAKE3 a quarter of that. Still, the
 //! writer hands each chunk it has written to a hashing thread and carries on with the next.
+//! A file's content hash is the BLAKE3 of its bytes (holes read as zeros: what `b3sum` prints
+//! for the file), whatever the input made sparse.
 //! Files go to the threads in turn (one per core, so two files hash at once on two cores); the
 //! chunk buffers come back through a small pool, which bounds memory to a few chunks however
 //! large the tree. A file's record (type, mode, owner, xattrs, size, SHA-256 of its non-zero
@@ -11,9 +14,6 @@
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
 
-use sha2::{Digest as _, Sha256};
-
-use crate::ext2::BLOCK_SIZE;
 use crate::tree::Attributes;
 
 /// Chunk buffers in circulation per hashing thread (plus two for the writer).
@@ -95,7 +95,8 @@ impl ContentHasher {
         b
     }
 
-    /// Hands `buf[..len]`, the bytes of the current file at `offset`, to the thread.
+    /// Hands `buf[..len]`, the bytes of the current file at `offset`, to the thread. Chunks
+    /// come in file order; what lies between them is a hole.
     pub fn data(&mut self, offset: u64, buf: Vec<u8>, len: usize) {
         self.send(Msg::Data { offset, buf, len });
     }
@@ -162,19 +163,30 @@ impl Drop for ContentHasher {
     }
 }
 
+/// Feeds `n` zero bytes (a hole) to `hasher`.
+fn hash_zeros(hasher: &mut blake3::Hasher, mut n: u64) {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    while n > 0 {
+        let step = n.min(ZEROS.len() as u64) as usize;
+        hasher.update(&ZEROS[..step]);
+        n -= step as u64;
+    }
+}
+
 fn hash_loop(rx: Receiver<Msg>, pool: Sender<Vec<u8>>) {
-    let bs = BLOCK_SIZE as usize;
-    let mut content = Sha256::new();
+    let mut content = blake3::Hasher::new();
+    // Bytes of the current file hashed so far; a gap before the next chunk is a hole.
+    let mut hashed: u64 = 0;
     let mut finished: Vec<(usize, [u8; 32])> = Vec::new();
     for msg in rx {
         match msg {
             Msg::Data { offset, buf, len } => {
-                let first = offset / bs as u64;
-                for (i, block) in buf[..len].chunks(bs).enumerate() {
-                    if !crate::image::is_zero(block) {
-                        content.update((first + i as u64).to_le_bytes());
-                        content.update(block);
-                    }
+                if len > 0 {
+                    hash_zeros(&mut content, offset.saturating_sub(hashed));
+                    // One large update per chunk lets BLAKE3 hash its 1 KiB chunks in parallel
+                    // SIMD lanes.
+                    content.update(&buf[..len]);
+                    hashed = offset + len as u64;
                 }
                 // The writer may be gone (error path); then the buffer is simply dropped.
                 let _ = pool.send(buf);
@@ -185,8 +197,11 @@ fn hash_loop(rx: Receiver<Msg>, pool: Sender<Vec<u8>>) {
                 attrs,
                 size,
             } => {
-                let hash = content.finalize_reset();
-                finished.push((slot, entry_record(kind, &attrs, size, &hash)));
+                hash_zeros(&mut content, size.saturating_sub(hashed));
+                let hash = content.finalize();
+                content.reset();
+                hashed = 0;
+                finished.push((slot, entry_record(kind, &attrs, size, hash.as_bytes())));
             }
             Msg::Report(reply) => {
                 let _ = reply.send(std::mem::take(&mut finished));
@@ -197,16 +212,16 @@ fn hash_loop(rx: Receiver<Msg>, pool: Sender<Vec<u8>>) {
 
 /// What the digest records about one entry.
 pub fn entry_record(kind: u8, attrs: &Attributes, size: u64, content: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update([kind]);
-    h.update(attrs.perm.to_le_bytes());
-    h.update(attrs.uid.to_le_bytes());
-    h.update(attrs.gid.to_le_bytes());
-    h.update(size.to_le_bytes());
+    let mut h = blake3::Hasher::new();
+    h.update(&[kind]);
+    h.update(&attrs.perm.to_le_bytes());
+    h.update(&attrs.uid.to_le_bytes());
+    h.update(&attrs.gid.to_le_bytes());
+    h.update(&size.to_le_bytes());
     for (k, v) in &attrs.xattrs {
-        h.update((k.len() as u64).to_le_bytes());
+        h.update(&(k.len() as u64).to_le_bytes());
         h.update(k);
-        h.update((v.len() as u64).to_le_bytes());
+        h.update(&(v.len() as u64).to_le_bytes());
         h.update(v);
     }
     h.update(content);
@@ -239,12 +254,26 @@ mod tests {
     }
 
     #[test]
-    fn zero_blocks_count_by_position_only() {
-        let mut a = vec![0u8; 2 * 4096];
-        a[4096] = 1;
-        let mut b = vec![0u8; 2 * 4096];
-        b[0] = 1;
-        assert_ne!(record_of(&[&a]), record_of(&[&b]), "positions matter");
+    fn holes_hash_as_zeros() {
+        let data: Vec<u8> = (0..3 * 4096).map(|i| (i % 251) as u8 | 1).collect();
+        let mut full = data.clone();
+        full[4096..8192].fill(0);
+        let mut h = ContentHasher::start(8192);
+        for (offset, part) in [(0u64, &data[..4096]), (8192, &data[8192..])] {
+            let mut b = h.buffer();
+            b.extend_from_slice(part);
+            h.data(offset, b, part.len());
+        }
+        let r = h.end(b'f', &Attributes::default(), full.len() as u64);
+        let sparse = h.resolve(r);
+        assert_eq!(sparse, record_of(&[&full]), "a hole is its zeros");
+        let want = entry_record(
+            b'f',
+            &Attributes::default(),
+            full.len() as u64,
+            blake3::hash(&full).as_bytes(),
+        );
+        assert_eq!(sparse, want, "the content part is the file's BLAKE3");
     }
 
     #[test]

@@ -15,8 +15,6 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use crate::blockmap::{BlockMap, MapError, Run};
 use crate::digest::{entry_record, ContentHasher, Record};
 use crate::dirblock::{self, DirEntry, FileType};
@@ -459,7 +457,12 @@ impl ImageWriter {
         self.fs.set_xattrs(ino, &attrs.xattrs, &image_path)?;
         self.tree
             .insert(parent, name, ino, FileType::Symlink, origin)?;
-        let digest = Record::Ready(entry_record(b'l', &attrs, 0, &Sha256::digest(&target)));
+        let digest = Record::Ready(entry_record(
+            b'l',
+            &attrs,
+            0,
+            blake3::hash(&target).as_bytes(),
+        ));
         self.record(&image_path, digest);
         self.inode_records.insert(ino, digest);
         self.totals.files += 1;
@@ -528,11 +531,11 @@ impl ImageWriter {
             .map(|(p, r)| (p.as_slice(), hasher.resolve(*r)))
             .collect();
         sorted.sort();
-        let mut h = Sha256::new();
+        let mut h = blake3::Hasher::new();
         for (path, record) in sorted {
             h.update(path);
-            h.update([0]);
-            h.update(record);
+            h.update(&[0]);
+            h.update(&record);
         }
         let dirs: Vec<(PathBuf, &Attributes)> = self
             .tree
@@ -546,10 +549,10 @@ impl ImageWriter {
         for (path, attrs) in dirs {
             use std::os::unix::ffi::OsStrExt;
             h.update(path.as_os_str().as_bytes());
-            h.update([0]);
-            h.update(entry_record(b'd', attrs, 0, &[0; 32]));
+            h.update(&[0]);
+            h.update(&entry_record(b'd', attrs, 0, &[0; 32]));
         }
-        format!("sha256:{}", hex(&h.finalize()))
+        format!("blake3:{}", h.finalize().to_hex())
     }
 
     /// Streams `content` into newly allocated blocks, skipping all-zero blocks, and hands each
@@ -716,9 +719,9 @@ impl ImageWriter {
     pub fn finish(mut self, uuid: Option<[u8; 16]>) -> Result<File, WriteError> {
         let digest = self.digest();
         let uuid = uuid.unwrap_or_else(|| derive_uuid(&digest));
-        let seed_bytes = Sha256::digest([b"hash-seed".as_slice(), &uuid].concat());
+        let seed_bytes = blake3::hash(&[b"hash-seed".as_slice(), &uuid].concat());
         let mut seed = [0u32; 4];
-        for (w, b) in seed.iter_mut().zip(seed_bytes.chunks_exact(4)) {
+        for (w, b) in seed.iter_mut().zip(seed_bytes.as_bytes().chunks_exact(4)) {
             *w = u32::from_le_bytes(b.try_into().expect("4 bytes"));
         }
         self.fs.set_identity(uuid, seed);
@@ -819,7 +822,7 @@ fn push_run(runs: &mut Vec<Run>, run: Run) {
 }
 
 /// Whether a block (or the tail of one) is all zero bytes.
-pub fn is_zero(block: &[u8]) -> bool {
+fn is_zero(block: &[u8]) -> bool {
     static ZERO: [u8; BLOCK_SIZE as usize] = [0; BLOCK_SIZE as usize];
     // A comparison with a zero block compiles to memcmp, the fastest scan available.
     block == &ZERO[..block.len()]
@@ -928,9 +931,9 @@ fn encode_rdev(rdev: u64, block: &mut [u32; 15]) {
 
 /// A version-4-shaped UUID taken from the content digest.
 fn derive_uuid(digest: &str) -> [u8; 16] {
-    let h = Sha256::digest([b"uuid:".as_slice(), digest.as_bytes()].concat());
+    let h = blake3::hash(&[b"uuid:".as_slice(), digest.as_bytes()].concat());
     let mut u = [0u8; 16];
-    u.copy_from_slice(&h[..16]);
+    u.copy_from_slice(&h.as_bytes()[..16]);
     u[6] = (u[6] & 0x0f) | 0x40;
     u[8] = (u[8] & 0x3f) | 0x80;
     u

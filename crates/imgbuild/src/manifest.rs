@@ -141,7 +141,7 @@ mod tests {
             programs: vec![],
             files: 1,
             bytes: 2,
-            digest: "sha256:00".into(),
+            digest: "blake3:00".into(),
         };
         let json = String::from_utf8(m.to_json()).unwrap();
         let keys: Vec<usize> = [

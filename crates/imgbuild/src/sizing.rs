@@ -29,7 +29,7 @@ pub struct Estimate {
     pub files: u64,
     /// Directories.
     pub dirs: u64,
-    /// Bytes of regular file contents (apparent size).
+    /// Bytes of file contents the writer will read (the progress bar's total).
     pub bytes: u64,
     /// Data blocks of files and slow symlinks.
     data_blocks: u64,
@@ -153,11 +153,9 @@ impl Estimate {
                 self.dir(name_len);
             } else if ft.is_file() && meta.nlink() > 1 && !linked.insert((meta.dev(), meta.ino())) {
                 self.other(name_len, 0);
-                self.bytes += meta.len();
             } else if ft.is_file() {
-                // Sparse files only need their allocated blocks.
+                // Sparse files only need (and only have read) their allocated blocks.
                 self.file(name_len, meta.len().min(meta.blocks() * 512));
-                self.bytes += meta.len() - meta.len().min(meta.blocks() * 512);
             } else {
                 self.other(name_len, meta.len() as usize);
             }
