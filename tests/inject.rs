@@ -840,3 +840,88 @@ fn completions_and_man_page_come_from_the_cli_definition() {
     let version = run_ok(Command::new(bin("crashcart")).arg("--version"));
     assert!(version.starts_with("crashcart "), "{version}");
 }
+
+/// A process started by `unshare -m -p -f` (its own mount and PID namespaces), running `script`
+/// with busybox `sh`; returns the unshare child and the target's host PID once it runs.
+fn unshare_target(script: &str) -> (Child, u32) {
+    let mut child = Command::new("unshare")
+        .args(["-m", "-p", "-f", "/bin/busybox", "sh", "-c", script])
+        .spawn()
+        .expect("unshare");
+    let mut pid = 0;
+    let started = wait_until(Duration::from_secs(5), || {
+        pid = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        pid != 0
+            && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.ends_with("busybox"))
+            && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.contains("sleep"))
+    });
+    if !started {
+        let _ = child.kill();
+        panic!("unshare target did not start");
+    }
+    (child, pid)
+}
+
+#[test]
+fn a_dev_that_is_a_symlink_is_refused() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let image = TestImage::busybox();
+    // A root whose /dev is a symlink to /tmp, entered with pivot_root.
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    for d in ["bin", "tmp", "old"] {
+        std::fs::create_dir(r.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("/tmp", r.join("dev")).unwrap();
+    let script = format!(
+        "mount --bind {0} {0} && cd {0} && pivot_root . old && \
+         exec /bin/busybox sh -c 'umount -l /old; exec /bin/busybox sleep 600'",
+        r.display()
+    );
+    let (mut unshared, pid) = unshare_target(&script);
+    let session = run(&mut image.crashcart(&[&pid.to_string(), "true"]));
+    let mount = run(&mut image.crashcart(&["-m", &pid.to_string()]));
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    let _ = unshared.kill();
+    let _ = unshared.wait();
+    assert_crashcart_error(&session, "/dev is a symlink");
+    assert_crashcart_error(&mount, "/dev is a symlink");
+    assert_eq!(std::fs::read_dir(r.join("tmp")).unwrap().count(), 0);
+    assert!(wait_until(Duration::from_secs(10), || image
+        .loop_devices()
+        .is_empty()));
+}
+
+#[test]
+fn a_target_exiting_while_crashcart_attaches_is_a_clean_error() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let image = TestImage::busybox();
+    // The target is PID 1 of its own PID namespace and exits almost at once: crashcart either
+    // gets in first (the command then dies with the namespace) or reports that it exited.
+    for _ in 0..5 {
+        let (mut unshared, pid) = unshare_target("exec /bin/busybox sleep 0.05");
+        let out = run(&mut image.crashcart(&[&pid.to_string(), "true"]));
+        let _ = unshared.wait();
+        match out.status.code() {
+            Some(0) | Some(137) => {}
+            _ => assert_crashcart_error(&out, &pid.to_string()),
+        }
+    }
+    assert!(wait_until(Duration::from_secs(10), || image
+        .loop_devices()
+        .is_empty()));
+}
