@@ -6,7 +6,7 @@
 
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 
 use rustix::io::Errno;
 use rustix::process::{set_parent_process_death_signal, Signal};
@@ -241,7 +241,5 @@ pub fn read_report(report: BorrowedFd<'_>) -> Option<(Stage, i32)> {
 
 /// Converts an argument vector of `String`s (from the default command) to `OsString`s.
 pub fn os_args(args: &[&str]) -> Vec<OsString> {
-    args.iter()
-        .map(|a| OsString::from_vec(a.as_bytes().to_vec()))
-        .collect()
+    args.iter().map(OsString::from).collect()
 }

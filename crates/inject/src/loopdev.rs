@@ -31,6 +31,14 @@ pub enum LoopError {
         /// Why.
         source: Errno,
     },
+    /// The image cannot be stat'ed.
+    #[error("cannot stat image {}: {source}", path.display())]
+    Stat {
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// `/dev/loop-control` is missing or refused.
     #[error("cannot get a free loop device from /dev/loop-control: {0}")]
     Control(Errno),
@@ -97,9 +105,9 @@ impl AsFd for LoopDevice {
 /// Finds the loop device already backing `image`, or attaches it to a free one.
 /// Call with the [`lock`] held.
 pub fn attach_read_only(image: &Image, _lock: &ImageLock<'_>) -> Result<LoopDevice, LoopError> {
-    let meta = image.file.metadata().map_err(|e| LoopError::Lock {
+    let meta = image.file.metadata().map_err(|source| LoopError::Stat {
         path: image.path.clone(),
-        source: Errno::from_io_error(&e).unwrap_or(Errno::IO),
+        source,
     })?;
     if let Some(dev) = find_existing(meta.dev(), meta.ino()) {
         step!("reusing loop device {}", dev.path.display());

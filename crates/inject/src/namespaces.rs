@@ -44,6 +44,11 @@ impl Kind {
         Kind::User,
     ];
 
+    /// The kernel's short name (`mnt`, `uts`, ...).
+    pub fn name(self) -> &'static str {
+        &self.proc_name()[3..]
+    }
+
     /// The file name under `/proc/PID/ns`.
     pub fn proc_name(self) -> &'static str {
         match self {
@@ -79,7 +84,7 @@ pub enum NamespaceError {
     #[error(transparent)]
     Open(#[from] ProcessError),
     /// `setns` failed.
-    #[error("cannot enter the {kind:?} namespace of pid {pid}: {source}")]
+    #[error("cannot enter the {} namespace of pid {pid}: {source}", kind.name())]
     Enter {
         /// Which.
         kind: Kind,
@@ -113,9 +118,13 @@ impl Namespaces {
             }
         }
         step!(
-            "pid {}: namespaces to enter: {:?}",
+            "pid {}: namespaces to enter: {}",
             target.pid,
-            differing.iter().map(|(k, _)| *k).collect::<Vec<_>>()
+            differing
+                .iter()
+                .map(|(k, _)| k.name())
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         Ok(Namespaces {
             pid: target.pid,
