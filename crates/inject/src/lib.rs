@@ -7,7 +7,7 @@
 //! of it; [`namespaces`] and [`cgroup`] open the target's namespace and cgroup handles;
 //! [`session`] forks the helper that enters the target's mount namespace, builds the private
 //! `/dev` ([`devdir`]), enters the other namespaces and forks the command ([`exec`]) with the
-//! environment from [`environment`].
+//! environment from [`environment`]; [`signals`] forwards signals to it meanwhile.
 
 pub mod cgroup;
 pub mod cli;
@@ -21,6 +21,7 @@ pub mod mount;
 pub mod namespaces;
 pub mod process;
 pub mod session;
+pub mod signals;
 mod sys;
 pub mod target;
 

@@ -24,9 +24,8 @@ use rustix::fs::{openat2, statat, AtFlags, Mode, OFlags, ResolveFlags, CWD};
 use rustix::io::Errno;
 use rustix::pipe::{pipe_with, PipeFlags};
 use rustix::process::{
-    getpgrp, getpid, getppid, pidfd_open, pidfd_send_signal, set_dumpable_behavior,
-    set_parent_process_death_signal, setpgid, waitpid, DumpableBehavior, Pid, PidfdFlags, Signal,
-    WaitOptions, WaitStatus,
+    getpgrp, getpid, getppid, pidfd_open, set_dumpable_behavior, set_parent_process_death_signal,
+    setpgid, waitpid, DumpableBehavior, Pid, PidfdFlags, Signal, WaitOptions, WaitStatus,
 };
 use rustix::termios::{isatty, tcgetpgrp, tcsetpgrp};
 
@@ -40,20 +39,10 @@ use crate::loopdev::{self, LoopError};
 use crate::mount::{self, MountError};
 use crate::namespaces::{Kind, NamespaceError, Namespaces};
 use crate::process::{ProcessError, TargetProcess};
+use crate::signals::Forwarding;
 use crate::step;
-use crate::sys::{self, Fork, SignalSet};
+use crate::sys::{self, Fork};
 use crate::target::{self, ResolveError, Runtime, Target};
-
-/// Signals crashcart forwards to the command.
-pub const FORWARDED_SIGNALS: [i32; 7] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
-];
 
 /// The default command when the image has bash.
 const BASH: [&str; 4] = [
@@ -300,15 +289,7 @@ fn session(
     let stdin = std::io::stdin();
     let job_control = isatty(&stdin) && tcgetpgrp(&stdin).is_ok_and(|pg| pg == getpgrp());
 
-    let waited: Vec<i32> = FORWARDED_SIGNALS
-        .iter()
-        .copied()
-        .chain([libc::SIGCHLD])
-        .collect();
-    let waited = SignalSet::of(&waited);
-    waited.block();
-    // Blocked SIGTTOU lets crashcart take the terminal back from the background at the end.
-    SignalSet::of(&[libc::SIGTTOU]).block();
+    let forwarding = Forwarding::block();
 
     let (status_r, status_w) = pipe_with(PipeFlags::CLOEXEC).map_err(sys_err("create a pipe"))?;
     let parent = getpid();
@@ -336,7 +317,7 @@ fn session(
         Fork::Parent(helper) => {
             // Our copies would keep the session's mount (and so the loop device) alive.
             drop(helper_args);
-            Ok(supervise(helper, &status_r, job_control, &waited))
+            Ok(supervise(helper, &status_r, job_control, &forwarding))
         }
     }
 }
@@ -476,35 +457,16 @@ fn enter_cwd(cwd: Option<&Path>) {
 
 /// crashcart's side of a session: forwards signals to the command until the helper exits, then
 /// takes the terminal back. Returns the helper's exit status (the command's, mapped).
-fn supervise(helper: Pid, status: &OwnedFd, job_control: bool, waited: &SignalSet) -> u8 {
+fn supervise(helper: Pid, status: &OwnedFd, job_control: bool, forwarding: &Forwarding) -> u8 {
     let mut buf = [0u8; 4];
     let command = match rustix::io::read(status, &mut buf) {
         Ok(4) => Pid::from_raw(i32::from_le_bytes(buf)),
         _ => None,
     };
-    // A pidfd cannot reach another process that later reuses the PID.
     let command = command.and_then(|pid| pidfd_open(pid, PidfdFlags::empty()).ok());
-    let code = loop {
-        let sig = waited.wait();
-        if sig == libc::SIGCHLD {
-            match waitpid(Some(helper), WaitOptions::NOHANG) {
-                Ok(Some((_, status))) => break exit_code(status),
-                Ok(None) => continue,
-                Err(_) => break EXIT_CRASHCART,
-            }
-        }
-        let signal = Signal::from_named_raw(sig);
-        match (&command, signal) {
-            (Some(fd), Some(signal)) => {
-                let _ = pidfd_send_signal(fd, signal);
-            }
-            // No command yet: a terminating signal aborts the session.
-            (None, Some(signal)) if signal != Signal::WINCH => {
-                let _ = rustix::process::kill_process(helper, Signal::KILL);
-            }
-            _ => {}
-        }
-    };
+    let code = forwarding
+        .until_exit(helper, command.as_ref())
+        .map_or(EXIT_CRASHCART, exit_code);
     if job_control {
         let _ = tcsetpgrp(std::io::stdin(), getpgrp());
     }
