@@ -81,14 +81,11 @@ section=$work/section.md
     echo "Run again: \`sudo bench/inject.sh\`."
 } >"$section"
 
-python3 - "$section" <<'PY'
-import sys
-section = open(sys.argv[1]).read()
-path = "BENCHMARKS.md"
-text = open(path).read()
-start, end = "<!-- bench:inject -->", "<!-- /bench:inject -->"
-head, rest = text.split(start, 1)
-_, tail = rest.split(end, 1)
-open(path, "w").write(head + start + "\n" + section + end + tail)
-PY
+# Replace our section of BENCHMARKS.md, between its markers, leaving the rest alone.
+awk -v section="$section" '
+    /^<!-- bench:inject -->$/ { print; while ((getline line < section) > 0) print line; skip = 1; next }
+    /^<!-- \/bench:inject -->$/ { skip = 0 }
+    !skip { print }
+' BENCHMARKS.md >"$work/BENCHMARKS.md"
+cat "$work/BENCHMARKS.md" >BENCHMARKS.md
 cat "$section"

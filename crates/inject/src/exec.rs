@@ -243,3 +243,25 @@ pub fn read_report(report: BorrowedFd<'_>) -> Option<(Stage, i32)> {
 pub fn os_args(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_with_path(path: &str) -> Environment {
+        let mut env = Environment::default();
+        env.set(b"PATH", path.as_bytes());
+        env
+    }
+
+    #[test]
+    fn path_search_candidates() {
+        let env = env_with_path("/dev/crashcart/bin::/bin");
+        let cmd = Command::new(&os_args(&["ls", "-l"]), &env, (0, 0)).unwrap();
+        let got: Vec<&str> = cmd.candidates.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(got, ["/dev/crashcart/bin/ls", "./ls", "/bin/ls"]);
+        let cmd = Command::new(&os_args(&["./x"]), &env, (0, 0)).unwrap();
+        assert_eq!(cmd.candidates.len(), 1);
+        assert!(Command::new(&[OsString::from("a\0b")], &env, (0, 0)).is_err());
+    }
+}
