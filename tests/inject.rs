@@ -607,11 +607,17 @@ fn mount_then_docker_exec_then_unmount() {
         "/dev/.cart/abc-tool/marker",
     ]));
     assert_eq!(stdout(&out).trim(), "stored", "{}", stderr(&out));
-    // A second -m is refused; sessions still work beside the mount and share its device.
+    // -m again with the same image is a no-op; another image is refused. Sessions still work
+    // beside the mount and share its device.
+    run_ok(&mut image.crashcart(&["-m", &c.id]));
+    let other = TestImage::busybox();
     assert_crashcart_error(
-        &run(&mut image.crashcart(&["-m", &c.id])),
+        &run(&mut other.crashcart(&["-m", &c.id])),
         "already mounted",
     );
+    assert!(wait_until(Duration::from_secs(10), || other
+        .loop_devices()
+        .is_empty()));
     let out = run_ok(&mut image.crashcart(&[
         &c.id,
         "sh",
@@ -644,6 +650,10 @@ fn exec_flag_runs_the_command_with_docker_exec() {
         "{}",
         stdout(&out)
     );
+    // -e again (the same image is mounted already) works; --user reaches docker exec.
+    let out = run_ok(&mut image.crashcart(&["-e", "--user", "1000:1001", &c.name, "id"]));
+    assert!(out.starts_with("uid=1000 gid=1001"), "{out}");
+    assert_eq!(image.loop_devices().len(), 1);
     // -e leaves the mount like -m does.
     assert!(c.exec(&["ls", "/dev/crashcart/bin/sh"]).status.success());
     run_ok(Command::new(bin("crashcart")).args(["-u", &c.id]));

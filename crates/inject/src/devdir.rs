@@ -47,8 +47,10 @@ pub enum DevError {
     /// `/dev/crashcart` exists and is not a directory.
     #[error("/dev/crashcart in the container exists and is not a directory")]
     NotADirectory,
-    /// Something is already mounted at `/dev/crashcart`.
-    #[error("something is already mounted at /dev/crashcart in the container (remove it with -u)")]
+    /// Something else is already mounted at `/dev/crashcart`.
+    #[error(
+        "something else is already mounted at /dev/crashcart in the container (remove it with -u)"
+    )]
     AlreadyMounted,
     /// `-u` found nothing to remove.
     #[error("nothing is mounted at /dev/crashcart in the container")]
@@ -228,7 +230,10 @@ pub fn mount_persistent(
         Err(e) => return Err(entry_err("create", MOUNT_NAME)(e)),
     };
     let dir = match open_mount_point(dev) {
-        Ok(dir) => dir,
+        Ok(dir) => Some(dir),
+        // Mounted already: fine if it is this image (same superblock, so same loop device),
+        // which makes -m and -e repeatable.
+        Err(DevError::AlreadyMounted) if mounts_same_filesystem(dev, image.as_fd()) => None,
         Err(e) => {
             if created {
                 let _ = unlinkat(dev, MOUNT_NAME, AtFlags::REMOVEDIR);
@@ -236,6 +241,47 @@ pub fn mount_persistent(
             return Err(e);
         }
     };
+    if let Some(dir) = dir {
+        attach_image(dev, dir, image, created)?;
+    } else {
+        step!("the image is already mounted at /dev/crashcart in the container");
+    }
+    if let Some(alias) = store_alias {
+        match symlinkat(STORE_ALIAS_TARGET, dev, alias) {
+            Ok(()) => step!("created /dev/{alias} -> {STORE_ALIAS_TARGET}"),
+            Err(Errno::EXIST) if is_store_alias(dev, OsStr::new(alias)) => {}
+            Err(e) => eprintln!(
+                "crashcart: warning: cannot create /dev/{alias} in the container: {e}; store paths will not resolve"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Whether `/dev/crashcart` (looked up without following symlinks) is the root of a mount of
+/// the filesystem `image` is a mount of.
+fn mounts_same_filesystem(dev: BorrowedFd<'_>, image: BorrowedFd<'_>) -> bool {
+    let mounted = openat2(
+        dev,
+        MOUNT_NAME,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    );
+    let (Ok(mounted), Ok(ours)) = (mounted, rustix::fs::fstat(image)) else {
+        return false;
+    };
+    rustix::fs::fstat(mounted).is_ok_and(|st| st.st_dev == ours.st_dev && st.st_ino == ours.st_ino)
+}
+
+/// Moves the detached image mount onto the opened, empty `/dev/crashcart`; on failure removes
+/// the directory if this run created it.
+fn attach_image(
+    dev: BorrowedFd<'_>,
+    dir: OwnedFd,
+    image: OwnedFd,
+    created: bool,
+) -> Result<(), DevError> {
     if let Err(e) = move_mount(
         image.as_fd(),
         "",
@@ -250,15 +296,6 @@ pub fn mount_persistent(
         return Err(entry_err("mount the image on", MOUNT_NAME)(e));
     }
     step!("mounted the image at /dev/crashcart in the container");
-    if let Some(alias) = store_alias {
-        match symlinkat(STORE_ALIAS_TARGET, dev, alias) {
-            Ok(()) => step!("created /dev/{alias} -> {STORE_ALIAS_TARGET}"),
-            Err(Errno::EXIST) if is_store_alias(dev, OsStr::new(alias)) => {}
-            Err(e) => eprintln!(
-                "crashcart: warning: cannot create /dev/{alias} in the container: {e}; store paths will not resolve"
-            ),
-        }
-    }
     Ok(())
 }
 

@@ -157,7 +157,7 @@ pub fn run(cli: &Cli) -> Result<u8, SessionError> {
             return Ok(code);
         }
         if cli.exec {
-            return docker_exec(&target, &process, &command);
+            return docker_exec(&target, &process, &command, cli.user);
         }
         return Ok(0);
     }
@@ -252,6 +252,7 @@ fn docker_exec(
     target: &Target,
     process: &TargetProcess,
     command: &[OsString],
+    user: Option<(u32, u32)>,
 ) -> Result<u8, SessionError> {
     let id = target.id.clone().unwrap_or_default();
     let environ = process.environ()?;
@@ -265,6 +266,9 @@ fn docker_exec(
     path.push(std::ffi::OsStr::from_bytes(
         env.get(b"PATH").unwrap_or_default(),
     ));
+    if let Some((uid, gid)) = user {
+        docker.arg("--user").arg(format!("{uid}:{gid}"));
+    }
     docker.arg("-e").arg(path).arg(&id).args(command);
     step!("exec: {docker:?}");
     Err(SessionError::DockerExec(docker.exec()))
