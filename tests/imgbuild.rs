@@ -722,6 +722,33 @@ fn tar_plain_gzip_and_stdin_equal_closure() {
     assert_eq!(sha256(&tar_img), want, "--tar FILE equals --closure");
     assert_eq!(sha256(&stdin_img), want, "--tar - (gzip) equals --closure");
 
+    // With --size the stream is written as it arrives, never kept: same content, same digest.
+    let sized_img = s.out("sized.img");
+    let mut child = b
+        .command(&[], Path::new("/"))
+        .args(["-q", "--size", "64M", "--tar", "-"])
+        .args(common)
+        .arg("-o")
+        .arg(&sized_img)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn builder");
+    {
+        use std::io::Write;
+        let plain = fs::read(&tar).unwrap();
+        child.stdin.take().unwrap().write_all(&plain).unwrap();
+    }
+    assert_success(&child.wait_with_output().unwrap(), "--size 64M --tar -");
+    assert_fsck_clean(&sized_img);
+    assert_eq!(fs::metadata(&sized_img).unwrap().len(), 64 << 20);
+    assert_eq!(
+        manifest_of(&sized_img)["digest"],
+        manifest_of(&closure_img)["digest"],
+        "same content digest"
+    );
+
     if !is_root() {
         return;
     }
@@ -812,6 +839,16 @@ fn generated_rc_file_gives_way_to_one_from_a_dir() {
             .arg(&img),
     );
     assert!(rc.starts_with("# mine"), "{rc}");
+}
+
+/// The manifest of an image, read with debugfs (no mount).
+fn manifest_of(image: &Path) -> serde_json::Value {
+    let json = run_ok(
+        Command::new("debugfs")
+            .args(["-R", "cat /.crashcart/manifest.json"])
+            .arg(image),
+    );
+    serde_json::from_str(&json).expect("manifest is JSON")
 }
 
 /// Runs the builder expecting failure with `code`, a one-line message containing every

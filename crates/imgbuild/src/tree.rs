@@ -54,6 +54,8 @@ pub struct Dir {
     pub ino: u32,
     /// Its parent (the root is its own parent).
     pub parent: DirId,
+    /// Its name in the parent (empty for the root), for paths in messages.
+    pub name: Vec<u8>,
     /// Names in it, in byte order (the order they are written in).
     pub children: BTreeMap<Vec<u8>, Child>,
     /// Mode, owner and xattrs; defaults until an input provides the directory itself.
@@ -107,6 +109,7 @@ impl Tree {
             dirs: vec![Dir {
                 ino: root_ino,
                 parent: ROOT,
+                name: Vec::new(),
                 children: BTreeMap::new(),
                 attrs: root_attrs,
                 explicit: false,
@@ -142,15 +145,8 @@ impl Tree {
     pub fn path_of(&self, mut id: DirId) -> PathBuf {
         let mut parts = Vec::new();
         while id != ROOT {
-            let parent = self.dirs[id].parent;
-            let name = self.dirs[parent]
-                .children
-                .iter()
-                .find(|(_, c)| c.dir == Some(id))
-                .map(|(n, _)| n.clone())
-                .expect("directory is named in its parent");
-            parts.push(name);
-            id = parent;
+            parts.push(&self.dirs[id].name);
+            id = self.dirs[id].parent;
         }
         let mut path = PathBuf::from("/");
         for part in parts.iter().rev() {
@@ -229,6 +225,7 @@ impl Tree {
         self.dirs.push(Dir {
             ino,
             parent,
+            name: name.to_vec(),
             children: BTreeMap::new(),
             attrs,
             explicit,
