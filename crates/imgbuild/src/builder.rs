@@ -79,9 +79,11 @@ pub enum BuildError {
 impl From<WriteError> for BuildError {
     fn from(e: WriteError) -> Self {
         match e {
-            WriteError::Tree(_) | WriteError::Read { .. } | WriteError::ShortInput { .. } => {
-                BuildError::Input(InputError::Write(e))
-            }
+            WriteError::Tree(_)
+            | WriteError::Read { .. }
+            | WriteError::ShortInput { .. }
+            | WriteError::LinkTarget { .. }
+            | WriteError::LongSymlink { .. } => BuildError::Input(InputError::Write(e)),
             e if e.is_disk_full() => BuildError::DiskFull(e),
             e if e.is_image_full() => BuildError::ImageFull {
                 source: e,

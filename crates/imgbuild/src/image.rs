@@ -83,6 +83,14 @@ pub enum WriteError {
         /// Why.
         source: MapError,
     },
+    /// A hard link to a path that is not (yet) a file in the image.
+    #[error("hard link {} points at {}, which is not a file written before it", path.display(), target.display())]
+    LinkTarget {
+        /// The link.
+        path: PathBuf,
+        /// What it names.
+        target: PathBuf,
+    },
     /// A symlink target longer than a block.
     #[error("{}: symlink target of {len} bytes is longer than a block", path.display())]
     LongSymlink {
@@ -387,9 +395,9 @@ impl ImageWriter {
             .tree
             .lookup(target)
             .filter(|c| c.dir.is_none())
-            .ok_or_else(|| TreeError::BadPath {
-                path: target.to_path_buf(),
-                origin: format!("hard link {} (target not written yet)", path.display()),
+            .ok_or_else(|| WriteError::LinkTarget {
+                path: path.to_path_buf(),
+                target: target.to_path_buf(),
             })?;
         let (parent, name) = self.parent_of(path, origin)?;
         self.tree.check_free(parent, name, origin)?;

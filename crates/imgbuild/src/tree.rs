@@ -313,17 +313,21 @@ impl Tree {
 
     /// Looks up a path (for hard links inside a tar stream).
     pub fn lookup(&self, path: &Path) -> Option<Child> {
-        let mut id = ROOT;
-        let mut found = None;
+        // `None` until a name is found; then the directory to continue in, if it is one.
+        let mut found: Option<Child> = None;
         for c in path.components() {
-            let std::path::Component::Normal(name) = c else {
-                continue;
+            let name = match c {
+                std::path::Component::Normal(name) => name,
+                std::path::Component::RootDir | std::path::Component::CurDir => continue,
+                // `..` is never followed: inputs name paths inside the image only.
+                _ => return None,
             };
-            let child = *self.dirs[id].children.get(name.as_bytes())?;
-            found = Some(child);
-            if let Some(d) = child.dir {
-                id = d;
-            }
+            let id = match found {
+                None => ROOT,
+                Some(Child { dir: Some(d), .. }) => d,
+                Some(_) => return None, // a file used as a directory
+            };
+            found = Some(*self.dirs[id].children.get(name.as_bytes())?);
         }
         found
     }
@@ -424,6 +428,22 @@ mod tests {
             .walk(&[b"bin".as_slice()], a, &Attributes::default(), &mut alloc)
             .unwrap_err();
         assert!(matches!(err, TreeError::NotADirectory { .. }));
+    }
+
+    #[test]
+    fn lookup_follows_directories_only() {
+        let mut t = Tree::new(2, Attributes::default());
+        let a = t.add_origin("x".into());
+        let mut alloc = counter();
+        let bin = t
+            .walk(&[b"bin".as_slice()], a, &Attributes::default(), &mut alloc)
+            .unwrap();
+        t.insert(bin, b"sh", 7, FileType::Regular, a).unwrap();
+        assert_eq!(t.lookup(Path::new("/bin/sh")).map(|c| c.ino), Some(7));
+        assert!(t.lookup(Path::new("bin/sh/x")).is_none());
+        assert!(t.lookup(Path::new("bin/../bin/sh")).is_none());
+        assert!(t.lookup(Path::new("sh")).is_none());
+        assert_eq!(t.path_of(bin), Path::new("/bin"));
     }
 
     #[test]
