@@ -705,72 +705,145 @@ fn signals_are_forwarded_to_the_command() {
     assert_no_trace(&image, c.pid());
 }
 
+/// A command running on a terminal (`script` gives it a pty) that the test types into.
+struct Terminal {
+    child: Child,
+    input: Option<std::process::ChildStdin>,
+    seen: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Terminal {
+    fn start(command: &str) -> Terminal {
+        let mut child = Command::new("script")
+            .args(["-q", "-e", "-c", command, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut output = child.stdout.take().unwrap();
+        let reader = {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = output.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    seen.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_str(&text);
+                }
+            })
+        };
+        Terminal {
+            input: child.stdin.take(),
+            child,
+            seen,
+            reader: Some(reader),
+        }
+    }
+
+    fn output(&self) -> String {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits until the output shows `text` `times` times in all.
+    fn shows_n(&self, text: &str, times: usize) {
+        let ok = wait_until(Duration::from_secs(20), || {
+            self.output().matches(text).count() >= times
+        });
+        assert!(ok, "terminal never showed {text:?}:\n{:?}", self.output());
+    }
+
+    fn shows(&self, text: &str) {
+        self.shows_n(text, 1)
+    }
+
+    fn type_in(&mut self, text: &str) {
+        let input = self.input.as_mut().unwrap();
+        input.write_all(text.as_bytes()).unwrap();
+        input.flush().unwrap();
+    }
+
+    fn wait(mut self) -> (Option<i32>, String) {
+        drop(self.input.take());
+        let status = self.child.wait().unwrap();
+        self.reader.take().unwrap().join().unwrap();
+        (status.code(), self.output())
+    }
+}
+
+fn have_script() -> bool {
+    if crashcart_tests::have("script") {
+        return true;
+    }
+    skip("script (util-linux) not installed");
+    false
+}
+
 #[test]
 fn ctrl_c_at_an_interactive_shell_does_not_end_the_session() {
-    if !ready() {
-        return;
-    }
-    if !crashcart_tests::have("script") {
-        skip("script (util-linux) not installed");
+    if !ready() || !have_script() {
         return;
     }
     let image = TestImage::busybox();
     let c = Container::start(&[], &[]);
-    // script gives crashcart a terminal; we type into it.
-    let command = format!(
+    let mut term = Terminal::start(&format!(
         "{} -i {} {} sh -i",
         bin("crashcart").display(),
         image.path.display(),
         c.id
-    );
-    let mut term = Command::new("script")
-        .args(["-q", "-e", "-c", &command, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = term.stdin.take().unwrap();
-    // Collect the terminal's output as it comes, to type only when the shell is ready.
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let mut output = term.stdout.take().unwrap();
-    let reader = {
-        let seen = seen.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = output.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        })
-    };
-    let shows = |text: &str| {
-        wait_until(Duration::from_secs(20), || {
-            seen.lock().unwrap().contains(text)
-        })
-    };
-    let mut typed = |s: &str| {
-        input.write_all(s.as_bytes()).unwrap();
-        input.flush().unwrap();
-    };
-    assert!(shows("# "), "no prompt: {:?}", seen.lock().unwrap());
-    typed("echo sleeping; sleep 30\n");
-    assert!(shows("sleeping\r\n"), "{:?}", seen.lock().unwrap());
+    ));
+    term.shows("# ");
+    term.type_in("echo sleeping; sleep 30\n");
+    term.shows("sleeping\r\n");
     std::thread::sleep(Duration::from_millis(300));
     // Ctrl-C: the terminal sends SIGINT to the foreground job (sleep), not to crashcart; the
     // shell abandons the line and prompts again, as any interactive shell does.
-    typed("\x03");
-    assert!(shows("^C"), "{:?}", seen.lock().unwrap());
-    typed("echo alive-$((40+2))\n");
-    assert!(shows("alive-42"), "{:?}", seen.lock().unwrap());
-    typed("exit 7\n");
-    drop(input);
-    let status = term.wait().unwrap();
-    reader.join().unwrap();
-    assert_eq!(status.code(), Some(7), "{:?}", seen.lock().unwrap());
+    term.type_in("\x03");
+    term.shows("^C");
+    term.type_in("echo alive-$((40+2))\n");
+    term.shows("alive-42");
+    term.type_in("exit 7\n");
+    let (code, output) = term.wait();
+    assert_eq!(code, Some(7), "{output:?}");
+    assert_no_trace(&image, c.pid());
+}
+
+#[test]
+fn ctrl_z_stops_the_session_and_fg_resumes_it() {
+    if !ready() || !have_script() || !crashcart_tests::have("bash") {
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start(&[], &[]);
+    // A job-control shell on the host starts crashcart, as a user's would.
+    let mut term = Terminal::start("bash --norc --noprofile -i");
+    term.type_in("PS1='READY> '\n");
+    term.shows_n("READY> ", 1);
+    term.type_in(&format!(
+        "{} -i {} {} sh -c 'echo started; sleep 30; echo finished'\n",
+        bin("crashcart").display(),
+        image.path.display(),
+        c.id
+    ));
+    term.shows("started\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    term.type_in("\x1a"); // Ctrl-Z
+    term.shows("Stopped");
+    term.shows_n("READY> ", 2);
+    term.type_in("fg\n");
+    std::thread::sleep(Duration::from_millis(500));
+    term.type_in("\x03"); // the command dies of SIGINT: crashcart exits 130
+    term.shows_n("READY> ", 3);
+    term.type_in("echo rc=$?\n");
+    term.shows("rc=130");
+    term.type_in("exit\n");
+    let (_, output) = term.wait();
+    assert!(!output.contains("\r\nfinished\r\n"), "{output:?}");
     assert_no_trace(&image, c.pid());
 }
 

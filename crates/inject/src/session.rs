@@ -416,7 +416,10 @@ impl Helper {
         drop(go_w);
 
         let report = exec::read_report(report_r.as_fd());
-        let code = wait_exit_code(child);
+        let code = match job_control {
+            true => wait_as_foreground_job(child),
+            false => wait_exit_code(child),
+        };
         if let Some((stage, errno)) = report {
             let why = Errno::from_raw_os_error(errno);
             match stage {
@@ -475,6 +478,30 @@ fn supervise(helper: Pid, status: &OwnedFd, job_control: bool, forwarding: &Forw
         let _ = tcsetpgrp(std::io::stdin(), getpgrp());
     }
     code
+}
+
+/// Waits for the command running as the terminal's foreground job. When it is stopped
+/// (Ctrl-Z), does what a shell does for a stopped job one level up: takes the terminal back for
+/// crashcart's process group and stops that group, so the shell that started crashcart regains
+/// the terminal; its `fg` continues us, and we hand the terminal back to the command.
+fn wait_as_foreground_job(command: Pid) -> u8 {
+    let stdin = std::io::stdin();
+    loop {
+        match waitpid(Some(command), WaitOptions::UNTRACED) {
+            Ok(Some((_, status))) if status.stopped() => {
+                // SIGTTOU is blocked (inherited from crashcart): we may take the terminal from
+                // the background.
+                let _ = tcsetpgrp(&stdin, getpgrp());
+                let _ = rustix::process::kill_current_process_group(Signal::TSTP);
+                // Continued (by `fg`, which gave our group the terminal).
+                let _ = tcsetpgrp(&stdin, command);
+                let _ = rustix::process::kill_process_group(command, Signal::CONT);
+            }
+            Ok(Some((_, status))) => return exit_code(status),
+            Err(Errno::INTR) => continue,
+            _ => return EXIT_CRASHCART,
+        }
+    }
 }
 
 /// Waits for `pid` and maps its status like a shell: the exit code, or 128+N on signal N.
