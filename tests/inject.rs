@@ -201,6 +201,15 @@ fn bad_input_exits_125_with_one_line_and_changes_nothing() {
         .args([&c.id, "true"]));
     assert_crashcart_error(&out, "not a regular file");
 
+    // A FIFO must not hang crashcart.
+    let fifo = tmp.path().join("fifo.img");
+    run_ok(Command::new("mkfifo").arg(&fifo));
+    let out = run(Command::new(bin("crashcart"))
+        .arg("-i")
+        .arg(&fifo)
+        .args([&c.id, "true"]));
+    assert_crashcart_error(&out, "not a regular file");
+
     // No -i, no $CRASHCART_IMAGE, nothing in the working directory.
     let out = run(Command::new(bin("crashcart"))
         .env_remove("CRASHCART_IMAGE")

@@ -4,10 +4,10 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+use rustix::fs::{fcntl_getfl, fcntl_setfl, openat2, Mode, OFlags, ResolveFlags};
 
 /// Byte offset of `s_magic` in an ext2/3/4 image (superblock at 1024, magic at +56).
 const EXT_MAGIC_OFFSET: u64 = 1024 + 56;
@@ -86,11 +86,22 @@ impl Image {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(open_err)?;
+        // O_NONBLOCK: a FIFO passed as the image must not hang us in open(); it is cleared
+        // once the file is known to be regular (where it would mean nothing anyway).
+        let file = File::options()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(open_err)?;
         let meta = file.metadata().map_err(open_err)?;
         if !meta.is_file() {
             return Err(ImageError::NotAFile(path.to_path_buf()));
         }
+        fcntl_setfl(
+            &file,
+            fcntl_getfl(&file).map_err(|e| open_err(e.into()))? - OFlags::NONBLOCK,
+        )
+        .map_err(|e| open_err(e.into()))?;
         let mut magic = [0u8; 2];
         match file.read_exact_at(&mut magic, EXT_MAGIC_OFFSET) {
             Ok(()) if u16::from_le_bytes(magic) == EXT_MAGIC => {}
