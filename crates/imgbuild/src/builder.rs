@@ -241,25 +241,35 @@ fn image_store_path(p: &Path) -> PathBuf {
     Path::new("store").join(p.file_name().expect("checked store path"))
 }
 
-/// Runs one build.
-pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
-    let started = Instant::now();
-    let time = source_date_epoch()?;
+/// Everything a build reads, resolved before anything is written.
+struct Inputs {
+    /// `--dir` trees and the `--host` staging tree, with their names for messages.
+    dirs: Vec<(PathBuf, String)>,
+    closure: Option<ClosureInput>,
+    tar: Option<TarSource>,
+    relocation: Option<Relocation>,
+    /// The store directory of closure and tar inputs (`/nix/store`, or the relocation's FROM).
+    store_dir: String,
+    env: BTreeMap<String, String>,
+    programs: Vec<ProgramRecord>,
+    /// The `--host` staging directory, removed when the build ends.
+    _staging: Option<tempfile::TempDir>,
+    /// Whatever `--packages` needs alive until the image is written.
+    _keep: Vec<Box<dyn std::any::Any>>,
+}
+
+/// Refuses flag combinations that do not describe a build.
+fn check_flags(cli: &Cli) -> Result<(), BuildError> {
+    let usage = |m: &str| Err(BuildError::Usage(m.to_string()));
     if cli.closure.is_some() && cli.nix.packages.is_some() {
-        return Err(BuildError::Usage(
-            "--closure and --packages both give a closure; use one".into(),
-        ));
+        return usage("--closure and --packages both give a closure; use one");
     }
-    if cli.closure.as_deref() == Some(Path::new("-")) && cli.tar.as_deref() == Some(Path::new("-"))
-    {
-        return Err(BuildError::Usage(
-            "--closure - and --tar - cannot both read stdin".into(),
-        ));
+    let stdin = Some(Path::new("-"));
+    if cli.closure.as_deref() == stdin && cli.tar.as_deref() == stdin {
+        return usage("--closure - and --tar - cannot both read stdin");
     }
     if cli.profile.is_some() && cli.closure.is_none() && cli.tar.is_none() {
-        return Err(BuildError::Usage(
-            "--profile needs --closure or --tar".into(),
-        ));
+        return usage("--profile needs --closure or --tar");
     }
     let no_input = cli.dirs.is_empty()
         && cli.closure.is_none()
@@ -267,10 +277,13 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
         && cli.nix.packages.is_none()
         && cli.host.programs.is_empty();
     if no_input {
-        return Err(BuildError::Usage(
-            "no input: give --dir, --closure, --tar, --packages or --host".into(),
-        ));
+        return usage("no input: give --dir, --closure, --tar, --packages or --host");
     }
+    Ok(())
+}
+
+/// Checks the inputs exist and runs the modules that make inputs (`--host`, `--packages`).
+fn resolve_inputs(cli: &Cli) -> Result<Inputs, BuildError> {
     for dir in &cli.dirs {
         let meta = std::fs::metadata(dir).map_err(|source| InputError::Unreadable {
             path: dir.clone(),
@@ -280,17 +293,15 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
             return Err(InputError::NotADirectory(dir.clone()).into());
         }
     }
-    let mut relocation = cli.relocate.clone();
-
-    // Inputs built by other modules first: they may fail, and nothing is written before.
     let mut dirs: Vec<(PathBuf, String)> = cli
         .dirs
         .iter()
         .map(|d| (d.clone(), format!("--dir {}", d.display())))
         .collect();
+
     let mut env = BTreeMap::new();
     let mut programs = Vec::new();
-    let _staging = if cli.host.programs.is_empty() {
+    let staging = if cli.host.programs.is_empty() {
         None
     } else {
         let staging = tempfile::tempdir().map_err(|source| OutputError::Create {
@@ -299,9 +310,7 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
         })?;
         let bundle = host::bundle(&cli.host.programs, staging.path())?;
         dirs.push((staging.path().to_path_buf(), "--host".into()));
-        for (k, v) in bundle.env {
-            env.insert(k, v);
-        }
+        env.extend(bundle.env);
         programs = bundle
             .programs
             .into_iter()
@@ -320,7 +329,8 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
         )));
     }
 
-    let mut _keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    let mut relocation = cli.relocate.clone();
+    let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
     let closure = if cli.nix.packages.is_some() {
         let built = nix::build(&cli.nix)?;
         if let Some(r) = &built.relocate {
@@ -328,14 +338,12 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
                 Relocation::new(&r.from, &r.to).map_err(|e| BuildError::Usage(e.to_string()))?,
             );
         }
-        _keep = built.keep;
+        keep = built.keep;
+        let mut store_paths = built.store_paths;
+        store_paths.sort();
+        store_paths.dedup();
         Some(ClosureInput {
-            store_paths: {
-                let mut v = built.store_paths;
-                v.sort();
-                v.dedup();
-                v
-            },
+            store_paths,
             profile: Some(built.profile),
             real_root: built.real_root,
         })
@@ -349,45 +357,25 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
         None
     };
     if let Some(c) = &closure {
-        for p in &c.store_paths {
-            let at = real_path(&c.real_root, p);
-            if std::fs::symlink_metadata(&at).is_err() {
-                return Err(BuildError::MissingStorePath {
-                    path: p.clone(),
-                    at,
-                });
-            }
-        }
-        if let Some(profile) = &c.profile {
-            if !c.store_paths.contains(profile) {
-                return Err(BuildError::Usage(format!(
-                    "--profile {} is not one of the closure's store paths",
-                    profile.display()
-                )));
-            }
-        }
+        check_closure(c)?;
     }
     let store_dir = relocation
         .as_ref()
         .map_or(DEFAULT_STORE_DIR.to_string(), |r| r.from.clone());
-
-    let mut tar = match &cli.tar {
+    let tar = match &cli.tar {
         None => None,
+        Some(p) if p == Path::new("-") && cli.size.is_some() => Some(TarSource::Stdin),
         Some(p) if p == Path::new("-") => {
-            if cli.size.is_some() {
-                Some(TarSource::Stdin)
-            } else {
-                // The size must be known before writing: keep the stream (not its contents
-                // unpacked) until it has been measured.
-                let mut spool = output::scratch_file(&cli.output)?;
-                std::io::copy(&mut std::io::stdin().lock(), &mut spool).map_err(|source| {
-                    InputError::Unreadable {
-                        path: "-".into(),
-                        source,
-                    }
-                })?;
-                Some(TarSource::Spooled(spool))
-            }
+            // The size must be known before writing: keep the stream (not its contents
+            // unpacked) until it has been measured.
+            let mut spool = output::scratch_file(&cli.output)?;
+            std::io::copy(&mut std::io::stdin().lock(), &mut spool).map_err(|source| {
+                InputError::Unreadable {
+                    path: "-".into(),
+                    source,
+                }
+            })?;
+            Some(TarSource::Spooled(spool))
         }
         Some(p) => {
             File::open(p).map_err(|source| InputError::Unreadable {
@@ -397,181 +385,216 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
             Some(TarSource::Path(p.clone()))
         }
     };
+    Ok(Inputs {
+        dirs,
+        closure,
+        tar,
+        relocation,
+        store_dir,
+        env,
+        programs,
+        _staging: staging,
+        _keep: keep,
+    })
+}
 
-    // Size.
+/// Every store path is where its bytes should be, and the profile is one of them.
+fn check_closure(c: &ClosureInput) -> Result<(), BuildError> {
+    for p in &c.store_paths {
+        let at = real_path(&c.real_root, p);
+        if std::fs::symlink_metadata(&at).is_err() {
+            return Err(BuildError::MissingStorePath {
+                path: p.clone(),
+                at,
+            });
+        }
+    }
+    if let Some(profile) = &c.profile {
+        if !c.store_paths.contains(profile) {
+            return Err(BuildError::Usage(format!(
+                "--profile {} is not one of the closure's store paths",
+                profile.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Measures the inputs (metadata only) and picks the geometry: `--size`, or computed.
+fn size_image(cli: &Cli, inputs: &mut Inputs) -> Result<(Geometry, Estimate), BuildError> {
     let mut estimate = Estimate::default();
     let mut linked = std::collections::HashSet::new();
-    for (dir, _) in &dirs {
+    for (dir, _) in &inputs.dirs {
         estimate.add_tree(dir, &mut linked)?;
     }
-    if let Some(c) = &closure {
+    if let Some(c) = &inputs.closure {
         for p in &c.store_paths {
             estimate.add_tree(&real_path(&c.real_root, p), &mut linked)?;
         }
-    }
-    if let Some(t) = tar.as_mut() {
-        if !matches!(t, TarSource::Stdin) {
-            let name = t.name();
-            estimate.add_tar(t.open()?, &name, store_dir.as_bytes())?;
-        }
-    }
-    if let Some(c) = &closure {
         estimate.store_paths += c.store_paths.len() as u64;
     }
-    let manifest_guess = 4096 + estimate.store_paths * 160 + programs.len() as u64 * 256;
-    estimate.generated(manifest_guess);
+    if let Some(t) = inputs.tar.as_mut() {
+        if !matches!(t, TarSource::Stdin) {
+            let name = t.name();
+            estimate.add_tar(t.open()?, &name, inputs.store_dir.as_bytes())?;
+        }
+    }
+    // The manifest and the rc file.
+    estimate.generated(4096 + estimate.store_paths * 160 + inputs.programs.len() as u64 * 256);
     estimate.generated(4096);
-    let geometry = match cli.size {
-        Some(bytes) => Geometry {
-            blocks: bytes / u64::from(BLOCK_SIZE),
-            inodes: estimate.geometry(cli.fs, cli.headroom).inodes,
-            kind: cli.fs,
-        },
-        None => estimate.geometry(cli.fs, cli.headroom),
+    let computed = estimate.geometry(cli.fs, cli.headroom);
+    let Some(size) = cli.size else {
+        return Ok((computed, estimate));
     };
-    let image_bytes = geometry.blocks * u64::from(BLOCK_SIZE);
-    if let Some(size) = cli.size {
-        let min = (journal_blocks() + MIN_FREE_BLOCKS) * u64::from(BLOCK_SIZE);
-        if size < min {
-            return Err(BuildError::SizeTooSmall { size, min });
+    let min = (journal_blocks() + MIN_FREE_BLOCKS) * u64::from(BLOCK_SIZE);
+    if size < min {
+        return Err(BuildError::SizeTooSmall { size, min });
+    }
+    let geometry = Geometry {
+        blocks: size / u64::from(BLOCK_SIZE),
+        ..computed
+    };
+    Ok((geometry, estimate))
+}
+
+/// Writes every input: trees first, then the closure and the tar stream (relocated), then the
+/// profile links.
+fn write_inputs(
+    writer: &mut ImageWriter,
+    cli: &Cli,
+    inputs: &mut Inputs,
+) -> Result<(), BuildError> {
+    for (dir, name) in &inputs.dirs {
+        let origin = writer.add_origin(name.clone());
+        input::add_tree(writer, dir, Path::new(""), origin)?;
+    }
+    writer.set_relocating(true);
+    if let Some(c) = &inputs.closure {
+        for p in &c.store_paths {
+            let origin = writer.add_origin(format!("store path {}", p.display()));
+            let source = real_path(&c.real_root, p);
+            input::add_tree(writer, &source, &image_store_path(p), origin)?;
         }
     }
-    let size_hint = if cli.size.is_some() {
-        "; give a larger --size, or none to compute it"
-    } else {
-        ""
+    if let Some(t) = inputs.tar.as_mut() {
+        let name = format!("--tar {}", t.name());
+        let origin = writer.add_origin(name.clone());
+        let stream = t.open()?;
+        input::add_tar(writer, stream, inputs.store_dir.as_bytes(), origin, &name)?;
+    }
+    writer.set_relocating(false);
+    let profile = match &inputs.closure {
+        Some(c) => c.profile.clone(),
+        None => cli.profile.clone(),
     };
-    let with_hint = |e: BuildError| match e {
-        BuildError::ImageFull { source, .. } => BuildError::ImageFull {
-            source,
-            hint: size_hint,
-        },
-        e => e,
-    };
+    if let Some(profile) = profile {
+        link_profile(writer, &profile)?;
+    }
+    Ok(())
+}
 
-    let pending = PendingImage::create(&cli.output, image_bytes)?;
-    let show = !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let progress = Progress::new(show, estimate.bytes);
-    let opts = WriteOptions {
-        kind: cli.fs,
-        time,
-        keep_owner: cli.keep_owner,
-        relocation: relocation.clone(),
-    };
-    let mut writer = ImageWriter::create(pending.file()?, pending.path(), geometry, opts, progress)
-        .map_err(|e| with_hint(e.into()))?;
-
-    let written = (|| -> Result<(), BuildError> {
-        for (dir, name) in &dirs {
-            let origin = writer.add_origin(name.clone());
-            input::add_tree(&mut writer, dir, Path::new(""), origin)?;
-        }
-        writer.set_relocating(true);
-        if let Some(c) = &closure {
-            for p in &c.store_paths {
-                let origin = writer.add_origin(format!("store path {}", p.display()));
-                input::add_tree(
-                    &mut writer,
-                    &real_path(&c.real_root, p),
-                    &image_store_path(p),
-                    origin,
-                )?;
-            }
-        }
-        if let Some(t) = tar.as_mut() {
-            let name = format!("--tar {}", t.name());
-            let origin = writer.add_origin(name.clone());
-            let stream = t.open()?;
-            input::add_tar(&mut writer, stream, store_dir.as_bytes(), origin, &name)?;
-        }
-        let profile = closure
-            .as_ref()
-            .and_then(|c| c.profile.clone())
-            .or_else(|| {
-                if tar.is_some() {
-                    cli.profile.clone()
-                } else {
-                    None
-                }
-            });
-        writer.set_relocating(false);
-        if let Some(profile) = profile {
-            link_profile(&mut writer, &profile)?;
-        }
-        Ok(())
-    })();
-    written.map_err(with_hint)?;
-
+/// Adds `.crashcartrc` (unless an input brought one) and the manifest; returns the digest.
+fn write_generated(
+    writer: &mut ImageWriter,
+    cli: &Cli,
+    inputs: &Inputs,
+) -> Result<(String, crate::image::Totals), BuildError> {
     let origin = writer.add_origin("the builder".into());
-    if !writer.exists(Path::new(manifest::RC_PATH)) {
-        let rc = manifest::rc_file(&env);
-        writer
-            .file(
-                Path::new(manifest::RC_PATH),
-                plain(0o644),
-                rc.len() as u64,
-                Content::Bytes(&rc),
-                None,
-                origin,
-            )
-            .map_err(|e| with_hint(e.into()))?;
-    }
     if writer.exists(Path::new(manifest::MANIFEST_PATH)) {
-        return Err(BuildError::Usage(format!(
-            "an input provides /{}, which the builder writes",
-            manifest::MANIFEST_PATH
-        )));
+        return Err(InputError::Reserved(manifest::MANIFEST_PATH.into()).into());
+    }
+    if !writer.exists(Path::new(manifest::RC_PATH)) {
+        let rc = manifest::rc_file(&inputs.env);
+        let size = rc.len() as u64;
+        writer.file(
+            Path::new(manifest::RC_PATH),
+            plain(0o644),
+            size,
+            Content::Bytes(&rc),
+            None,
+            origin,
+        )?;
     }
     // Store paths: the closure's, or those a tar stream brought (its members under the store
     // directory), named as nix names them — the same list for the same paths either way.
-    let mut store_paths: Vec<String> = closure
-        .as_ref()
-        .map(|c| {
-            c.store_paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    if tar.is_some() {
+    let mut store_paths: Vec<String> = inputs
+        .closure
+        .iter()
+        .flat_map(|c| c.store_paths.iter().map(|p| p.display().to_string()))
+        .collect();
+    if inputs.tar.is_some() {
         for name in writer.names_in(Path::new("store")) {
-            store_paths.push(format!("{store_dir}/{}", String::from_utf8_lossy(&name)));
+            let name = String::from_utf8_lossy(&name);
+            store_paths.push(format!("{}/{name}", inputs.store_dir));
         }
     }
     store_paths.sort();
     store_paths.dedup();
+    // Everything but the manifest is counted and digested.
     let totals = writer.totals();
     let digest = writer.digest();
+    let relocation = inputs.relocation.as_ref();
     let record = Manifest {
         format: manifest::FORMAT,
         builder: format!("crashcart-imgbuild {}", env!("CARGO_PKG_VERSION")),
         fs: cli.fs,
-        store_alias: relocation.as_ref().map(|r| r.to.clone()),
-        relocation: relocation.as_ref().map(|r| RelocationRecord {
+        store_alias: relocation.map(|r| r.to.clone()),
+        relocation: relocation.map(|r| RelocationRecord {
             from: r.from.clone(),
             to: r.to.clone(),
         }),
-        env,
+        env: inputs.env.clone(),
         store_paths,
-        programs,
+        programs: inputs.programs.clone(),
         files: totals.files,
         bytes: totals.bytes,
         digest: digest.clone(),
     };
     let json = record.to_json();
-    writer
-        .dir(Path::new(".crashcart"), plain(0o755), origin)
+    writer.dir(Path::new(".crashcart"), plain(0o755), origin)?;
+    let size = json.len() as u64;
+    writer.file(
+        Path::new(manifest::MANIFEST_PATH),
+        plain(0o644),
+        size,
+        Content::Bytes(&json),
+        None,
+        origin,
+    )?;
+    Ok((digest, totals))
+}
+
+/// Runs one build.
+pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
+    let started = Instant::now();
+    let time = source_date_epoch()?;
+    check_flags(cli)?;
+    let mut inputs = resolve_inputs(cli)?;
+    let (geometry, estimate) = size_image(cli, &mut inputs)?;
+    let image_bytes = geometry.blocks * u64::from(BLOCK_SIZE);
+    let hint = if cli.size.is_some() {
+        "; give a larger --size, or none to compute it"
+    } else {
+        ""
+    };
+    let with_hint = |e: BuildError| match e {
+        BuildError::ImageFull { source, .. } => BuildError::ImageFull { source, hint },
+        e => e,
+    };
+
+    let pending = PendingImage::create(&cli.output, image_bytes)?;
+    let show = !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let opts = WriteOptions {
+        kind: cli.fs,
+        time,
+        keep_owner: cli.keep_owner,
+        relocation: inputs.relocation.clone(),
+    };
+    let progress = Progress::new(show, estimate.bytes);
+    let mut writer = ImageWriter::create(pending.file()?, pending.path(), geometry, opts, progress)
         .map_err(|e| with_hint(e.into()))?;
-    writer
-        .file(
-            Path::new(manifest::MANIFEST_PATH),
-            plain(0o644),
-            json.len() as u64,
-            Content::Bytes(&json),
-            None,
-            origin,
-        )
-        .map_err(|e| with_hint(e.into()))?;
+    write_inputs(&mut writer, cli, &mut inputs).map_err(with_hint)?;
+    let (digest, totals) = write_generated(&mut writer, cli, &inputs).map_err(with_hint)?;
     writer.finish(cli.uuid).map_err(|e| with_hint(e.into()))?;
     pending.publish()?;
     Ok(Summary {

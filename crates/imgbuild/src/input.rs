@@ -31,6 +31,9 @@ pub enum InputError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// An input provides a path the builder writes itself.
+    #[error("an input provides /{}, which crashcart-imgbuild writes itself", .0.display())]
+    Reserved(PathBuf),
     /// A `--dir` that is not a directory.
     #[error("--dir {}: not a directory", .0.display())]
     NotADirectory(PathBuf),
