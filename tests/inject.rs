@@ -1027,3 +1027,48 @@ fn a_target_exiting_while_crashcart_attaches_is_a_clean_error() {
         .loop_devices()
         .is_empty()));
 }
+
+/// The mount point of a cgroup2 hierarchy whose root is the hierarchy's root, if mounted.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let fields: Vec<&str> = left.split(' ').collect();
+        (right.starts_with("cgroup2 ") && fields.get(3) == Some(&"/"))
+            .then(|| PathBuf::from(fields[4]))
+    })
+}
+
+#[test]
+fn joins_a_cgroup_v2_group_of_the_target() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let Some(mount) = cgroup2_mount() else {
+        skip("no cgroup2 hierarchy mounted");
+        return;
+    };
+    let image = TestImage::busybox();
+    let group = unique_name("crashcart-test");
+    let dir = mount.join(&group);
+    std::fs::create_dir(&dir).unwrap();
+    let (mut unshared, pid) = unshare_target("exec /bin/busybox sleep 600");
+    std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    let out = run(&mut image.crashcart(&[&pid.to_string(), "cat", "/proc/self/cgroup"]));
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    let _ = unshared.wait();
+    wait_until(Duration::from_secs(5), || std::fs::remove_dir(&dir).is_ok());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.lines().any(|l| l == format!("0::/{group}")),
+        "the command is not in the target's v2 group /{group}:\n{text}"
+    );
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert!(wait_until(Duration::from_secs(10), || image
+        .loop_devices()
+        .is_empty()));
+}
