@@ -931,18 +931,6 @@ fn verbose_logs_each_step() {
     assert_no_trace(&image, c.pid());
 }
 
-#[test]
-fn completions_and_man_page_come_from_the_cli_definition() {
-    let bash = run_ok(Command::new(bin("crashcart")).args(["--generate", "completions-bash"]));
-    assert!(bash.contains("--unmount"), "{bash}");
-    let man = run_ok(Command::new(bin("crashcart")).args(["--generate", "man"]));
-    assert!(man.contains(".TH crashcart 1"), "{man}");
-    let help = run_ok(Command::new(bin("crashcart")).arg("--help"));
-    assert!(help.contains("Usage: crashcart [OPTIONS] TARGET [--] [COMMAND [ARG...]]"));
-    let version = run_ok(Command::new(bin("crashcart")).arg("--version"));
-    assert!(version.starts_with("crashcart "), "{version}");
-}
-
 /// A process started by `unshare -m -p -f` (its own mount and PID namespaces), running `script`
 /// with busybox `sh`; returns the unshare child and the target's host PID once it runs.
 fn unshare_target(script: &str) -> (Child, u32) {

@@ -34,14 +34,17 @@ pub fn workspace_root() -> PathBuf {
 /// Path of a binary built by this workspace (`crashcart`, `crashcart-imgbuild`).
 ///
 /// Integration tests live in `target/<profile>/deps/`; the binaries sit one level up.
-/// `cargo test --workspace` builds every member's binaries before running any test.
+/// `cargo test --workspace` puts a binary there only for a package that has integration tests
+/// of its own (`CARGO_BIN_EXE_<name>`): hence `crates/inject/tests/`. A member whose binary the
+/// tests here need must have at least one such test.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} not built; run the tests with `cargo test --workspace`",
+        "{} not built; run the tests with `cargo test --workspace` (its package needs an \
+         integration test of its own for cargo to build it), or `cargo build` first",
         path.display()
     );
     path
