@@ -20,6 +20,9 @@ use crate::tree::Attributes;
 const POOL_PER_THREAD: usize = 2;
 /// Most hashing threads, whatever the core count.
 const MAX_THREADS: usize = 4;
+/// Files up to this size are hashed by the writer itself: handing them to a thread costs more
+/// (a wake-up per file) than hashing them.
+const INLINE_MAX: u64 = 256 * 1024;
 
 /// A file's record: ready, or being computed in a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +55,10 @@ enum Msg {
 pub struct ContentHasher {
     workers: Vec<(SyncSender<Msg>, JoinHandle<()>)>,
     pool: Receiver<Vec<u8>>,
+    /// Buffers the writer holds between small files (taken from the pool, so still bounded).
+    spare: Vec<Vec<u8>>,
+    /// The current file is small and hashed here: its state and bytes hashed so far.
+    inline: Option<(blake3::Hasher, u64)>,
     /// Slot of the file being written; it also picks the thread (slot modulo threads).
     next_slot: usize,
     slots: Vec<Option<[u8; 32]>>,
@@ -83,6 +90,8 @@ impl ContentHasher {
         ContentHasher {
             workers,
             pool,
+            spare: Vec::new(),
+            inline: None,
             next_slot: 0,
             slots: Vec::new(),
         }
@@ -90,19 +99,46 @@ impl ContentHasher {
 
     /// An empty buffer from the pool (waits while all are being hashed).
     pub fn buffer(&mut self) -> Vec<u8> {
-        let mut b = self.pool.recv().expect("digest thread alive");
+        let mut b = match self.spare.pop() {
+            Some(b) => b,
+            None => self.pool.recv().expect("digest thread alive"),
+        };
         b.clear();
         b
+    }
+
+    /// Starts a file of `size` bytes: small ones are hashed on the calling thread.
+    pub fn begin(&mut self, size: u64) {
+        self.inline = (size <= INLINE_MAX).then(|| (blake3::Hasher::new(), 0));
     }
 
     /// Hands `buf[..len]`, the bytes of the current file at `offset`, to the thread. Chunks
     /// come in file order; what lies between them is a hole.
     pub fn data(&mut self, offset: u64, buf: Vec<u8>, len: usize) {
-        self.send(Msg::Data { offset, buf, len });
+        match &mut self.inline {
+            Some((hasher, hashed)) => {
+                if len > 0 {
+                    hash_zeros(hasher, offset.saturating_sub(*hashed));
+                    hasher.update(&buf[..len]);
+                    *hashed = offset + len as u64;
+                }
+                self.spare.push(buf);
+            }
+            None => self.send(Msg::Data { offset, buf, len }),
+        }
     }
 
-    /// Ends the current file; its record will be in the returned slot.
+    /// Ends the current file; its record is ready or will be in the returned slot.
     pub fn end(&mut self, kind: u8, attrs: &Attributes, size: u64) -> Record {
+        if let Some((mut hasher, hashed)) = self.inline.take() {
+            hash_zeros(&mut hasher, size.saturating_sub(hashed));
+            return Record::Ready(entry_record(
+                kind,
+                attrs,
+                size,
+                hasher.finalize().as_bytes(),
+            ));
+        }
         let slot = self.next_slot;
         self.send(Msg::End {
             slot,
@@ -234,6 +270,8 @@ mod tests {
 
     fn record_of(chunks: &[&[u8]]) -> [u8; 32] {
         let mut h = ContentHasher::start(8192);
+        let total: usize = chunks.iter().map(|c| c.len()).sum();
+        h.begin(total as u64);
         let mut offset = 0;
         for c in chunks {
             let mut b = h.buffer();
@@ -243,6 +281,30 @@ mod tests {
         }
         let r = h.end(b'f', &Attributes::default(), offset);
         h.resolve(r)
+    }
+
+    #[test]
+    fn large_files_hash_on_threads_like_small_ones_inline() {
+        let data: Vec<u8> = (0..INLINE_MAX as usize + 4096)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let threaded = record_of(&[&data[..100_000], &data[100_000..]]);
+        let want = entry_record(
+            b'f',
+            &Attributes::default(),
+            data.len() as u64,
+            blake3::hash(&data).as_bytes(),
+        );
+        assert_eq!(threaded, want);
+        assert_eq!(
+            record_of(&[&data[..1000]]),
+            entry_record(
+                b'f',
+                &Attributes::default(),
+                1000,
+                blake3::hash(&data[..1000]).as_bytes()
+            )
+        );
     }
 
     #[test]
@@ -259,6 +321,7 @@ mod tests {
         let mut full = data.clone();
         full[4096..8192].fill(0);
         let mut h = ContentHasher::start(8192);
+        h.begin(full.len() as u64);
         for (offset, part) in [(0u64, &data[..4096]), (8192, &data[8192..])] {
             let mut b = h.buffer();
             b.extend_from_slice(part);
@@ -281,6 +344,7 @@ mod tests {
         let mut h = ContentHasher::start(4096);
         let mut records = Vec::new();
         for i in 0..20u8 {
+            h.begin(1);
             let mut b = h.buffer();
             b.push(i + 1);
             h.data(0, b, 1);

@@ -21,7 +21,7 @@ use crate::dirblock::{self, DirEntry, FileType};
 use crate::ext2::{Ext2Error, Filesystem, FsKind, Geometry, InodeRecord, BLOCK_SIZE};
 use crate::progress::Progress;
 use crate::relocate::{Relocation, Rewriter};
-use crate::tree::{Attributes, DirId, Tree, TreeError};
+use crate::tree::{Attributes, DirId, Tree, TreeError, ROOT};
 
 /// Bytes read from an input per step: large sequential writes, bounded memory.
 const CHUNK: usize = 1 << 20;
@@ -181,12 +181,8 @@ pub struct ImageWriter {
     /// Hashes file contents off the write path; owns the chunk buffers.
     hasher: ContentHasher,
     totals: Totals,
-    /// Per path, everything recorded about it; sorted and hashed into the digest.
-    records: Vec<(Vec<u8>, Record)>,
     /// Inputs' (device, inode) of multiply-linked files → image inode and its record.
     links: HashMap<(u64, u64), (u32, Record)>,
-    /// Image inode → record, for hard links named by path (tar).
-    inode_records: HashMap<u32, Record>,
     progress: Progress,
     relocating: bool,
 }
@@ -231,9 +227,7 @@ impl ImageWriter {
             goal: 0,
             hasher: ContentHasher::start(CHUNK),
             totals: Totals::default(),
-            records: Vec::new(),
             links: HashMap::new(),
-            inode_records: HashMap::new(),
             progress,
             relocating: false,
         };
@@ -347,14 +341,14 @@ impl ImageWriter {
             if let Some(&(ino, record)) = self.links.get(&key) {
                 self.fs.add_link(ino, &image_path)?;
                 self.tree
-                    .insert(parent, name, ino, FileType::Regular, origin)?;
-                self.record(&image_path, record);
+                    .insert(parent, name, ino, FileType::Regular, origin, record)?;
                 self.totals.files += 1;
                 return Ok(());
             }
         }
         let attrs = self.owned(attrs);
         let ino = self.fs.new_inode(false, &image_path)?;
+        self.hasher.begin(size);
         let runs = self.write_content(&image_path, size, content)?;
         let (block, blocks, flags) = self.finish_map(&image_path, &runs)?;
         let record = InodeRecord {
@@ -370,11 +364,9 @@ impl ImageWriter {
         };
         self.fs.write_inode(ino, &record, &image_path)?;
         self.fs.set_xattrs(ino, &attrs.xattrs, &image_path)?;
-        self.tree
-            .insert(parent, name, ino, FileType::Regular, origin)?;
         let digest = self.hasher.end(b'f', &attrs, size);
-        self.record(&image_path, digest);
-        self.inode_records.insert(ino, digest);
+        self.tree
+            .insert(parent, name, ino, FileType::Regular, origin, digest)?;
         if let Some(key) = link_key {
             self.links.insert(key, (ino, digest));
         }
@@ -403,14 +395,14 @@ impl ImageWriter {
         self.tree.check_free(parent, name, origin)?;
         let image_path = self.tree.child_path(parent, name);
         self.fs.add_link(existing.ino, &image_path)?;
-        self.tree
-            .insert(parent, name, existing.ino, existing.kind, origin)?;
-        let record = self
-            .inode_records
-            .get(&existing.ino)
-            .copied()
-            .unwrap_or(Record::Ready([0; 32]));
-        self.record(&image_path, record);
+        self.tree.insert(
+            parent,
+            name,
+            existing.ino,
+            existing.kind,
+            origin,
+            existing.record,
+        )?;
         self.totals.files += 1;
         Ok(())
     }
@@ -463,16 +455,14 @@ impl ImageWriter {
         };
         self.fs.write_inode(ino, &record, &image_path)?;
         self.fs.set_xattrs(ino, &attrs.xattrs, &image_path)?;
-        self.tree
-            .insert(parent, name, ino, FileType::Symlink, origin)?;
         let digest = Record::Ready(entry_record(
             b'l',
             &attrs,
             0,
             blake3::hash(&target).as_bytes(),
         ));
-        self.record(&image_path, digest);
-        self.inode_records.insert(ino, digest);
+        self.tree
+            .insert(parent, name, ino, FileType::Symlink, origin, digest)?;
         self.totals.files += 1;
         Ok(())
     }
@@ -511,17 +501,10 @@ impl ImageWriter {
         };
         self.fs.write_inode(ino, &record, &image_path)?;
         self.fs.set_xattrs(ino, &attrs.xattrs, &image_path)?;
-        self.tree.insert(parent, name, ino, kind, origin)?;
         let digest = Record::Ready(entry_record(kind as u8 + b'0', &attrs, rdev, &[0; 32]));
-        self.record(&image_path, digest);
+        self.tree.insert(parent, name, ino, kind, origin, digest)?;
         self.totals.files += 1;
         Ok(())
-    }
-
-    fn record(&mut self, path: &Path, digest: Record) {
-        use std::os::unix::ffi::OsStrExt;
-        self.records
-            .push((path.as_os_str().as_bytes().to_vec(), digest));
     }
 
     /// Totals so far.
@@ -529,37 +512,13 @@ impl ImageWriter {
         self.totals
     }
 
-    /// The content digest: SHA-256 over every path (sorted) with its type, mode, owner,
-    /// xattrs, size and contents. Independent of input order and of the image layout.
+    /// The content digest: BLAKE3 over every path, depth first in name order, with what is
+    /// recorded about it (type, mode, owner, xattrs, size, BLAKE3 of the contents or the link
+    /// target). Independent of input order and of the image layout.
     pub fn digest(&mut self) -> String {
-        let hasher = &mut self.hasher;
-        let mut sorted: Vec<(&[u8], [u8; 32])> = self
-            .records
-            .iter()
-            .map(|(p, r)| (p.as_slice(), hasher.resolve(*r)))
-            .collect();
-        sorted.sort();
         let mut h = blake3::Hasher::new();
-        for (path, record) in sorted {
-            h.update(path);
-            h.update(&[0]);
-            h.update(&record);
-        }
-        let dirs: Vec<(PathBuf, &Attributes)> = self
-            .tree
-            .dirs()
-            .iter()
-            .enumerate()
-            .map(|(id, d)| (self.tree.path_of(id), &d.attrs))
-            .collect();
-        let mut dirs = dirs;
-        dirs.sort();
-        for (path, attrs) in dirs {
-            use std::os::unix::ffi::OsStrExt;
-            h.update(path.as_os_str().as_bytes());
-            h.update(&[0]);
-            h.update(&entry_record(b'd', attrs, 0, &[0; 32]));
-        }
+        let mut path = Vec::new();
+        digest_dir(&self.tree, &mut self.hasher, ROOT, &mut path, &mut h);
         format!("blake3:{}", h.finalize().to_hex())
     }
 
@@ -816,6 +775,34 @@ fn stamp_write_time(file: &File, blocks: u64, time: u32) -> std::io::Result<()> 
         file.write_all_at(&time.to_le_bytes(), offset + S_WTIME as u64)?;
     }
     Ok(())
+}
+
+/// Adds directory `id` (at `path`) and everything below it to the digest.
+fn digest_dir(
+    tree: &Tree,
+    hasher: &mut ContentHasher,
+    id: DirId,
+    path: &mut Vec<u8>,
+    h: &mut blake3::Hasher,
+) {
+    let dir = tree.dir(id);
+    h.update(if path.is_empty() { b"/" } else { path });
+    h.update(&[0]);
+    h.update(&entry_record(b'd', &dir.attrs, 0, &[0; 32]));
+    for (name, child) in &dir.children {
+        let len = path.len();
+        path.push(b'/');
+        path.extend_from_slice(name);
+        match child.dir {
+            Some(sub) => digest_dir(tree, hasher, sub, path, h),
+            None => {
+                h.update(path);
+                h.update(&[0]);
+                h.update(&hasher.resolve(child.record));
+            }
+        }
+        path.truncate(len);
+    }
 }
 
 /// Appends a run, merging it with the previous one when both continue each other.

@@ -11,6 +11,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::digest::Record;
 use crate::dirblock::FileType;
 
 /// Index of a directory in the tree.
@@ -45,6 +46,8 @@ pub struct Child {
     pub dir: Option<DirId>,
     /// Which input provided it.
     pub origin: usize,
+    /// What the digest records about it (unused for directories, recorded from their dir).
+    pub record: Record,
 }
 
 /// A directory of the image.
@@ -237,6 +240,7 @@ impl Tree {
                 kind: FileType::Directory,
                 dir: Some(id),
                 origin,
+                record: Record::Ready([0; 32]),
             },
         );
         id
@@ -297,6 +301,7 @@ impl Tree {
         ino: u32,
         kind: FileType,
         origin: usize,
+        record: Record,
     ) -> Result<(), TreeError> {
         self.check_free(parent, name, origin)?;
         self.dirs[parent].children.insert(
@@ -306,6 +311,7 @@ impl Tree {
                 kind,
                 dir: None,
                 origin,
+                record,
             },
         );
         Ok(())
@@ -394,8 +400,24 @@ mod tests {
             .unwrap();
         assert_eq!(bin_a, bin_b);
         assert_eq!(t.dir(bin_a).attrs.perm, 0o755, "first input decides");
-        t.insert(bin_a, b"ls", 7, FileType::Regular, a).unwrap();
-        t.insert(bin_a, b"cat", 8, FileType::Regular, b).unwrap();
+        t.insert(
+            bin_a,
+            b"ls",
+            7,
+            FileType::Regular,
+            a,
+            Record::Ready([0; 32]),
+        )
+        .unwrap();
+        t.insert(
+            bin_a,
+            b"cat",
+            8,
+            FileType::Regular,
+            b,
+            Record::Ready([0; 32]),
+        )
+        .unwrap();
         assert_eq!(t.dir(bin_a).children.len(), 2);
     }
 
@@ -408,9 +430,24 @@ mod tests {
         let bin = t
             .walk(&[b"bin".as_slice()], a, &Attributes::default(), &mut alloc)
             .unwrap();
-        t.insert(bin, b"busybox", 7, FileType::Regular, a).unwrap();
+        t.insert(
+            bin,
+            b"busybox",
+            7,
+            FileType::Regular,
+            a,
+            Record::Ready([0; 32]),
+        )
+        .unwrap();
         let err = t
-            .insert(bin, b"busybox", 8, FileType::Regular, b)
+            .insert(
+                bin,
+                b"busybox",
+                8,
+                FileType::Regular,
+                b,
+                Record::Ready([0; 32]),
+            )
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -423,7 +460,15 @@ mod tests {
         let mut t = Tree::new(2, Attributes::default());
         let a = t.add_origin("--tar x".into());
         let mut alloc = counter();
-        t.insert(ROOT, b"bin", 7, FileType::Symlink, a).unwrap();
+        t.insert(
+            ROOT,
+            b"bin",
+            7,
+            FileType::Symlink,
+            a,
+            Record::Ready([0; 32]),
+        )
+        .unwrap();
         let err = t
             .walk(&[b"bin".as_slice()], a, &Attributes::default(), &mut alloc)
             .unwrap_err();
@@ -438,7 +483,8 @@ mod tests {
         let bin = t
             .walk(&[b"bin".as_slice()], a, &Attributes::default(), &mut alloc)
             .unwrap();
-        t.insert(bin, b"sh", 7, FileType::Regular, a).unwrap();
+        t.insert(bin, b"sh", 7, FileType::Regular, a, Record::Ready([0; 32]))
+            .unwrap();
         assert_eq!(t.lookup(Path::new("/bin/sh")).map(|c| c.ino), Some(7));
         assert!(t.lookup(Path::new("bin/sh/x")).is_none());
         assert!(t.lookup(Path::new("bin/../bin/sh")).is_none());
