@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 bash tests/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The end-to-end tests drive the built binaries: build every member's binaries first.
+cargo build --workspace --locked
 cargo test --workspace --locked
