@@ -7,4 +7,4 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests drive the built binaries: build every member's binaries first.
 cargo build --workspace --locked
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
