@@ -238,7 +238,8 @@ fn real_path(real_root: &Path, p: &Path) -> PathBuf {
 }
 
 fn image_store_path(p: &Path) -> PathBuf {
-    Path::new("store").join(p.file_name().expect("checked store path"))
+    // check_closure made sure every store path has a last component.
+    Path::new("store").join(p.file_name().unwrap_or_default())
 }
 
 /// Everything a build reads, resolved before anything is written.
@@ -401,6 +402,12 @@ fn resolve_inputs(cli: &Cli) -> Result<Inputs, BuildError> {
 /// Every store path is where its bytes should be, and the profile is one of them.
 fn check_closure(c: &ClosureInput) -> Result<(), BuildError> {
     for p in &c.store_paths {
+        if !p.is_absolute() || p.file_name().is_none() {
+            return Err(BuildError::Usage(format!(
+                "{} is not an absolute store path",
+                p.display()
+            )));
+        }
         let at = real_path(&c.real_root, p);
         if std::fs::symlink_metadata(&at).is_err() {
             return Err(BuildError::MissingStorePath {
