@@ -92,9 +92,9 @@ fn inode_ptr(raw: &mut sys::ext2_inode_large) -> *mut sys::ext2_inode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FsKind {
-    /// ext3: journal, block-mapped files (what the seed built).
+    /// Journal and block-mapped files (what the seed built).
     Ext3,
-    /// ext4: ext3 plus extent-mapped files.
+    /// ext3 plus extent-mapped files.
     Ext4,
 }
 
