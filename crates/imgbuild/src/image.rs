@@ -943,3 +943,108 @@ pub fn hex(bytes: &[u8]) -> String {
 pub const fn journal_blocks() -> u64 {
     JOURNAL_BLOCKS as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holes_are_not_read() {
+        let f = tempfile::tempfile().unwrap();
+        f.set_len(10 << 20).unwrap();
+        f.write_all_at(b"start", 0).unwrap();
+        f.write_all_at(b"middle", 5 << 20).unwrap();
+        let segments = data_segments(&f, 10 << 20, Path::new("sparse")).unwrap();
+        // Filesystems report data at their own granularity; what matters is that the holes
+        // between the two islands are left out and everything stays block-aligned.
+        assert!(segments.len() >= 2, "{segments:?}");
+        let covered: u64 = segments.iter().map(|(a, b)| b - a).sum();
+        assert!(covered < 2 << 20, "{segments:?}");
+        assert!(segments.iter().all(|(a, _)| a % u64::from(BLOCK_SIZE) == 0));
+        assert_eq!(segments[0].0, 0);
+    }
+
+    #[test]
+    fn dense_file_is_one_segment() {
+        let f = tempfile::tempfile().unwrap();
+        f.write_all_at(&[7u8; 10_000], 0).unwrap();
+        assert_eq!(
+            data_segments(&f, 10_000, Path::new("dense")).unwrap(),
+            vec![(0, 10_000)]
+        );
+    }
+
+    #[test]
+    fn device_numbers_use_the_kernel_encodings() {
+        let mut old = [0u32; 15];
+        encode_rdev((8 << 8) | 1, &mut old);
+        assert_eq!(old[0], 0x0801, "major 8 minor 1 fits the old form");
+        let mut new = [0u32; 15];
+        // major 300, minor 70000 as glibc's makedev encodes them.
+        let rdev = ((300u64 & 0xfff) << 8) | (70000 & 0xff) | ((70000u64 & !0xff) << 12);
+        encode_rdev(rdev, &mut new);
+        assert_eq!(old[1], 0);
+        assert_eq!(new[0], 0);
+        assert_eq!(
+            new[1],
+            (70000 & 0xff) | (300 << 8) | ((70000 & !0xff) << 12)
+        );
+    }
+
+    #[test]
+    fn runs_merge_only_when_both_sides_continue() {
+        let mut runs = Vec::new();
+        push_run(
+            &mut runs,
+            Run {
+                logical: 0,
+                physical: 10,
+                len: 2,
+            },
+        );
+        push_run(
+            &mut runs,
+            Run {
+                logical: 2,
+                physical: 12,
+                len: 3,
+            },
+        );
+        push_run(
+            &mut runs,
+            Run {
+                logical: 5,
+                physical: 20,
+                len: 1,
+            },
+        );
+        push_run(
+            &mut runs,
+            Run {
+                logical: 7,
+                physical: 21,
+                len: 1,
+            },
+        );
+        assert_eq!(
+            runs,
+            vec![
+                Run {
+                    logical: 0,
+                    physical: 10,
+                    len: 5
+                },
+                Run {
+                    logical: 5,
+                    physical: 20,
+                    len: 1
+                },
+                Run {
+                    logical: 7,
+                    physical: 21,
+                    len: 1
+                },
+            ]
+        );
+    }
+}
