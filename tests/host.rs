@@ -669,3 +669,101 @@ fn missing_library_is_named_with_its_program() {
         ],
     );
 }
+
+/// A hostile container's loader hooks (`/etc/ld.so.preload`, `LD_PRELOAD`, `LD_AUDIT`) must not
+/// run its code inside the image's tools during a session. `docker exec` of the same tool
+/// after `-m` (which crashcart does not guard) shows that the hook is real.
+#[test]
+fn container_loader_hooks_do_not_reach_session_tools() {
+    if !docker_ready() || !tools_present() {
+        return;
+    }
+    if !have("gcc") {
+        skip("gcc not installed (builds the hijacking library)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = dir.path().join("hijack.c");
+    std::fs::write(
+        &source,
+        "#include <unistd.h>\n\
+         __attribute__((constructor)) static void hijack(void) {\n\
+         write(2, \"HIJACKED\\n\", 9);\n}\n",
+    )
+    .expect("write hijack.c");
+    let library = dir.path().join("hijack.so");
+    run_ok(
+        Command::new("gcc")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(&library)
+            .arg(&source),
+    );
+    let image = dir.path().join("bash.img");
+    let out = imgbuild(&[OsStr::new("--host"), OsStr::new("bash")], &image);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let container = Container::start(
+        &["-e", "LD_PRELOAD=/hijack.so", "-e", "LD_AUDIT=/hijack.so"],
+        &[],
+    );
+    run_ok(
+        Command::new("docker")
+            .arg("cp")
+            .arg(&library)
+            .arg(format!("{}:/hijack.so", container.id)),
+    );
+    let planted = container.exec(&[
+        "sh",
+        "-c",
+        "mkdir -p /etc && echo /hijack.so > /etc/ld.so.preload",
+    ]);
+    assert!(planted.status.success(), "cannot plant /etc/ld.so.preload");
+
+    let out = run(&mut crashcart(
+        &image,
+        &container.id,
+        &["bash", "-c", "echo clean; echo \"[$LD_PRELOAD]\""],
+    ));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "session failed: {stderr}");
+    assert_eq!(stdout.trim(), "clean\n[]", "stdout: {stdout}");
+    assert!(
+        !stderr.contains("HIJACKED"),
+        "the container's preload ran in the session: {stderr}"
+    );
+
+    // The container itself is untouched.
+    let own = container.exec(&["cat", "/etc/ld.so.preload"]);
+    assert_eq!(String::from_utf8_lossy(&own.stdout).trim(), "/hijack.so");
+
+    // Control: the same bash started by docker exec after -m is hijacked.
+    run_ok(
+        Command::new(bin("crashcart"))
+            .arg("-i")
+            .arg(&image)
+            .args(["-m", &container.id]),
+    );
+    let exec = run(Command::new("docker").args([
+        "exec",
+        &container.id,
+        "/dev/crashcart/bin/bash",
+        "-c",
+        "echo via-exec",
+    ]));
+    run_ok(
+        Command::new(bin("crashcart"))
+            .arg("-i")
+            .arg(&image)
+            .args(["-u", &container.id]),
+    );
+    assert!(
+        String::from_utf8_lossy(&exec.stderr).contains("HIJACKED"),
+        "control: the planted preload did not run under docker exec, so the test proves nothing: {}",
+        String::from_utf8_lossy(&exec.stderr)
+    );
+}

@@ -1,5 +1,6 @@
-//! The command's environment: the target's own (`/proc/PID/environ`), the image's `bin` and
-//! `sbin` first on `PATH`, the caller's `TERM`, then the manifest's variables.
+//! The command's environment: the target's own (`/proc/PID/environ`) less its loader hooks,
+//! the image's `bin` and `sbin` first on `PATH`, the caller's `TERM`, then the manifest's
+//! variables.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -8,6 +9,11 @@ use std::os::unix::ffi::OsStrExt;
 pub const IMAGE_PATH: &str = "/dev/crashcart/bin:/dev/crashcart/sbin";
 /// `PATH` when the container sets none (what Docker gives a container by default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Loader variables of the container that would run its code inside the image's tools (see
+/// [`crate::preload`]). `LD_LIBRARY_PATH` stays: the container's own programs started from the
+/// session need it, and tools bundled by crashcart-imgbuild carry an RPATH that wins over it.
+pub const DROPPED_LOADER_VARS: [&[u8]; 2] = [b"LD_PRELOAD", b"LD_AUDIT"];
 
 /// An ordered environment of `NAME=value` byte strings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,7 +32,9 @@ impl Environment {
         for entry in container {
             // Entries without '=' are not variables; a hostile process may write anything.
             if let Some(eq) = entry.iter().position(|&b| b == b'=').filter(|&i| i > 0) {
-                env.set(&entry[..eq], &entry[eq + 1..]);
+                if !DROPPED_LOADER_VARS.contains(&&entry[..eq]) {
+                    env.set(&entry[..eq], &entry[eq + 1..]);
+                }
             }
         }
         let path = match env.get(b"PATH") {
@@ -81,6 +89,8 @@ mod tests {
                 b"HOME=/root".to_vec(),
                 b"junk".to_vec(),
                 b"TERM=dumb".to_vec(),
+                b"LD_PRELOAD=/evil.so".to_vec(),
+                b"LD_AUDIT=/evil.so".to_vec(),
             ],
             Some(OsStr::new("xterm-256color")),
             &[(
@@ -94,6 +104,8 @@ mod tests {
         );
         assert_eq!(env.get(b"TERM"), Some(&b"xterm-256color"[..]));
         assert_eq!(env.get(b"HOME"), Some(&b"/root"[..]));
+        assert_eq!(env.get(b"LD_PRELOAD"), None);
+        assert_eq!(env.get(b"LD_AUDIT"), None);
         assert_eq!(env.entries().len(), 4);
     }
 

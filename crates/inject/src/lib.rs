@@ -6,7 +6,7 @@
 //! [`loopdev`] attaches it read-only with autoclear; [`mount`] makes a detached read-only mount
 //! of it; [`namespaces`] and [`cgroup`] open the target's namespace and cgroup handles;
 //! [`session`] forks the helper that enters the target's mount namespace, builds the private
-//! `/dev` ([`devdir`]), enters the other namespaces and forks the command ([`exec`]) with the
+//! `/dev` ([`devdir`]), covers the container's loader preload file ([`preload`]), enters the other namespaces and forks the command ([`exec`]) with the
 //! environment from [`environment`]; [`signals`] forwards signals to it meanwhile.
 
 pub mod cgroup;
@@ -19,6 +19,7 @@ pub mod log;
 pub mod loopdev;
 pub mod mount;
 pub mod namespaces;
+pub mod preload;
 pub mod process;
 pub mod session;
 pub mod signals;

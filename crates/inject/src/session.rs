@@ -38,6 +38,7 @@ use crate::image::{self, Image, ImageError, Manifest};
 use crate::loopdev::{self, LoopError};
 use crate::mount::{self, MountError};
 use crate::namespaces::{Kind, NamespaceError, Namespaces};
+use crate::preload::{self, PreloadError};
 use crate::process::{ProcessError, TargetProcess};
 use crate::signals::Forwarding;
 use crate::step;
@@ -78,6 +79,9 @@ pub enum SessionError {
     /// `/dev/crashcart`.
     #[error(transparent)]
     Dev(#[from] DevError),
+    /// The container's loader preload file could not be covered.
+    #[error(transparent)]
+    Preload(#[from] PreloadError),
     /// A namespace.
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
@@ -361,6 +365,7 @@ impl Helper {
         let dev = devdir::open_dev()?;
         devdir::build_session_dev(dev.as_fd(), image_mount, store_alias.as_deref())?;
         drop(dev);
+        preload::cover_preload_file()?;
         enter_cwd(cwd.as_deref());
         for kind in [
             Kind::Uts,
