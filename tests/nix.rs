@@ -420,6 +420,22 @@ fn bad_input_fails_naming_what_failed_and_leaves_no_image() {
     );
 
     let fine = ws.packages("fine", "cart-check\n");
+    let mut no_engine = common(&fine);
+    no_engine.extend(
+        [
+            "--nix-container",
+            "nixos/nix",
+            "--container-engine",
+            "no-such-engine",
+        ]
+        .map(Into::into),
+    );
+    check(
+        "container engine missing",
+        ws.imgbuild(no_engine),
+        &["container engine no-such-engine not found"],
+    );
+
     let no_nix_dir = ws.path("home");
     check(
         "nix not installed",

@@ -157,7 +157,7 @@ pub enum NixError {
         program: &'static str,
     },
     /// The container engine for --nix-container is not installed.
-    #[error("--nix-container: {engine} not found on PATH (install podman or docker, or pass --container-engine PROGRAM)")]
+    #[error("--nix-container: container engine {engine} not found (install podman or docker, or pass --container-engine PROGRAM)")]
     NoContainerEngine {
         /// The engine looked for.
         engine: String,
