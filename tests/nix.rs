@@ -360,28 +360,33 @@ fn two_builds_from_fresh_stores_have_one_digest() {
     assert_eq!(digest(&first), digest(&second));
 }
 
+/// crashcart-imgbuild's exit status for bad input (its `--help` lists them).
+const EXIT_BAD_INPUT: i32 = 3;
+/// ... and for a `--packages` build that failed (nix missing, nix failing).
+const EXIT_NIX_FAILED: i32 = 6;
+
 #[test]
 fn bad_input_fails_naming_what_failed_and_leaves_no_image() {
     let Some(ws) = Workspace::new() else { return };
-    let nixpkgs = ws.path("nixpkgs");
     let store = ws.path("store");
     let image = ws.path("bad.img");
-    let common = |packages: &Path| {
-        vec![
-            OsStr::new("--packages").to_owned(),
-            packages.as_os_str().to_owned(),
-            OsStr::new("--nixpkgs").to_owned(),
-            nixpkgs.as_os_str().to_owned(),
-            OsStr::new("--nix-store").to_owned(),
-            store.as_os_str().to_owned(),
-            OsStr::new("-o").to_owned(),
-            image.as_os_str().to_owned(),
-        ]
+    let args = |packages: &Path, nixpkgs: &Path, extra: &[&str]| {
+        let mut args: Vec<std::ffi::OsString> = vec!["--packages".into(), packages.into()];
+        args.extend(["--nixpkgs".into(), nixpkgs.into()]);
+        args.extend(["--nix-store".into(), store.clone().into()]);
+        args.extend(["-o".into(), image.clone().into()]);
+        args.extend(extra.iter().map(Into::into));
+        args
     };
-    let check = |case: &str, out: Output, expected: &[&str]| {
+    let fixture = ws.path("nixpkgs");
+    let common = |packages: &Path| args(packages, &fixture, &[]);
+    let check = |case: &str, out: Output, code: i32, expected: &[&str]| {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{case}: succeeded");
-        assert_ne!(out.status.code(), Some(101), "{case}: panicked: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{case}: exit status; stderr:\n{stderr}"
+        );
         for text in expected {
             assert!(stderr.contains(text), "{case}: no {text:?} in:\n{stderr}");
         }
@@ -392,13 +397,23 @@ fn bad_input_fails_naming_what_failed_and_leaves_no_image() {
     check(
         "unknown package",
         ws.imgbuild(common(&unknown)),
+        EXIT_BAD_INPUT,
         &["unknown package: no-such-tool"],
+    );
+
+    let two_on_a_line = ws.packages("two-on-a-line", "cart-check busybox\n");
+    check(
+        "two names on a line",
+        ws.imgbuild(common(&two_on_a_line)),
+        EXIT_BAD_INPUT,
+        &["two-on-a-line:1: `cart-check busybox` is not a nixpkgs attribute name"],
     );
 
     let empty = ws.packages("empty", "# nothing yet\n\n");
     check(
         "empty packages file",
         ws.imgbuild(common(&empty)),
+        EXIT_BAD_INPUT,
         &["names no packages", "empty"],
     );
 
@@ -406,33 +421,39 @@ fn bad_input_fails_naming_what_failed_and_leaves_no_image() {
     check(
         "unreadable packages file",
         ws.imgbuild(common(&missing)),
+        EXIT_BAD_INPUT,
         &["cannot read packages file", "no-such-packages-file"],
+    );
+
+    let fine = ws.packages("fine", "cart-check\n");
+    check(
+        "missing --nixpkgs",
+        ws.imgbuild(args(&fine, &ws.path("no-such-nixpkgs"), &[])),
+        EXIT_BAD_INPUT,
+        &["--nixpkgs", "no-such-nixpkgs"],
     );
 
     let broken = ws.packages("broken", "cart-broken\n");
     check(
         "failed build",
         ws.imgbuild(common(&broken)),
+        EXIT_NIX_FAILED,
         &[
             "nix build failed",
             "cart-broken: this build fails on purpose",
         ],
     );
 
-    let fine = ws.packages("fine", "cart-check\n");
-    let mut no_engine = common(&fine);
-    no_engine.extend(
-        [
-            "--nix-container",
-            "nixos/nix",
-            "--container-engine",
-            "no-such-engine",
-        ]
-        .map(Into::into),
-    );
+    let no_engine = [
+        "--nix-container",
+        "nixos/nix",
+        "--container-engine",
+        "no-such-engine",
+    ];
     check(
         "container engine missing",
-        ws.imgbuild(no_engine),
+        ws.imgbuild(args(&fine, &fixture, &no_engine)),
+        EXIT_NIX_FAILED,
         &["container engine no-such-engine not found"],
     );
 
@@ -440,6 +461,7 @@ fn bad_input_fails_naming_what_failed_and_leaves_no_image() {
     check(
         "nix not installed",
         ws.imgbuild_with_path(&no_nix_dir.to_string_lossy(), common(&fine)),
+        EXIT_NIX_FAILED,
         &["nix is not installed", "--nix-container"],
     );
 }
