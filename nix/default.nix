@@ -2,9 +2,13 @@
 # joined into one profile, the way `nix-env -i` joins a user's packages.
 #
 # crashcart-imgbuild calls this with the list already parsed:
-#   nix-build nix/ --argstr packagesJSON '["strace","gdb"]' [--arg nixpkgs /path/to/nixpkgs]
+#   nix-build nix/ --argstr packagesJSON '["strace","gdb"]' [--argstr nixpkgs /path/to/nixpkgs]
 # `nixpkgs` is anything that `import nixpkgs { ... }` turns into an attribute set of derivations:
 # by default the revision pinned in pin.json, or a checkout, or the offline test fixture.
+#
+# To move the pin, set `rev` in pin.json to a nixpkgs commit and `sha256` to what
+#   nix-prefetch-url --unpack https://github.com/NixOS/nixpkgs/archive/REV.tar.gz
+# prints; the same packages file and pin always give the same image.
 {
   packagesJSON,
   nixpkgs ? null,
