@@ -1039,3 +1039,57 @@ fn full_disk_leaves_nothing_behind() {
     ]);
     assert_fails(&out, 4, &["No space left on device"], &small, &[]);
 }
+
+#[test]
+fn a_dir_named_through_a_symlink_is_followed_and_a_symlink_store_path_is_kept() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let real = s.path("real");
+    write(&real.join("bin/x"), b"x\n");
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&real));
+    let link = s.path("link");
+    symlink(&real, &link).unwrap();
+    let img = s.out("via-link.img");
+    b.build(&[
+        OsStr::new("--dir"),
+        link.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fsck_clean(&img);
+    let stat = run_ok(
+        Command::new("debugfs")
+            .args(["-R", "stat /bin/x"])
+            .arg(&img),
+    );
+    assert!(stat.contains("Type: regular"), "{stat}");
+
+    // A store path may itself be a symlink: it stays one.
+    let store = s.path("chroot");
+    let target = "/nix/store/cccccccccccccccccccccccccccccccc-real";
+    let alias = "/nix/store/dddddddddddddddddddddddddddddddd-alias";
+    write(&store.join(&target[1..]).join("bin/x"), b"x\n");
+    symlink(target, store.join(&alias[1..])).unwrap();
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&store));
+    let list = s.path("closure.txt");
+    write(&list, format!("{target}\n{alias}\n").as_bytes());
+    chmod(&list, 0o644);
+    let img = s.out("store-link.img");
+    b.build(&[
+        OsStr::new("--closure"),
+        list.as_os_str(),
+        OsStr::new("--store-root"),
+        store.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fsck_clean(&img);
+    let name = Path::new(alias).file_name().unwrap().to_string_lossy();
+    let stat = run_ok(
+        Command::new("debugfs")
+            .args(["-R", &format!("stat /store/{name}")])
+            .arg(&img),
+    );
+    assert!(stat.contains("Type: symlink"), "{stat}");
+    assert!(stat.contains(target), "{stat}");
+}

@@ -432,11 +432,11 @@ fn size_image(cli: &Cli, inputs: &mut Inputs) -> Result<(Geometry, Estimate), Bu
     let mut estimate = Estimate::default();
     let mut linked = std::collections::HashSet::new();
     for (dir, _) in &inputs.dirs {
-        estimate.add_tree(dir, &mut linked)?;
+        estimate.add_tree(dir, &mut linked, true)?;
     }
     if let Some(c) = &inputs.closure {
         for p in &c.store_paths {
-            estimate.add_tree(&real_path(&c.real_root, p), &mut linked)?;
+            estimate.add_tree(&real_path(&c.real_root, p), &mut linked, false)?;
         }
         estimate.store_paths += c.store_paths.len() as u64;
     }
@@ -473,14 +473,14 @@ fn write_inputs(
 ) -> Result<(), BuildError> {
     for (dir, name) in &inputs.dirs {
         let origin = writer.add_origin(name.clone());
-        input::add_tree(writer, dir, Path::new(""), origin)?;
+        input::add_tree(writer, dir, Path::new(""), origin, true)?;
     }
     writer.set_relocating(true);
     if let Some(c) = &inputs.closure {
         for p in &c.store_paths {
             let origin = writer.add_origin(format!("store path {}", p.display()));
             let source = real_path(&c.real_root, p);
-            input::add_tree(writer, &source, &image_store_path(p), origin)?;
+            input::add_tree(writer, &source, &image_store_path(p), origin, false)?;
         }
     }
     if let Some(t) = inputs.tar.as_mut() {

@@ -102,15 +102,18 @@ pub fn read_xattrs(path: &Path) -> Result<Xattrs, InputError> {
 }
 
 /// Writes the tree at `source` into the image at `prefix` (empty for the root). `source` may
-/// itself be a file or symlink (a store path can be).
+/// itself be a file or a symlink (a store path can be); with `follow_root` a symlink there is
+/// followed (a `--dir` given as a link to the directory) instead of copied as a link.
 pub fn add_tree(
     writer: &mut ImageWriter,
     source: &Path,
     prefix: &Path,
     origin: usize,
+    follow_root: bool,
 ) -> Result<(), InputError> {
     let walk = walkdir::WalkDir::new(source)
         .follow_links(false)
+        .follow_root_links(follow_root)
         .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
     // The next few regular files are opened early and their reading started (WILLNEED), so
     // the disk works on them while the current one is copied.
@@ -150,13 +153,25 @@ pub fn add_tree(
         } else {
             prefix.join(rel)
         };
-        let meta = entry.metadata().map_err(|e| InputError::Unreadable {
-            path: path.to_path_buf(),
-            source: e.into(),
-        })?;
+        let meta = entry_metadata(&entry, follow_root)?;
         add_entry(writer, path, &target, &meta, opened, origin)?;
     }
     Ok(())
+}
+
+/// The entry's own metadata, or for a followed root symlink, its target's.
+pub fn entry_metadata(
+    entry: &walkdir::DirEntry,
+    follow_root: bool,
+) -> Result<std::fs::Metadata, InputError> {
+    let path = entry.path();
+    if entry.depth() == 0 && follow_root {
+        return std::fs::metadata(path).map_err(unreadable(path));
+    }
+    entry.metadata().map_err(|e| InputError::Unreadable {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })
 }
 
 fn add_entry(

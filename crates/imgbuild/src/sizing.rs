@@ -131,22 +131,24 @@ impl Estimate {
         }
     }
 
-    /// Counts the tree at `source` (which may be a file or symlink itself). Further names of
-    /// a multiply-linked file (seen in `linked`) take no blocks.
+    /// Counts the tree at `source` (which may be a file or symlink itself, followed with
+    /// `follow_root`). Further names of a multiply-linked file (seen in `linked`) take no
+    /// blocks.
     pub fn add_tree(
         &mut self,
         source: &Path,
         linked: &mut HashSet<(u64, u64)>,
+        follow_root: bool,
     ) -> Result<(), InputError> {
-        for entry in walkdir::WalkDir::new(source).follow_links(false) {
+        let walk = walkdir::WalkDir::new(source)
+            .follow_links(false)
+            .follow_root_links(follow_root);
+        for entry in walk {
             let entry = entry.map_err(|e| InputError::Unreadable {
                 path: e.path().unwrap_or(source).to_path_buf(),
                 source: e.into(),
             })?;
-            let meta = entry.metadata().map_err(|e| InputError::Unreadable {
-                path: entry.path().to_path_buf(),
-                source: e.into(),
-            })?;
+            let meta = crate::input::entry_metadata(&entry, follow_root)?;
             let name_len = entry.file_name().as_bytes().len();
             let ft = meta.file_type();
             if ft.is_dir() {
