@@ -20,6 +20,9 @@ use crate::sizing::Estimate;
 use crate::tree::Attributes;
 use crate::{host, nix};
 
+/// Inode density of an image of a given `--size` (mke2fs's default ratio).
+const BYTES_PER_INODE: u64 = 16 * 1024;
+
 /// Blocks beyond the journal that even an empty image needs (metadata, root, lost+found).
 const MIN_FREE_BLOCKS: u64 = 256;
 
@@ -457,8 +460,12 @@ fn size_image(cli: &Cli, inputs: &mut Inputs) -> Result<(Geometry, Estimate), Bu
     if size < min {
         return Err(BuildError::SizeTooSmall { size, min });
     }
+    // Inputs not measured (a tar on stdin) may hold any number of files: give a fixed size
+    // at least mke2fs's inode density, one per 16 KiB.
+    let by_density = u32::try_from(size / BYTES_PER_INODE).unwrap_or(u32::MAX);
     let geometry = Geometry {
         blocks: size / u64::from(BLOCK_SIZE),
+        inodes: computed.inodes.max(by_density),
         ..computed
     };
     Ok((geometry, estimate))
