@@ -532,9 +532,10 @@ fn fifty_thousand_names_are_indexed_and_not_quadratic() {
     );
     let htree = run_ok(Command::new("debugfs").args(["-R", "htree /big"]).arg(&img));
     assert!(htree.contains("Indirect levels: 0") || htree.contains("Indirect levels: 1"));
-    // Ten times the names must not cost a hundred times the time (linear: about ten).
+    // Ten times the names must not cost a hundred times the time (linear: about ten, less
+    // with the fixed start-up cost; the margin absorbs a loaded CI machine).
     assert!(
-        large < small * 30.0,
+        large < small * 40.0,
         "5k names: {small:.2}s, 50k names: {large:.2}s"
     );
     if is_root() {
