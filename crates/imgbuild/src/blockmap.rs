@@ -71,14 +71,21 @@ pub struct BuiltMap {
     pub blocks: Vec<MapBlock>,
 }
 
-/// Position of an indirect block in the tree: derived order is allocation order.
+/// Position of an indirect block in an ext3 map; the derived order is the order
+/// [`BlockMap::build`] expects their physical blocks in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Node {
+pub enum Node {
+    /// The single-indirect block (`i_block[12]`).
     Ind,
+    /// The double-indirect block (`i_block[13]`).
     Dind,
+    /// The n-th indirect block under the double-indirect one.
     DindInd(u64),
+    /// The triple-indirect block (`i_block[14]`).
     Tind,
+    /// The n-th double-indirect block under the triple-indirect one.
     TindDind(u64),
+    /// An indirect block under a double-indirect one under the triple-indirect one.
     TindDindInd(u64, u64),
 }
 
@@ -107,8 +114,40 @@ impl BlockMap {
         }
     }
 
+    /// The indirect blocks logical block `lblk` needs, outermost first (ext3; none for
+    /// extents, whose blocks are placed when the file is complete). Allocating them just before
+    /// the first data block they map puts them where the kernel would: inline with the data.
+    pub fn nodes_for(&self, lblk: u64) -> Result<Vec<Node>, MapError> {
+        match *self {
+            BlockMap::Indirect { block_size } => {
+                let Place { leaf, parents, .. } = place(lblk, Self::per_block(block_size))?;
+                Ok(parents.into_iter().flatten().chain(leaf).collect())
+            }
+            BlockMap::Extents { .. } => Ok(Vec::new()),
+        }
+    }
+
+    /// The first logical block after `lblk` that hangs off a different indirect block (so a
+    /// run of data can stop there and let [`BlockMap::nodes_for`] place the next one).
+    pub fn span_end(&self, lblk: u64) -> u64 {
+        match *self {
+            BlockMap::Indirect { block_size } => {
+                let p = Self::per_block(block_size);
+                if lblk < DIRECT {
+                    DIRECT
+                } else {
+                    let x = lblk - DIRECT;
+                    let offset = if x < p { x } else { (x - p) % p };
+                    lblk + (p - offset)
+                }
+            }
+            BlockMap::Extents { .. } => u64::MAX,
+        }
+    }
+
     /// Lays out the map of `runs` (sorted by logical block, not overlapping) using the map
-    /// blocks `meta` (exactly [`BlockMap::meta_blocks`] of them).
+    /// blocks `meta` (exactly [`BlockMap::meta_blocks`] of them; for ext3 the blocks of the
+    /// [`Node`]s the runs need, in `Node` order).
     pub fn build(&self, runs: &[Run], meta: &[u64]) -> Result<BuiltMap, MapError> {
         match *self {
             BlockMap::Indirect { block_size } => build_indirect(runs, meta, block_size),
@@ -404,6 +443,29 @@ mod tests {
         assert_eq!(built.i_block[13], 70);
         assert_eq!(word(&built.blocks[0].data, 5), 71);
         assert_eq!(word(&built.blocks[1].data, 7), 60);
+    }
+
+    #[test]
+    fn nodes_come_outermost_first_and_spans_end_at_leaf_boundaries() {
+        let map = BlockMap::Indirect { block_size: BS };
+        assert!(map.nodes_for(5).unwrap().is_empty());
+        assert_eq!(map.span_end(5), 12);
+        assert_eq!(map.nodes_for(12).unwrap(), vec![Node::Ind]);
+        assert_eq!(map.span_end(12), 12 + 1024);
+        let first_dind = 12 + 1024;
+        assert_eq!(
+            map.nodes_for(first_dind + 1500).unwrap(),
+            vec![Node::Dind, Node::DindInd(1)]
+        );
+        assert_eq!(map.span_end(first_dind + 1500), first_dind + 2048);
+        let first_tind = first_dind + 1024 * 1024;
+        assert_eq!(
+            map.nodes_for(first_tind).unwrap(),
+            vec![Node::Tind, Node::TindDind(0), Node::TindDindInd(0, 0)]
+        );
+        let ext = BlockMap::Extents { block_size: BS };
+        assert!(ext.nodes_for(100_000).unwrap().is_empty());
+        assert_eq!(ext.span_end(7), u64::MAX);
     }
 
     #[test]

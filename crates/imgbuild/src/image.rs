@@ -9,13 +9,13 @@
 //! owners, UUID, hash seed, directory order, inode numbers — is fixed by the inputs and the
 //! options, so the same inputs give the same image bytes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::blockmap::{BlockMap, MapError, Run};
+use crate::blockmap::{BlockMap, MapError, Node, Run};
 use crate::digest::{entry_record, ContentHasher, Record};
 use crate::dirblock::{self, DirEntry, FileType};
 use crate::ext2::{Ext2Error, Filesystem, FsKind, Geometry, InodeRecord, BLOCK_SIZE};
@@ -349,8 +349,8 @@ impl ImageWriter {
         let attrs = self.owned(attrs);
         let ino = self.fs.new_inode(false, &image_path)?;
         self.hasher.begin(size);
-        let runs = self.write_content(&image_path, size, content)?;
-        let (block, blocks, flags) = self.finish_map(&image_path, &runs)?;
+        let placed = self.write_content(&image_path, size, content)?;
+        let (block, blocks, flags) = self.finish_map(&image_path, &placed)?;
         let record = InodeRecord {
             mode: S_IFREG | (attrs.perm & 0o7777),
             uid: attrs.uid,
@@ -439,8 +439,8 @@ impl ImageWriter {
             }
             (block, 0, 0)
         } else {
-            let runs = self.write_blocks(&image_path, &[target.clone()])?;
-            self.finish_map(&image_path, &runs)?
+            let placed = self.write_blocks(&image_path, &[target.clone()])?;
+            self.finish_map(&image_path, &placed)?
         };
         let record = InodeRecord {
             mode: S_IFLNK | 0o777,
@@ -523,15 +523,15 @@ impl ImageWriter {
     }
 
     /// Streams `content` into newly allocated blocks, skipping all-zero blocks, and hands each
-    /// written chunk to the digest thread; returns the runs written.
+    /// written chunk to the digest thread; returns where its blocks went.
     fn write_content(
         &mut self,
         path: &Path,
         size: u64,
         mut content: Content<'_>,
-    ) -> Result<Vec<Run>, WriteError> {
+    ) -> Result<Placed, WriteError> {
         let bs = BLOCK_SIZE as u64;
-        let mut runs = Vec::new();
+        let mut placed = Placed::default();
         let relocation = self.active_relocation();
         let rewriter = relocation.as_ref().map(Rewriter::new);
         let segments = match &content {
@@ -563,7 +563,7 @@ impl ImageWriter {
                     done = done / bs as usize * bs as usize;
                 }
                 if done > 0 {
-                    self.write_data(path, pending, &buf[..done], true, &mut runs)?;
+                    self.write_data(path, pending, &buf[..done], true, &mut placed)?;
                     self.progress.bytes(done as u64);
                     let mut next = self.hasher.buffer();
                     next.extend_from_slice(&buf[done..]);
@@ -578,21 +578,21 @@ impl ImageWriter {
         }
         // Back to the pool.
         self.hasher.data(pending, buf, 0);
-        Ok(runs)
+        Ok(placed)
     }
 
     /// Writes `blocks` (each at most a block) as consecutive logical blocks from 0, none
     /// skipped: directory and symlink contents.
-    fn write_blocks(&mut self, path: &Path, blocks: &[Vec<u8>]) -> Result<Vec<Run>, WriteError> {
+    fn write_blocks(&mut self, path: &Path, blocks: &[Vec<u8>]) -> Result<Placed, WriteError> {
         let bs = BLOCK_SIZE as usize;
         let mut joined = Vec::with_capacity(blocks.len() * bs);
         for b in blocks {
             joined.extend_from_slice(b);
             joined.resize(joined.len().next_multiple_of(bs), 0);
         }
-        let mut runs = Vec::new();
-        self.write_data(path, 0, &joined, false, &mut runs)?;
-        Ok(runs)
+        let mut placed = Placed::default();
+        self.write_data(path, 0, &joined, false, &mut placed)?;
+        Ok(placed)
     }
 
     /// Places `data` (starting at block-aligned file offset `offset`) in the image.
@@ -602,7 +602,7 @@ impl ImageWriter {
         offset: u64,
         data: &[u8],
         skip_zero: bool,
-        runs: &mut Vec<Run>,
+        placed: &mut Placed,
     ) -> Result<(), WriteError> {
         let bs = BLOCK_SIZE as usize;
         let first_lblk = offset / bs as u64;
@@ -617,10 +617,14 @@ impl ImageWriter {
             while j < blocks.len() && !(skip_zero && is_zero(blocks[j])) {
                 j += 1;
             }
-            // Blocks i..j are data: allocate them as few runs as the free space allows.
+            // Blocks i..j are data: allocate them as few runs as the free space allows, each
+            // preceded by the indirect blocks it is the first to need.
             let mut done = i;
             while done < j {
-                let (pblk, got) = self.fs.allocate_run(self.goal, (j - done) as u64, path)?;
+                let lblk = first_lblk + done as u64;
+                self.place_map_nodes(path, lblk, placed)?;
+                let want = ((j - done) as u64).min(self.map.span_end(lblk) - lblk);
+                let (pblk, got) = self.fs.allocate_run(self.goal, want, path)?;
                 let got = got as usize;
                 let bytes = &data[done * bs..((done + got) * bs).min(data.len())];
                 self.file
@@ -630,7 +634,7 @@ impl ImageWriter {
                         source,
                     })?;
                 push_run(
-                    runs,
+                    &mut placed.runs,
                     Run {
                         logical: first_lblk + done as u64,
                         physical: pblk,
@@ -645,18 +649,42 @@ impl ImageWriter {
         Ok(())
     }
 
-    /// Allocates and writes the block map of `runs`; returns `i_block`, blocks held, flags.
+    /// Allocates the indirect blocks logical block `lblk` needs and does not have yet.
+    fn place_map_nodes(
+        &mut self,
+        path: &Path,
+        lblk: u64,
+        placed: &mut Placed,
+    ) -> Result<(), WriteError> {
+        let nodes = self.map.nodes_for(lblk).map_err(|source| WriteError::Map {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        for node in nodes {
+            if let std::collections::btree_map::Entry::Vacant(slot) = placed.nodes.entry(node) {
+                let (pblk, _) = self.fs.allocate_run(self.goal, 1, path)?;
+                slot.insert(pblk);
+                self.goal = pblk + 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocates (extent leaves) and writes the block map of a file; returns `i_block`, blocks
+    /// held, flags.
     fn finish_map(
         &mut self,
         path: &Path,
-        runs: &[Run],
+        placed: &Placed,
     ) -> Result<([u32; 15], u64, u32), WriteError> {
         let map_err = |source| WriteError::Map {
             path: path.to_path_buf(),
             source,
         };
+        let runs = &placed.runs;
         let needed = self.map.meta_blocks(runs).map_err(map_err)?;
-        let mut meta = Vec::with_capacity(needed as usize);
+        // ext3's indirect blocks were placed with the data, in `Node` order.
+        let mut meta: Vec<u64> = placed.nodes.values().copied().collect();
         while (meta.len() as u64) < needed {
             let (pblk, got) = self
                 .fs
@@ -726,8 +754,8 @@ impl ImageWriter {
         let ino = dir.ino;
         let attrs = dir.attrs.clone();
         let links = 2 + self.tree.subdirs(id);
-        let runs = self.write_blocks(&path, &laid.blocks)?;
-        let (block, blocks, mut flags) = self.finish_map(&path, &runs)?;
+        let placed = self.write_blocks(&path, &laid.blocks)?;
+        let (block, blocks, mut flags) = self.finish_map(&path, &placed)?;
         if laid.indexed {
             flags |= ext2fs_sys::EXT2_INDEX_FL;
         }
@@ -803,6 +831,13 @@ fn digest_dir(
         }
         path.truncate(len);
     }
+}
+
+/// Where a file's blocks went: its data runs and (ext3) its indirect blocks.
+#[derive(Debug, Default)]
+struct Placed {
+    runs: Vec<Run>,
+    nodes: BTreeMap<Node, u64>,
 }
 
 /// Appends a run, merging it with the previous one when both continue each other.
