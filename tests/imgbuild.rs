@@ -260,6 +260,18 @@ fn fidelity_tree(root: &Path) {
             .args(["-n", "user.note", "-v", "hello"])
             .arg(root.join("data/small")),
     );
+    run_ok(
+        Command::new("setfattr")
+            .args(["-n", "user.dir", "-v", "on a directory"])
+            .arg(root.join("data")),
+    );
+    // A value too big for the inode: it goes to an attribute block.
+    run_ok(
+        Command::new("setfattr")
+            .args(["-n", "user.big", "-v"])
+            .arg("x".repeat(2000))
+            .arg(root.join("data/empty")),
+    );
     // Sparse: 64 MiB with three islands of data.
     let sparse = fs::File::create(root.join("data/sparse")).unwrap();
     sparse.set_len(64 << 20).unwrap();
