@@ -978,6 +978,22 @@ fn bad_input_fails_cleanly_and_keeps_an_existing_image() {
         o,
     ]);
     assert_fails(&out, 4, &["too small"], &out_dir, &keep);
+    // ... and too small for the files, found while writing them.
+    let out = b.run(&[
+        OsStr::new("--size"),
+        OsStr::new("8M"),
+        OsStr::new("--dir"),
+        src.as_os_str(),
+        OsStr::new("-o"),
+        o,
+    ]);
+    assert_fails(
+        &out,
+        4,
+        &["/bin/tool", "too small", "--size"],
+        &out_dir,
+        &keep,
+    );
 
     // Unequal relocation lengths are a usage error.
     let out = b.run(&[
@@ -1114,4 +1130,42 @@ fn a_dir_named_through_a_symlink_is_followed_and_a_symlink_store_path_is_kept() 
     );
     assert!(stat.contains("Type: symlink"), "{stat}");
     assert!(stat.contains(target), "{stat}");
+}
+
+#[test]
+fn attributes_too_big_for_the_inode_are_counted_in_the_computed_size() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let src = s.path("src");
+    fs::create_dir(&src).unwrap();
+    // Every file needs a block for its data and one for its 600-byte attribute.
+    let mut dump = String::new();
+    let value = "v".repeat(600);
+    for i in 0..8000 {
+        let name = format!("f{i:05}");
+        fs::write(src.join(&name), b"x").unwrap();
+        dump.push_str(&format!("# file: {name}\nuser.big=\"{value}\"\n\n"));
+    }
+    let dump_file = s.path("attrs.dump");
+    fs::write(&dump_file, dump).unwrap();
+    run_ok(
+        Command::new("setfattr")
+            .arg(format!("--restore={}", dump_file.display()))
+            .current_dir(&src),
+    );
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&src));
+    let img = s.out("attrs.img");
+    b.build(&[
+        OsStr::new("--dir"),
+        src.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fsck_clean(&img);
+    let attr = run_ok(
+        Command::new("debugfs")
+            .args(["-R", "ea_get /f07999 user.big"])
+            .arg(&img),
+    );
+    assert!(attr.contains(&value[..100]), "{attr}");
 }

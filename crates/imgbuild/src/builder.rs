@@ -37,7 +37,7 @@ pub enum BuildError {
     Usage(String),
     /// An input is missing, unreadable or inconsistent.
     #[error(transparent)]
-    Input(#[from] InputError),
+    Input(InputError),
     /// A store path listed in the closure is not in the store.
     #[error("store path {} is not in the store (looked at {})", path.display(), at.display())]
     MissingStorePath {
@@ -97,12 +97,22 @@ impl From<WriteError> for BuildError {
     }
 }
 
+impl From<InputError> for BuildError {
+    fn from(e: InputError) -> Self {
+        match e {
+            // Whether a failed write is the input's fault (a name clash, an unreadable file) or
+            // the image's (out of room) is the write error's to say.
+            InputError::Write(w) => w.into(),
+            e => BuildError::Input(e),
+        }
+    }
+}
+
 impl BuildError {
     /// The process exit status for this error (documented in `--help`).
     pub fn exit_code(&self) -> i32 {
         match self {
             BuildError::Usage(_) => 2,
-            BuildError::Input(InputError::Write(w)) if w.is_disk_full() || w.is_image_full() => 4,
             BuildError::Input(_) | BuildError::MissingStorePath { .. } => 3,
             BuildError::ImageFull { .. } | BuildError::SizeTooSmall { .. } => 4,
             BuildError::DiskFull(_) => 4,

@@ -39,6 +39,8 @@ pub struct Estimate {
     dir_bytes: u64,
     /// Store paths (for the manifest's size).
     pub store_paths: u64,
+    /// Entries whose extended attributes do not fit in the inode (a block each).
+    xattr_blocks: u64,
 }
 
 fn entry_bytes(name_len: usize) -> u64 {
@@ -99,8 +101,8 @@ impl Estimate {
     pub fn content_blocks(&self) -> u64 {
         // Every directory has at least one block; big ones are packed to ~90% with an index.
         let dir_blocks = (self.dirs + 2) * 2 + (self.dir_bytes * 10 / 9).div_ceil(BS);
-        // Large xattrs that do not fit in the inode take a block each; allow one per 64 files.
-        let xattr_blocks = (self.files + self.dirs) / 64 + 1;
+        // Attributes of tar members are not measured: allow a block per 64 entries besides.
+        let xattr_blocks = self.xattr_blocks + (self.files + self.dirs) / 64 + 1;
         self.data_blocks + self.map_blocks + dir_blocks + xattr_blocks
     }
 
@@ -150,6 +152,9 @@ impl Estimate {
             })?;
             let meta = crate::input::entry_metadata(&entry, follow_root)?;
             let name_len = entry.file_name().as_bytes().len();
+            if xattr_bytes(entry.path()) > IN_INODE_XATTR_BYTES {
+                self.xattr_blocks += 1;
+            }
             let ft = meta.file_type();
             if ft.is_dir() {
                 self.dir(name_len);
@@ -204,6 +209,40 @@ impl Estimate {
         }
         Ok(())
     }
+}
+
+/// Room for extended attributes inside a 256-byte inode (after the large-inode fields and the
+/// attribute header); more goes to a block of its own.
+const IN_INODE_XATTR_BYTES: u64 = 256 - 128 - 32 - 4;
+
+/// What the extended attributes of `path` take on disk, roughly: names, values and a 16-byte
+/// entry header each; 0 when the filesystem has none or they cannot be read (the writer then
+/// reports the error).
+fn xattr_bytes(path: &Path) -> u64 {
+    let mut names = vec![0u8; 1024];
+    let len = loop {
+        match rustix::fs::llistxattr(path, &mut names) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
+                names.resize(names.len() * 4, 0)
+            }
+            Err(_) => return 0,
+        }
+    };
+    let mut value = vec![0u8; 4096];
+    names[..len]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            let size = match rustix::fs::lgetxattr(path, n, &mut value) {
+                Ok(size) => size as u64,
+                // Larger than any inode could hold.
+                Err(rustix::io::Errno::RANGE) => value.len() as u64,
+                Err(_) => 0,
+            };
+            16 + n.len() as u64 + size
+        })
+        .sum()
 }
 
 /// Whether group `g` holds a superblock backup under `sparse_super` (0, 1, powers of 3, 5, 7).
@@ -278,6 +317,29 @@ mod tests {
             data
         );
         assert!(u64::from(g.inodes) >= 10_000);
+    }
+
+    #[test]
+    fn big_attributes_are_measured() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"x").unwrap();
+        let before = xattr_bytes(&f);
+        if rustix::fs::lsetxattr(
+            &f,
+            "user.big",
+            &[b'v'; 500],
+            rustix::fs::XattrFlags::empty(),
+        )
+        .is_err()
+        {
+            return; // no user xattrs on this filesystem: nothing to measure
+        }
+        assert!(xattr_bytes(&f) >= before + 500 + 8);
+        let mut e = Estimate::default();
+        let mut linked = HashSet::new();
+        e.add_tree(dir.path(), &mut linked, true).unwrap();
+        assert_eq!(e.xattr_blocks, 1);
     }
 
     #[test]
