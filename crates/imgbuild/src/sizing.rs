@@ -219,18 +219,30 @@ const IN_INODE_XATTR_BYTES: u64 = 256 - 128 - 32 - 4;
 /// entry header each; 0 when the filesystem has none or they cannot be read (the writer then
 /// reports the error).
 fn xattr_bytes(path: &Path) -> u64 {
-    let mut names = vec![0u8; 1024];
-    let len = loop {
-        match rustix::fs::llistxattr(path, &mut names) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
-                names.resize(names.len() * 4, 0)
+    // Most files have no attributes: ask with a small buffer on the stack first.
+    let mut small = [0u8; 256];
+    let large;
+    let names: &[u8] = match rustix::fs::llistxattr(path, &mut small) {
+        Ok(n) => &small[..n],
+        Err(rustix::io::Errno::RANGE) => {
+            // The kernel's limit for a list (XATTR_LIST_MAX).
+            let mut buf = vec![0u8; 64 * 1024];
+            match rustix::fs::llistxattr(path, &mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    large = buf;
+                    &large
+                }
+                Err(_) => return 0,
             }
-            Err(_) => return 0,
         }
+        Err(_) => return 0,
     };
+    if names.is_empty() {
+        return 0;
+    }
     let mut value = vec![0u8; 4096];
-    names[..len]
+    names
         .split(|&b| b == 0)
         .filter(|n| !n.is_empty())
         .map(|n| {
