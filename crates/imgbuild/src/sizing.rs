@@ -152,13 +152,15 @@ impl Estimate {
             })?;
             let meta = crate::input::entry_metadata(&entry, follow_root)?;
             let name_len = entry.file_name().as_bytes().len();
-            if xattr_bytes(entry.path()) > IN_INODE_XATTR_BYTES {
+            let ft = meta.file_type();
+            let further_name =
+                ft.is_file() && meta.nlink() > 1 && !linked.insert((meta.dev(), meta.ino()));
+            if !further_name && xattr_bytes(entry.path()) > IN_INODE_XATTR_BYTES {
                 self.xattr_blocks += 1;
             }
-            let ft = meta.file_type();
             if ft.is_dir() {
                 self.dir(name_len);
-            } else if ft.is_file() && meta.nlink() > 1 && !linked.insert((meta.dev(), meta.ino())) {
+            } else if further_name {
                 self.other(name_len, 0);
             } else if ft.is_file() {
                 // Sparse files only need (and only have read) their allocated blocks.
@@ -183,7 +185,7 @@ impl Estimate {
         };
         let mut archive = tar::Archive::new(stream);
         for entry in archive.entries().map_err(tar_err)? {
-            let entry = entry.map_err(tar_err)?;
+            let mut entry = entry.map_err(tar_err)?;
             let name_len = entry
                 .path_bytes()
                 .rsplit(|&b| b == b'/')
@@ -193,7 +195,21 @@ impl Estimate {
             if target.parent() == Some(Path::new("store")) {
                 self.store_paths += 1;
             }
-            match entry.header().entry_type() {
+            let kind = entry.header().entry_type();
+            let xattrs: u64 = match entry.pax_extensions().map_err(tar_err)? {
+                Some(exts) => exts
+                    .filter_map(Result::ok)
+                    .filter_map(|e| {
+                        let name = e.key_bytes().strip_prefix(b"SCHILY.xattr.")?;
+                        Some(16 + name.len() as u64 + e.value_bytes().len() as u64)
+                    })
+                    .sum(),
+                None => 0,
+            };
+            if kind != tar::EntryType::Link && xattrs > IN_INODE_XATTR_BYTES {
+                self.xattr_blocks += 1;
+            }
+            match kind {
                 tar::EntryType::Directory => self.dir(name_len),
                 // A further name of a file already counted.
                 tar::EntryType::Link => self.other(name_len, 0),
