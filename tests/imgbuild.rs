@@ -1169,3 +1169,24 @@ fn attributes_too_big_for_the_inode_are_counted_in_the_computed_size() {
     );
     assert!(attr.contains(&value[..100]), "{attr}");
 }
+
+#[test]
+fn an_image_written_inside_its_input_does_not_contain_itself() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let src = s.path("out/tree");
+    write(&src.join("bin/x"), &noise(100_000, 5));
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&src));
+    b.own(&src);
+    let img = src.join("self.img");
+    b.build(&[
+        OsStr::new("--dir"),
+        src.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fsck_clean(&img);
+    let root = run_ok(Command::new("debugfs").args(["-R", "ls /"]).arg(&img));
+    assert!(!root.contains("partial"), "{root}");
+    assert!(root.contains("bin"), "{root}");
+}

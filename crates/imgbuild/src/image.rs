@@ -185,6 +185,8 @@ pub struct ImageWriter {
     links: HashMap<(u64, u64), (u32, Record)>,
     progress: Progress,
     relocating: bool,
+    /// Device and inode of the image file, so that a walk never copies it into itself.
+    own_id: Option<(u64, u64)>,
 }
 
 fn default_dir_attrs() -> Attributes {
@@ -230,6 +232,11 @@ impl ImageWriter {
             links: HashMap::new(),
             progress,
             relocating: false,
+            own_id: None,
+        };
+        writer.own_id = {
+            use std::os::unix::fs::MetadataExt;
+            writer.file.metadata().ok().map(|m| (m.dev(), m.ino()))
         };
         let origin = writer.tree.add_origin("the builder".into());
         writer.dir(
@@ -252,6 +259,11 @@ impl ImageWriter {
     /// The relocation in force for the entry being written.
     fn active_relocation(&self) -> Option<Relocation> {
         self.opts.relocation.clone().filter(|_| self.relocating)
+    }
+
+    /// Whether (`dev`, `ino`) is the image file being written.
+    pub fn is_own_file(&self, dev: u64, ino: u64) -> bool {
+        self.own_id == Some((dev, ino))
     }
 
     /// Registers an input by name (used in error messages about it).

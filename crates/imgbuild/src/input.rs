@@ -154,6 +154,10 @@ pub fn add_tree(
             prefix.join(rel)
         };
         let meta = entry_metadata(&entry, follow_root)?;
+        if writer.is_own_file(meta.dev(), meta.ino()) {
+            // `-o` inside an input directory: never copy the image into itself.
+            continue;
+        }
         add_entry(writer, path, &target, &meta, opened, origin)?;
     }
     Ok(())
