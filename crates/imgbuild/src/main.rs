@@ -23,8 +23,32 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("crashcart-imgbuild: {e}");
+            eprintln!("crashcart-imgbuild: {}", one_line(&e.to_string()));
             ExitCode::from(e.exit_code() as u8)
         }
+    }
+}
+
+/// The message with control characters escaped: names and tar headers come from the inputs and
+/// may hold newlines or terminal escapes; the error stays one readable line.
+fn one_line(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn messages_stay_on_one_line() {
+        assert_eq!(super::one_line("a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
+        assert_eq!(super::one_line("café: ok"), "café: ok");
     }
 }
