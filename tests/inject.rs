@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::Duration;
 
 use crashcart_tests::{
@@ -47,6 +47,16 @@ impl TestImage {
     fn loop_devices(&self) -> Vec<String> {
         loop_devices_for(&self.path)
     }
+}
+
+/// Spawns `cmd` (a session) with stdout piped and waits for the first line the command
+/// prints, its sign that it runs; returns the session, the rest of its stdout and that line.
+fn spawn_until_first_line(cmd: &mut Command) -> (Child, BufReader<ChildStdout>, String) {
+    let mut session = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(session.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    (session, out, line.trim().to_string())
 }
 
 fn stdout(out: &Output) -> String {
@@ -275,22 +285,17 @@ fn a_session_is_invisible_to_the_container_and_leaves_no_trace() {
     }
     let image = TestImage::busybox();
     let c = Container::start(&[], &[]);
-    let mut session = image
-        .crashcart(&[
-            &c.id,
-            "sh",
-            "-c",
-            "ls /dev/crashcart/bin/busybox; read x; true",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(session.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "/dev/crashcart/bin/busybox");
+    let (mut session, _, line) = spawn_until_first_line(
+        image
+            .crashcart(&[
+                &c.id,
+                "sh",
+                "-c",
+                "ls /dev/crashcart/bin/busybox; read x; true",
+            ])
+            .stdin(Stdio::piped()),
+    );
+    assert_eq!(line, "/dev/crashcart/bin/busybox");
     // Mid-session: the container's own processes see no /dev/crashcart, no mount.
     assert_eq!(image.loop_devices().len(), 1);
     let ls = c.exec(&["ls", "-a", "/dev"]);
@@ -317,16 +322,13 @@ fn sigkill_of_crashcart_leaves_no_trace() {
     }
     let image = TestImage::busybox();
     let c = Container::start(&[], &[]);
-    let mut session = image
-        .crashcart(&[&c.id, "sh", "-c", "echo started; exec sleep 1234"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(session.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "started");
+    let (mut session, _, line) = spawn_until_first_line(&mut image.crashcart(&[
+        &c.id,
+        "sh",
+        "-c",
+        "echo started; exec sleep 1234",
+    ]));
+    assert_eq!(line, "started");
     session.kill().unwrap(); // SIGKILL
     session.wait().unwrap();
     // The command dies with it (no process, no zombie left in the container).
@@ -551,15 +553,13 @@ fn target_exiting_mid_session_ends_it_cleanly() {
     let image = TestImage::busybox();
     let c = Container::start(&[], &[]);
     let pid = c.pid();
-    let mut session = image
-        .crashcart(&[&c.id, "sh", "-c", "echo started; sleep 600"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(session.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut session, _, line) = spawn_until_first_line(&mut image.crashcart(&[
+        &c.id,
+        "sh",
+        "-c",
+        "echo started; sleep 600",
+    ]));
+    assert_eq!(line, "started");
     run_ok(Command::new("docker").args(["kill", &c.id]));
     // The container's PID namespace dies: the kernel kills the command.
     let mut status = None;
@@ -695,15 +695,9 @@ fn signals_are_forwarded_to_the_command() {
         let script = format!(
             "trap 'echo got-{name}; exit {code}' {name}; echo ready; while :; do sleep 0.05; done"
         );
-        let mut session = image
-            .crashcart(&[&c.id, "sh", "-c", &script])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(session.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready");
+        let (mut session, mut out, line) =
+            spawn_until_first_line(&mut image.crashcart(&[&c.id, "sh", "-c", &script]));
+        assert_eq!(line, "ready");
         run_ok(Command::new("kill").args([&format!("-{signal}"), &session.id().to_string()]));
         let mut rest = String::new();
         out.read_to_string(&mut rest).unwrap();
