@@ -11,16 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tools=(bash strace ps ip tcpdump gdb)
-imgbuild=${IMGBUILD:-}
-if [ -z "$imgbuild" ]; then
-    for candidate in "${CARGO_TARGET_DIR:-target}/release/crashcart-imgbuild" target/release/crashcart-imgbuild; do
-        [ -x "$candidate" ] && { imgbuild=$candidate; break; }
-    done
-fi
-if [ -z "$imgbuild" ]; then
-    cargo build --release -q -p crashcart-imgbuild
-    imgbuild=${CARGO_TARGET_DIR:-target}/release/crashcart-imgbuild
-fi
+. bench/lib.sh
+imgbuild=${IMGBUILD:-$(release_bin crashcart-imgbuild crashcart-imgbuild)}
 
 exodus=${EXODUS:-$(command -v exodus || true)}
 if [ -z "$exodus" ]; then
@@ -95,12 +87,5 @@ EOF
 
 printf '%s\n' "$section"
 if [ "${1:-}" = --write ]; then
-    SECTION="$section" python3 - <<'EOF'
-import os, re
-path = "BENCHMARKS.md"
-text = open(path).read()
-new = "<!-- bench:host -->\n" + os.environ["SECTION"] + "\n<!-- /bench:host -->"
-text = re.sub(r"<!-- bench:host -->.*?<!-- /bench:host -->", lambda _: new, text, flags=re.S)
-open(path, "w").write(text)
-EOF
+    write_section host "$section"
 fi

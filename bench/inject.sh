@@ -9,9 +9,9 @@
 # hyperfine, busybox-static, mke2fs (tests/setup.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+. bench/lib.sh
 cargo build --release -q -p crashcart
-cc=$CARGO_TARGET_DIR/release/crashcart
+cc=$(release_bin crashcart crashcart)
 
 work=$(mktemp -d)
 name=crashcart-bench-$$
@@ -81,11 +81,5 @@ section=$work/section.md
     echo "Run again: \`sudo bench/inject.sh\`."
 } >"$section"
 
-# Replace our section of BENCHMARKS.md, between its markers, leaving the rest alone.
-awk -v section="$section" '
-    /^<!-- bench:inject -->$/ { print; while ((getline line < section) > 0) print line; skip = 1; next }
-    /^<!-- \/bench:inject -->$/ { skip = 0 }
-    !skip { print }
-' BENCHMARKS.md >"$work/BENCHMARKS.md"
-cat "$work/BENCHMARKS.md" >BENCHMARKS.md
+write_section inject "$(cat "$section")"
 cat "$section"

@@ -10,16 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-imgbuild=${IMGBUILD:-}
-if [ -z "$imgbuild" ]; then
-    for candidate in "${CARGO_TARGET_DIR:-target}/release/crashcart-imgbuild" target/release/crashcart-imgbuild; do
-        [ -x "$candidate" ] && { imgbuild=$candidate; break; }
-    done
-fi
-if [ -z "$imgbuild" ]; then
-    cargo build --release -q -p crashcart-imgbuild
-    imgbuild=${CARGO_TARGET_DIR:-target}/release/crashcart-imgbuild
-fi
+. bench/lib.sh
+imgbuild=${IMGBUILD:-$(release_bin crashcart-imgbuild crashcart-imgbuild)}
 imgbuild=$(realpath "$imgbuild")
 
 work=$(mktemp -d)
@@ -164,11 +156,5 @@ PY
 )
 echo "$section"
 if [ "${1:-}" = --write ]; then
-    python3 - "$section" <<'PY'
-import sys
-text = open("BENCHMARKS.md").read()
-start, end = "<!-- bench:nix -->", "<!-- /bench:nix -->"
-a, b = text.index(start) + len(start), text.index(end)
-open("BENCHMARKS.md", "w").write(text[:a] + "\n" + sys.argv[1] + "\n" + text[b:])
-PY
+    write_section nix "$section"
 fi
