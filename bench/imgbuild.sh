@@ -14,11 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-imgbuild=${IMGBUILD:-}
-if [ -z "$imgbuild" ]; then
-    cargo build --release -q -p crashcart-imgbuild
-    imgbuild=${CARGO_TARGET_DIR:-target}/release/crashcart-imgbuild
-fi
+source bench/lib.sh
+imgbuild=${IMGBUILD:-$(release_bin crashcart-imgbuild crashcart-imgbuild)}
 runs=${RUNS:-5}
 
 base=${BENCH_DIR:-/var/tmp}
@@ -139,12 +136,5 @@ EOF
 
 printf '%s\n' "$section"
 if [ "${1:-}" = --write ]; then
-    SECTION="$section" python3 - <<'EOF'
-import os, re
-path = "BENCHMARKS.md"
-text = open(path).read()
-new = "<!-- bench:imgbuild -->\n" + os.environ["SECTION"] + "\n<!-- /bench:imgbuild -->"
-text = re.sub(r"<!-- bench:imgbuild -->.*?<!-- /bench:imgbuild -->", lambda _: new, text, flags=re.S)
-open(path, "w").write(text)
-EOF
+    write_section imgbuild "$section"
 fi
