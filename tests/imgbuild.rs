@@ -107,12 +107,27 @@ impl Builder {
         assert_success(&out, "crashcart-imgbuild");
     }
 
+    /// Builds `image` from the one tree `dir` and expects success.
+    fn build_dir(&self, dir: &Path, image: &Path) {
+        self.build(&[
+            OsStr::new("--dir"),
+            dir.as_os_str(),
+            OsStr::new("-o"),
+            image.as_os_str(),
+        ]);
+    }
+
     /// Makes `path` belong to the account (so it can write there).
     fn own(&self, path: &Path) {
         if let Some((u, g)) = self.account {
             std::os::unix::fs::chown(path, Some(u), Some(g)).expect("chown to the builder");
         }
     }
+}
+
+/// Runs one debugfs request against an image (no mount needed) and returns its output.
+fn debugfs(image: &Path, request: &str) -> String {
+    run_ok(Command::new("debugfs").args(["-R", request]).arg(image))
 }
 
 fn assert_success(out: &Output, what: &str) {
@@ -526,23 +541,18 @@ fn fifty_thousand_names_are_indexed_and_not_quadratic() {
         }
         let img = s.out(&format!("big{n}.img"));
         let t = Instant::now();
-        b.build(&[
-            OsStr::new("--dir"),
-            src.as_os_str(),
-            OsStr::new("-o"),
-            img.as_os_str(),
-        ]);
+        b.build_dir(&src, &img);
         (img, t.elapsed().as_secs_f64())
     };
     let (_, small) = build_dir_of(5_000);
     let (img, large) = build_dir_of(50_000);
     assert_fsck_clean(&img);
-    let stat = run_ok(Command::new("debugfs").args(["-R", "stat /big"]).arg(&img));
+    let stat = debugfs(&img, "stat /big");
     assert!(
         stat.contains("Flags: 0x1000"),
         "/big is htree-indexed: {stat}"
     );
-    let htree = run_ok(Command::new("debugfs").args(["-R", "htree /big"]).arg(&img));
+    let htree = debugfs(&img, "htree /big");
     assert!(htree.contains("Indirect levels: 0") || htree.contains("Indirect levels: 1"));
     // Ten times the names must not cost a hundred times the time (linear: about ten, less
     // with the fixed start-up cost; the margin absorbs a loaded CI machine).
@@ -611,11 +621,7 @@ fn same_inputs_give_the_same_image_bytes() {
         "third build",
     );
     assert_ne!(sha256(&first), sha256(&third));
-    let stat = run_ok(
-        Command::new("debugfs")
-            .args(["-R", "stat /bin/tool"])
-            .arg(&first),
-    );
+    let stat = debugfs(&first, "stat /bin/tool");
     assert!(
         stat.contains("mtime: 0x6553f100"),
         "mtime is SOURCE_DATE_EPOCH: {stat}"
@@ -849,27 +855,14 @@ fn generated_rc_file_gives_way_to_one_from_a_dir() {
     write(&src.join("bin/x"), b"x\n");
     run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&src));
     let img = s.out("rc.img");
-    b.build(&[
-        OsStr::new("--dir"),
-        src.as_os_str(),
-        OsStr::new("-o"),
-        img.as_os_str(),
-    ]);
-    let rc = run_ok(
-        Command::new("debugfs")
-            .args(["-R", "cat /.crashcartrc"])
-            .arg(&img),
-    );
+    b.build_dir(&src, &img);
+    let rc = debugfs(&img, "cat /.crashcartrc");
     assert!(rc.starts_with("# mine"), "{rc}");
 }
 
 /// The manifest of an image, read with debugfs (no mount).
 fn manifest_of(image: &Path) -> serde_json::Value {
-    let json = run_ok(
-        Command::new("debugfs")
-            .args(["-R", "cat /.crashcart/manifest.json"])
-            .arg(image),
-    );
+    let json = debugfs(image, "cat /.crashcart/manifest.json");
     serde_json::from_str(&json).expect("manifest is JSON")
 }
 
@@ -904,12 +897,7 @@ fn bad_input_fails_cleanly_and_keeps_an_existing_image() {
     run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&src));
     // An image from an earlier build must survive every failed one.
     let img = s.out("tools.img");
-    b.build(&[
-        OsStr::new("--dir"),
-        src.as_os_str(),
-        OsStr::new("-o"),
-        img.as_os_str(),
-    ]);
+    b.build_dir(&src, &img);
     let before = sha256(&img);
     let keep = ["tools.img"];
     let o = img.as_os_str();
@@ -1088,18 +1076,9 @@ fn a_dir_named_through_a_symlink_is_followed_and_a_symlink_store_path_is_kept() 
     let link = s.path("link");
     symlink(&real, &link).unwrap();
     let img = s.out("via-link.img");
-    b.build(&[
-        OsStr::new("--dir"),
-        link.as_os_str(),
-        OsStr::new("-o"),
-        img.as_os_str(),
-    ]);
+    b.build_dir(&link, &img);
     assert_fsck_clean(&img);
-    let stat = run_ok(
-        Command::new("debugfs")
-            .args(["-R", "stat /bin/x"])
-            .arg(&img),
-    );
+    let stat = debugfs(&img, "stat /bin/x");
     assert!(stat.contains("Type: regular"), "{stat}");
 
     // A store path may itself be a symlink: it stays one.
@@ -1123,11 +1102,7 @@ fn a_dir_named_through_a_symlink_is_followed_and_a_symlink_store_path_is_kept() 
     ]);
     assert_fsck_clean(&img);
     let name = Path::new(alias).file_name().unwrap().to_string_lossy();
-    let stat = run_ok(
-        Command::new("debugfs")
-            .args(["-R", &format!("stat /store/{name}")])
-            .arg(&img),
-    );
+    let stat = debugfs(&img, &format!("stat /store/{name}"));
     assert!(stat.contains("Type: symlink"), "{stat}");
     assert!(stat.contains(target), "{stat}");
 }
@@ -1155,18 +1130,9 @@ fn attributes_too_big_for_the_inode_are_counted_in_the_computed_size() {
     );
     run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&src));
     let img = s.out("attrs.img");
-    b.build(&[
-        OsStr::new("--dir"),
-        src.as_os_str(),
-        OsStr::new("-o"),
-        img.as_os_str(),
-    ]);
+    b.build_dir(&src, &img);
     assert_fsck_clean(&img);
-    let attr = run_ok(
-        Command::new("debugfs")
-            .args(["-R", "ea_get /f07999 user.big"])
-            .arg(&img),
-    );
+    let attr = debugfs(&img, "ea_get /f07999 user.big");
     assert!(attr.contains(&value[..100]), "{attr}");
 }
 
@@ -1179,14 +1145,9 @@ fn an_image_written_inside_its_input_does_not_contain_itself() {
     run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&src));
     b.own(&src);
     let img = src.join("self.img");
-    b.build(&[
-        OsStr::new("--dir"),
-        src.as_os_str(),
-        OsStr::new("-o"),
-        img.as_os_str(),
-    ]);
+    b.build_dir(&src, &img);
     assert_fsck_clean(&img);
-    let root = run_ok(Command::new("debugfs").args(["-R", "ls /"]).arg(&img));
+    let root = debugfs(&img, "ls /");
     assert!(!root.contains("partial"), "{root}");
     assert!(root.contains("bin"), "{root}");
 }
