@@ -402,12 +402,7 @@ fn decoy_libc_image() -> String {
         ),
     )
     .expect("write Dockerfile");
-    run_ok(
-        Command::new("docker")
-            .env("DOCKER_BUILDKIT", "0")
-            .args(["build", "-q", "-t", tag])
-            .arg(ctx.path()),
-    );
+    crashcart_tests::docker_build(ctx.path(), tag);
     tag.to_string()
 }
 
@@ -490,12 +485,7 @@ fn musl_image() -> String {
         ),
     )
     .expect("write Dockerfile");
-    run_ok(
-        Command::new("docker")
-            .env("DOCKER_BUILDKIT", "0")
-            .args(["build", "-q", "-t", tag])
-            .arg(ctx.path()),
-    );
+    crashcart_tests::docker_build(ctx.path(), tag);
     tag.to_string()
 }
 

@@ -546,12 +546,7 @@ fn nix_container_image() -> &'static str {
             "FROM scratch\nCOPY root/ /\nENV HOME=/root\n",
         )
         .expect("write Dockerfile");
-        run_ok(
-            Command::new("docker")
-                .env("DOCKER_BUILDKIT", "0")
-                .args(["build", "-q", "-t", NIX_CONTAINER_IMAGE])
-                .arg(ctx.path()),
-        );
+        crashcart_tests::docker_build(ctx.path(), NIX_CONTAINER_IMAGE);
     });
     NIX_CONTAINER_IMAGE
 }

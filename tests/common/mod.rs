@@ -129,14 +129,20 @@ pub fn distroless_image() -> &'static str {
         )
         .expect("copy Dockerfile");
         std::fs::copy(busybox, ctx.path().join("busybox")).expect("copy busybox");
-        run_ok(
-            Command::new("docker")
-                .env("DOCKER_BUILDKIT", "0")
-                .args(["build", "-q", "-t", DISTROLESS_IMAGE])
-                .arg(ctx.path()),
-        );
+        docker_build(ctx.path(), DISTROLESS_IMAGE);
     });
     DISTROLESS_IMAGE
+}
+
+/// `docker build -t TAG CONTEXT` with the classic builder (it needs no registry and no
+/// buildx plugin; the tests' images are all `FROM scratch`).
+pub fn docker_build(context: &Path, tag: &str) {
+    run_ok(
+        Command::new("docker")
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "-q", "-t", tag])
+            .arg(context),
+    );
 }
 
 /// A running distroless container, force-removed on drop.
