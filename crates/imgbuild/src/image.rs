@@ -878,48 +878,42 @@ fn fill(
     path: &Path,
     size: u64,
 ) -> Result<(), WriteError> {
-    let read_err = |source| WriteError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
     match content {
-        Content::File(f) => {
-            let mut done = 0;
-            while done < buf.len() {
-                let n = f
-                    .read_at(&mut buf[done..], pos + done as u64)
-                    .map_err(read_err)?;
-                if n == 0 {
-                    return Err(WriteError::ShortInput {
-                        path: path.to_path_buf(),
-                        got: pos + done as u64,
-                        want: size,
-                    });
-                }
-                done += n;
-            }
-            Ok(())
-        }
-        Content::Stream(r) => {
-            let mut done = 0;
-            while done < buf.len() {
-                let n = r.read(&mut buf[done..]).map_err(read_err)?;
-                if n == 0 {
-                    return Err(WriteError::ShortInput {
-                        path: path.to_path_buf(),
-                        got: pos + done as u64,
-                        want: size,
-                    });
-                }
-                done += n;
-            }
-            Ok(())
-        }
+        Content::File(f) => read_full(buf, pos, path, size, |chunk, at| f.read_at(chunk, at)),
+        Content::Stream(r) => read_full(buf, pos, path, size, |chunk, _| r.read(chunk)),
         Content::Bytes(b) => {
             buf.copy_from_slice(&b[pos as usize..pos as usize + buf.len()]);
             Ok(())
         }
     }
+}
+
+/// Fills `buf` (the input's bytes from `pos` on) by calling `read(chunk, offset)` until it is
+/// full; an input that ends early (shorter than its `size` said) is an error.
+fn read_full(
+    buf: &mut [u8],
+    pos: u64,
+    path: &Path,
+    size: u64,
+    mut read: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
+) -> Result<(), WriteError> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = pos + done as u64;
+        let n = read(&mut buf[done..], at).map_err(|source| WriteError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if n == 0 {
+            return Err(WriteError::ShortInput {
+                path: path.to_path_buf(),
+                got: at,
+                want: size,
+            });
+        }
+        done += n;
+    }
+    Ok(())
 }
 
 /// The block-aligned ranges of `f` that hold data (everything when the file is not sparse).
