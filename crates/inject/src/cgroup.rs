@@ -78,6 +78,12 @@ impl CgroupProcs {
         Ok(CgroupProcs { files })
     }
 
+    /// The descriptors held (for a forked process that closes every other one).
+    pub fn raw_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.files.iter().map(|(_, f)| f.as_raw_fd()).collect()
+    }
+
     /// Moves `pid` (in crashcart's PID namespace) into every one of the cgroups.
     pub fn join(&self, pid: i32) -> Result<(), CgroupError> {
         for (path, file) in &self.files {

@@ -52,6 +52,14 @@ pub enum DevError {
         "something else is already mounted at /dev/crashcart in the container (remove it with -u)"
     )]
     AlreadyMounted,
+    /// The store alias exists and is not crashcart's symlink.
+    #[error(
+        "/dev/{0} in the container exists and is not crashcart's store link; refusing to use it"
+    )]
+    PlantedAlias(String),
+    /// `-u` found a mount at `/dev/crashcart` that crashcart did not make.
+    #[error("what is mounted at /dev/crashcart in the container is not crashcart's mount; left as it is")]
+    NotOurs,
     /// `-u` found nothing to remove.
     #[error("nothing is mounted at /dev/crashcart in the container")]
     NotMounted,
@@ -224,10 +232,32 @@ pub fn mount_persistent(
     image: OwnedFd,
     store_alias: Option<&str>,
 ) -> Result<(), DevError> {
+    // The alias first: one the container planted (a symlink to anywhere, or any other file)
+    // is refused before anything is mounted.
+    let alias_created = match store_alias {
+        Some(alias) => match symlinkat(STORE_ALIAS_TARGET, dev, alias) {
+            Ok(()) => {
+                step!("created /dev/{alias} -> {STORE_ALIAS_TARGET}");
+                true
+            }
+            Err(Errno::EXIST) if is_store_alias(dev, OsStr::new(alias)) => false,
+            Err(Errno::EXIST) => return Err(DevError::PlantedAlias(alias.to_string())),
+            Err(e) => return Err(entry_err("create", alias)(e)),
+        },
+        None => false,
+    };
+    let undo_alias = || {
+        if let (true, Some(alias)) = (alias_created, store_alias) {
+            let _ = unlinkat(dev, alias, AtFlags::empty());
+        }
+    };
     let created = match mkdirat(dev, MOUNT_NAME, Mode::from_raw_mode(0o755)) {
         Ok(()) => true,
         Err(Errno::EXIST) => false,
-        Err(e) => return Err(entry_err("create", MOUNT_NAME)(e)),
+        Err(e) => {
+            undo_alias();
+            return Err(entry_err("create", MOUNT_NAME)(e));
+        }
     };
     let dir = match open_mount_point(dev) {
         Ok(dir) => Some(dir),
@@ -238,22 +268,17 @@ pub fn mount_persistent(
             if created {
                 let _ = unlinkat(dev, MOUNT_NAME, AtFlags::REMOVEDIR);
             }
+            undo_alias();
             return Err(e);
         }
     };
     if let Some(dir) = dir {
-        attach_image(dev, dir, image, created)?;
+        if let Err(e) = attach_image(dev, dir, image, created) {
+            undo_alias();
+            return Err(e);
+        }
     } else {
         step!("the image is already mounted at /dev/crashcart in the container");
-    }
-    if let Some(alias) = store_alias {
-        match symlinkat(STORE_ALIAS_TARGET, dev, alias) {
-            Ok(()) => step!("created /dev/{alias} -> {STORE_ALIAS_TARGET}"),
-            Err(Errno::EXIST) if is_store_alias(dev, OsStr::new(alias)) => {}
-            Err(e) => eprintln!(
-                "crashcart: warning: cannot create /dev/{alias} in the container: {e}; store paths will not resolve"
-            ),
-        }
     }
     Ok(())
 }
@@ -318,8 +343,10 @@ fn open_mount_point(dev: BorrowedFd<'_>) -> Result<OwnedFd, DevError> {
 }
 
 /// `-u`: detaches the image mounted at `/dev/crashcart`, removes the directory and every
-/// `/dev` symlink pointing at `/dev/crashcart/store`.
-pub fn unmount_persistent(dev: BorrowedFd<'_>) -> Result<(), DevError> {
+/// `/dev` symlink pointing at `/dev/crashcart/store` — only when the mount is crashcart's own: a
+/// filesystem on one of `ours` (read-only autoclear loop devices, see
+/// [`crate::loopdev::crashcart_devices`]). Anything else there is the container's and stays.
+pub fn unmount_persistent(dev: BorrowedFd<'_>, ours: &[u64]) -> Result<(), DevError> {
     let st = statat(dev, MOUNT_NAME, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| match e {
         Errno::NOENT => DevError::NotMounted,
         e => entry_err("inspect", MOUNT_NAME)(e),
@@ -351,28 +378,28 @@ pub fn unmount_persistent(dev: BorrowedFd<'_>) -> Result<(), DevError> {
         .stx_attributes_mask
         .contains(StatxAttributes::MOUNT_ROOT)
         && root.stx_attributes.contains(StatxAttributes::MOUNT_ROOT);
-    let had_mount = is_mount;
-    if is_mount {
-        // umount2 takes only a path: make the mount our working directory so "." names exactly
-        // the mount we opened, with no path lookup the container could redirect.
-        rustix::process::fchdir(mounted.as_fd()).map_err(entry_err("enter", MOUNT_NAME))?;
-        let res = rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH);
-        let _ = rustix::process::fchdir(dev);
-        res.map_err(entry_err("unmount", MOUNT_NAME))?;
-        step!("unmounted /dev/crashcart in the container");
+    if !is_mount {
+        return Err(DevError::NotMounted);
     }
+    let device = rustix::fs::makedev(root.stx_dev_major, root.stx_dev_minor);
+    if !ours.contains(&device) {
+        return Err(DevError::NotOurs);
+    }
+    // umount2 takes only a path: make the mount our working directory so "." names exactly
+    // the mount we opened, with no path lookup the container could redirect.
+    rustix::process::fchdir(mounted.as_fd()).map_err(entry_err("enter", MOUNT_NAME))?;
+    let res = rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH);
+    let _ = rustix::process::fchdir(dev);
+    res.map_err(entry_err("unmount", MOUNT_NAME))?;
+    step!("unmounted /dev/crashcart in the container");
     drop(mounted);
     match unlinkat(dev, MOUNT_NAME, AtFlags::REMOVEDIR) {
         Ok(()) => step!("removed /dev/crashcart"),
-        Err(e) if had_mount => {
+        Err(e) => {
             eprintln!("crashcart: warning: cannot remove /dev/crashcart in the container: {e}")
         }
-        Err(e) => return Err(entry_err("remove", MOUNT_NAME)(e)),
     }
     remove_store_aliases(dev);
-    if !had_mount {
-        return Err(DevError::NotMounted);
-    }
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! succeeds the pipe just closes; otherwise the child writes which step failed and the errno.
 
 use std::ffi::{CString, OsString};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use rustix::io::Errno;
@@ -115,27 +115,34 @@ impl Command {
     }
 }
 
-/// The descriptors the command's process keeps until exec; every other one is closed first.
+/// The descriptors the command's process keeps until exec besides its 0, 1 and 2 (the
+/// container-side streams the helper made its own); every other one is closed first.
 pub struct ChildFds<'a> {
-    /// Read end: one byte means "go", EOF means the parent is gone.
-    pub go: BorrowedFd<'a>,
     /// Write end (close-on-exec) of the failure report.
     pub report: BorrowedFd<'a>,
     /// The target's user namespace, when it differs.
     pub user_ns: Option<BorrowedFd<'a>>,
+    /// Whether 0/1/2 are a terminal, to become the command's controlling terminal.
+    pub terminal: bool,
 }
 
-/// The command's process: drops every other descriptor, enters the user namespace, waits for
-/// its parent to have placed it in the target's cgroups, takes the user's identity and execs.
-/// Never returns.
+/// The command's process: drops every other descriptor, becomes its own (foreground) process
+/// group, enters the user namespace, takes the user's identity and execs. Never returns.
 pub fn run_command(cmd: &Command, fds: ChildFds<'_>) -> ! {
-    // Die with the helper (crashcart's SIGKILL reaches us through it).
+    // Die with the helper.
     let _ = set_parent_process_death_signal(Some(Signal::KILL));
     close_all_except(&[
-        fds.go.as_raw_fd(),
         fds.report.as_raw_fd(),
         fds.user_ns.map_or(-1, |f| f.as_raw_fd()),
     ]);
+    // A process group of its own in the helper's session; with a terminal (the container pty
+    // the helper made its controlling terminal), the foreground one. SIGTTOU is still blocked
+    // here, so taking the foreground from the background is allowed. The helper, in the same
+    // session, keeps the group from being orphaned, so Ctrl-Z stops it like any job.
+    let _ = rustix::process::setpgid(None, None);
+    if fds.terminal {
+        let _ = rustix::termios::tcsetpgrp(rustix::stdio::stdin(), rustix::process::getpid());
+    }
     let in_user_ns = fds.user_ns.is_some();
     if let Some(user_ns) = fds.user_ns {
         if let Err(e) = move_into_link_name_space(user_ns, Some(LinkNameSpaceType::User)) {
@@ -143,12 +150,6 @@ pub fn run_command(cmd: &Command, fds: ChildFds<'_>) -> ! {
         }
         sys::close_range(user_ns.as_raw_fd() as u32, user_ns.as_raw_fd() as u32);
     }
-    let mut byte = [0u8; 1];
-    match rustix::io::read(fds.go, &mut byte) {
-        Ok(1) => {}
-        _ => sys::exit_now(125),
-    }
-    sys::close_range(fds.go.as_raw_fd() as u32, fds.go.as_raw_fd() as u32);
     // setgroups is denied in user namespaces whose setgroups file says "deny"; the
     // supplementary groups there are whatever the namespace allows.
     match set_thread_groups(&[]) {
@@ -203,13 +204,24 @@ fn fail(report: BorrowedFd<'_>, stage: Stage, errno: i32, code: u8) -> ! {
     sys::exit_now(code.into())
 }
 
-/// Closes every descriptor above 2 except those in `keep` (-1 entries ignored), without
-/// allocating.
-fn close_all_except(keep: &[i32; 3]) {
-    let mut sorted = *keep;
-    sorted.sort_unstable();
+/// Closes every descriptor above 2 except those in `keep` (negative entries ignored), without
+/// allocating (the command's process calls it between fork and exec).
+pub fn close_all_except(keep: &[RawFd]) {
+    const MAX: usize = 64;
+    let mut sorted = [-1; MAX];
+    let mut n = 0;
+    for &fd in keep.iter().filter(|&&fd| fd > 2).take(MAX) {
+        // Insertion sort: tiny inputs, no allocation.
+        let mut i = n;
+        while i > 0 && sorted[i - 1] > fd {
+            sorted[i] = sorted[i - 1];
+            i -= 1;
+        }
+        sorted[i] = fd;
+        n += 1;
+    }
     let mut next: u32 = 3;
-    for &fd in &sorted {
+    for &fd in &sorted[..n] {
         if fd < next as i32 {
             continue;
         }

@@ -32,6 +32,14 @@ pub enum ImageError {
         /// Why.
         source: std::io::Error,
     },
+    /// An image found implicitly that the caller does not control.
+    #[error("found {} but will not use it: {why}; pass -i PATH to use it anyway", path.display())]
+    Untrusted {
+        /// The image path.
+        path: PathBuf,
+        /// Who else could have written it.
+        why: String,
+    },
     /// The path is not a regular file.
     #[error("image {} is not a regular file", .0.display())]
     NotAFile(PathBuf),
@@ -57,9 +65,12 @@ pub struct Image {
     pub file: File,
 }
 
-/// Picks the image: `-i`, then `$CRASHCART_IMAGE`, then `./crashcart.img`, then
-/// `<exe dir>/../share/crashcart/crashcart.img`.
-pub fn choose(explicit: Option<&Path>) -> Result<PathBuf, ImageError> {
+/// Picks the image: `-i`, then `$CRASHCART_IMAGE` (both named by the caller), then
+/// `./crashcart.img`, then `<exe dir>/../share/crashcart/crashcart.img` (`exe`: where crashcart
+/// was started from). An image found in one of those two places was not named by the caller,
+/// and the current directory may be a volume a container writes: it is used only if root owns
+/// it and its directory and no one else can write either.
+pub fn choose(explicit: Option<&Path>, exe: Option<&Path>) -> Result<PathBuf, ImageError> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
@@ -67,16 +78,57 @@ pub fn choose(explicit: Option<&Path>) -> Result<PathBuf, ImageError> {
         return Ok(PathBuf::from(p));
     }
     let mut looked = vec![PathBuf::from("./crashcart.img")];
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            looked.push(dir.join("../share/crashcart/crashcart.img"));
-        }
+    if let Some(dir) = exe.and_then(Path::parent) {
+        looked.push(normalize(&dir.join("../share/crashcart/crashcart.img")));
     }
-    looked
+    let found = looked
         .iter()
         .find(|p| p.exists())
         .cloned()
-        .ok_or(ImageError::NotFound(looked))
+        .ok_or(ImageError::NotFound(looked))?;
+    check_trusted(&found)?;
+    Ok(found)
+}
+
+/// `a/b/../c` → `a/c`, textually (for messages and the lookup beside the binary).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Refuses an implicitly found image that anyone but root could have put or changed there.
+fn check_trusted(path: &Path) -> Result<(), ImageError> {
+    use std::os::unix::fs::MetadataExt;
+    let untrusted = |why: String| ImageError::Untrusted {
+        path: path.to_path_buf(),
+        why,
+    };
+    let canonical = path
+        .canonicalize()
+        .map_err(|e| untrusted(format!("cannot resolve it: {e}")))?;
+    let file = std::fs::metadata(&canonical).map_err(|e| untrusted(e.to_string()))?;
+    let dir = canonical.parent().unwrap_or(Path::new("/"));
+    let dir_meta = std::fs::metadata(dir).map_err(|e| untrusted(e.to_string()))?;
+    for (what, meta) in [("it", &file), ("its directory", &dir_meta)] {
+        if meta.uid() != 0 {
+            return Err(untrusted(format!("{what} is owned by uid {}", meta.uid())));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(untrusted(format!(
+                "{what} is writable by group or others (mode {:o})",
+                meta.mode() & 0o7777
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl Image {
@@ -126,6 +178,9 @@ pub struct Manifest {
     pub store_alias: Option<String>,
     /// Variables to set for the command, in manifest order.
     pub env: Vec<(String, String)>,
+    /// Container paths the image's programs were built never to read (`ignores`), such as
+    /// `/etc/ld.so.preload`.
+    pub ignores: Vec<String>,
 }
 
 impl Manifest {
@@ -176,7 +231,18 @@ impl Manifest {
                 env.push((k.clone(), v.to_string()));
             }
         }
-        Ok(Manifest { store_alias, env })
+        let mut ignores = Vec::new();
+        if let Some(paths) = obj.get("ignores").filter(|v| !v.is_null()) {
+            let paths = paths.as_array().ok_or("ignores is not an array")?;
+            for p in paths {
+                ignores.push(p.as_str().ok_or("ignores has a non-string")?.to_string());
+            }
+        }
+        Ok(Manifest {
+            store_alias,
+            env,
+            ignores,
+        })
     }
 }
 
@@ -217,6 +283,9 @@ mod tests {
         .unwrap();
         assert_eq!(m.store_alias.as_deref(), Some(".cart"));
         assert_eq!(m.env.len(), 2);
+        let m = Manifest::parse(r#"{"ignores":["/etc/ld.so.preload"]}"#).unwrap();
+        assert_eq!(m.ignores, ["/etc/ld.so.preload"]);
+        assert!(Manifest::parse(r#"{"ignores":"x"}"#).is_err());
         assert_eq!(Manifest::parse("{}").unwrap(), Manifest::default());
     }
 

@@ -21,8 +21,11 @@ pub mod mount;
 pub mod namespaces;
 pub mod preload;
 pub mod process;
+pub mod relay;
+pub mod sealed;
 pub mod session;
 pub mod signals;
+pub mod sweep;
 mod sys;
 pub mod target;
 

@@ -206,3 +206,32 @@ fn find_existing(dev: u64, ino: u64) -> Option<LoopDevice> {
     }
     None
 }
+
+/// Device numbers (`st_dev` of a filesystem mounted from them) of every attached loop device
+/// set up the way crashcart sets them up: read-only and autoclear. `-u` removes a mount only if
+/// its filesystem lives on one of these; a container cannot attach loop devices, so whatever
+/// it mounted itself at `/dev/crashcart` is never among them.
+pub fn crashcart_devices() -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    let wanted = sys::LO_FLAGS_READ_ONLY | sys::LO_FLAGS_AUTOCLEAR;
+    let mut devices = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str().filter(|n| n.starts_with("loop")) else {
+            continue;
+        };
+        let path = PathBuf::from("/dev").join(name);
+        let Ok(fd) = open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) else {
+            continue;
+        };
+        let (Ok(info), Ok(st)) = (sys::loop_get_status(fd.as_fd()), rustix::fs::fstat(&fd)) else {
+            continue;
+        };
+        if info.lo_flags & wanted == wanted {
+            devices.push(st.st_rdev);
+        }
+    }
+    devices
+}

@@ -152,6 +152,15 @@ impl Namespaces {
         })
     }
 
+    /// The descriptors still held (for a forked process that closes every other one).
+    pub fn raw_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.differing
+            .iter()
+            .map(|(_, fd)| fd.as_raw_fd())
+            .collect()
+    }
+
     /// Takes the descriptor of `kind` out (to hand to the command's process), if it differs.
     pub fn take(&mut self, kind: Kind) -> Option<OwnedFd> {
         let i = self.differing.iter().position(|(k, _)| *k == kind)?;

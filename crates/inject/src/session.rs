@@ -1,33 +1,39 @@
 //! A crashcart run, from target to exit status. Process structure of a session:
 //!
 //! ```text
-//! crashcart (host)  ── fork ──▶ helper (stays in the host PID namespace)
-//!   forwards signals             setns(mnt), private copy, session /dev, setns(uts..pid)
-//!   waits for helper             ── fork ──▶ command (in the target's PID namespace)
-//!                                writes its PID       setns(user), waits for "go",
-//!                                to cgroup.procs      setuid/setgid, exec
-//!                                waits for it
+//! crashcart (host; sealed copy)  ── fork ──▶ helper (host PID namespace, own session)
+//!   relays the command's streams      stdio := the command's pty or pipes; closes all else
+//!   forwards signals to the helper    setns(mnt), private copy, session /dev, setns(uts..pid),
+//!   follows the helper (Ctrl-Z)       joins the target's cgroups itself
+//!                                     ── fork ──▶ command (target's PID namespace)
+//!                                     forwards signals     setsid, controlling pty,
+//!                                     waits; then kills    setns(user), profile, execve
+//!                                     every process left
+//!                                     in the session
 //! ```
 //!
-//! The helper stays the command's parent so that, if crashcart is SIGKILLed (and the helper
-//! with it, by its parent-death signal), the command is reparented to the host's init, not the
-//! container's PID 1, which may never reap it. Both are made non-dumpable before they enter
-//! anything, so container processes cannot ptrace them or open their descriptors.
+//! The helper stays outside the container's PID namespace, so no container process can see or
+//! ptrace it, and it is the one process that holds anything of the host. It survives crashcart
+//! (which it learns of by its parent-death signal) so that it can end the session whatever
+//! ends crashcart. The command's process is created with nothing of the host: its 0/1/2 are
+//! container-side streams, and the only other descriptors it briefly holds are its exec-report
+//! pipe and the target's user namespace.
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
+use rustix::event::{poll, PollFd, PollFlags};
 use rustix::fs::{openat2, statat, AtFlags, Mode, OFlags, ResolveFlags, CWD};
 use rustix::io::Errno;
 use rustix::pipe::{pipe_with, PipeFlags};
 use rustix::process::{
-    getpgrp, getpid, getppid, pidfd_open, set_dumpable_behavior, set_parent_process_death_signal,
-    setpgid, waitpid, DumpableBehavior, Pid, PidfdFlags, Signal, WaitOptions, WaitStatus,
+    getpid, getppid, pidfd_open, set_dumpable_behavior, set_parent_process_death_signal, waitpid,
+    DumpableBehavior, Pid, PidfdFlags, Signal, WaitOptions, WaitStatus,
 };
-use rustix::termios::{isatty, tcgetpgrp, tcsetpgrp};
+use rustix::termios::isatty;
 
 use crate::cgroup::{CgroupError, CgroupProcs};
 use crate::cli::{Cli, EXIT_CRASHCART};
@@ -40,18 +46,19 @@ use crate::mount::{self, MountError};
 use crate::namespaces::{Kind, NamespaceError, Namespaces};
 use crate::preload::{self, PreloadError};
 use crate::process::{ProcessError, TargetProcess};
-use crate::signals::Forwarding;
+use crate::relay::{self, CommandStreams, RelayError};
+use crate::sealed::{self, SealError};
+use crate::signals::{Forwarding, FORWARDED, PARENT_DIED};
 use crate::step;
-use crate::sys::{self, Fork};
+use crate::sys::{self, Fork, SignalSet};
 use crate::target::{self, ResolveError, Runtime, Target};
 
-/// The default command when the image has bash.
-const BASH: [&str; 4] = [
-    "/dev/crashcart/bin/bash",
-    "--rcfile",
-    "/dev/crashcart/.crashcartrc",
-    "-i",
-];
+/// The image's rc file, read by the default shell (through `ENV`).
+const RC_FILE: &str = "/dev/crashcart/.crashcartrc";
+/// The default command when the image has bash: POSIX mode, because then bash reads only
+/// `$ENV` at startup — never the container's `/etc/bash.bashrc` or `/etc/bashrc`, which an
+/// interactive bash reads even with `--rcfile`. The image's rc file leaves POSIX mode.
+const BASH: [&str; 3] = ["/dev/crashcart/bin/bash", "--posix", "-i"];
 /// The default command otherwise.
 const SH: [&str; 1] = ["/dev/crashcart/bin/sh"];
 
@@ -61,6 +68,9 @@ pub enum SessionError {
     /// Not running as root.
     #[error("must run as root (it attaches a loop device and enters namespaces)")]
     NotRoot,
+    /// The sealed copy could not be made.
+    #[error(transparent)]
+    Seal(#[from] SealError),
     /// Target resolution failed.
     #[error(transparent)]
     Resolve(#[from] ResolveError),
@@ -91,6 +101,9 @@ pub enum SessionError {
     /// The command line of the command.
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// The command's streams.
+    #[error(transparent)]
+    Relay(#[from] RelayError),
     /// `-e` with a target that is not a Docker container.
     #[error("-e runs the command with docker exec, but {0} is not a Docker container")]
     ExecNeedsDocker(String),
@@ -122,6 +135,8 @@ pub fn run(cli: &Cli) -> Result<u8, SessionError> {
     if !rustix::process::geteuid().is_root() {
         return Err(SessionError::NotRoot);
     }
+    sealed::ensure()?;
+    let exe = sealed::original_exe();
     let spec = cli.target().unwrap_or_default();
     let target = target::resolve(spec)?;
     step!(
@@ -139,18 +154,21 @@ pub fn run(cli: &Cli) -> Result<u8, SessionError> {
     }
     let process = TargetProcess::open(target.pid)?;
     if cli.unmount {
-        return in_mount_namespace(&process, devdir::unmount_persistent);
+        let ours = loopdev::crashcart_devices();
+        return in_mount_namespace(&process, move |dev| devdir::unmount_persistent(dev, &ours));
     }
 
-    let image = Image::open(&image::choose(cli.image.as_deref())?)?;
+    let image = Image::open(&image::choose(cli.image.as_deref(), exe.as_deref())?)?;
     let (image_mount, manifest) = mount_image(&image)?;
+    drop(image);
     // -m alone runs nothing; otherwise decide the command while the image is at hand.
-    let command = if cli.mount && !cli.exec {
-        Vec::new()
+    let (command, shell) = if cli.mount && !cli.exec {
+        (Vec::new(), None)
     } else if cli.command_args().is_empty() {
-        default_command(image_mount.as_fd(), &image.path)?
+        default_command(image_mount.as_fd(), &cli_image_path(cli, exe.as_deref()))?
     } else {
-        cli.command_args().to_vec()
+        let shell = image_shell(image_mount.as_fd());
+        (cli.command_args().to_vec(), shell)
     };
     if cli.mount || cli.exec {
         let alias = manifest.store_alias.clone();
@@ -165,7 +183,21 @@ pub fn run(cli: &Cli) -> Result<u8, SessionError> {
         }
         return Ok(0);
     }
-    session(cli, &process, image_mount, &manifest, &command)
+    let default = cli.command_args().is_empty();
+    session(
+        cli,
+        &process,
+        image_mount,
+        &manifest,
+        &command,
+        shell,
+        default,
+    )
+}
+
+/// The image path for messages.
+fn cli_image_path(cli: &Cli, exe: Option<&Path>) -> PathBuf {
+    image::choose(cli.image.as_deref(), exe).unwrap_or_default()
 }
 
 /// Attaches the image and mounts it (detached) while holding the image lock, then reads its
@@ -182,30 +214,41 @@ fn mount_image(image: &Image) -> Result<(OwnedFd, Manifest), SessionError> {
     Ok((mount, manifest))
 }
 
-/// bash (with the image's rc file) if the image has `bin/bash`, else its `bin/sh`.
-fn default_command(
-    image_root: BorrowedFd<'_>,
-    image: &Path,
-) -> Result<Vec<OsString>, SessionError> {
-    let bin = openat2(
+/// Whether the image has `bin/NAME` (the final component may be an absolute symlink meant to
+/// resolve inside the container, as in nix images: its presence is enough).
+fn image_has(image_root: BorrowedFd<'_>, name: &str) -> bool {
+    openat2(
         image_root,
         "bin",
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     )
-    .map_err(|_| SessionError::NoShell(image.to_path_buf()))?;
-    // The final component may be an absolute symlink meant to resolve inside the container
-    // (nix images): its presence is enough.
-    let has = |name: &str| statat(&bin, name, AtFlags::SYMLINK_NOFOLLOW).is_ok();
-    let args: &[&str] = if has("bash") {
+    .is_ok_and(|bin| statat(&bin, name, AtFlags::SYMLINK_NOFOLLOW).is_ok())
+}
+
+/// The image's shell, for `SHELL`.
+fn image_shell(image_root: BorrowedFd<'_>) -> Option<String> {
+    ["bash", "sh"]
+        .into_iter()
+        .find(|name| image_has(image_root, name))
+        .map(|name| format!("/dev/crashcart/bin/{name}"))
+}
+
+/// bash (in POSIX mode, reading only the image's rc file) if the image has `bin/bash`, else
+/// its `bin/sh`; with the shell's path.
+fn default_command(
+    image_root: BorrowedFd<'_>,
+    image: &Path,
+) -> Result<(Vec<OsString>, Option<String>), SessionError> {
+    let args: &[&str] = if image_has(image_root, "bash") {
         &BASH
-    } else if has("sh") {
+    } else if image_has(image_root, "sh") {
         &SH
     } else {
         return Err(SessionError::NoShell(image.to_path_buf()));
     };
-    Ok(exec::os_args(args))
+    Ok((exec::os_args(args), Some(args[0].to_string())))
 }
 
 /// Runs `work` on the target mount namespace's `/dev` in a forked helper (crashcart itself must
@@ -218,7 +261,7 @@ fn in_mount_namespace(
     let parent = getpid();
     match sys::fork().map_err(sys_err("fork"))? {
         Fork::Child => {
-            let result = harden(parent)
+            let result = harden(parent, Signal::KILL)
                 .and_then(|()| Ok(namespaces.enter(Kind::Mnt)?))
                 .and_then(|()| Ok(devdir::open_dev()?))
                 .and_then(|dev| Ok(work(dev.as_fd())?));
@@ -237,13 +280,12 @@ fn in_mount_namespace(
     }
 }
 
-/// Makes the calling (forked) process undumpable and tied to `parent`'s life.
-fn harden(parent: Pid) -> Result<(), SessionError> {
+/// Makes the calling (forked) process undumpable and tied to `parent`'s life by `death`.
+fn harden(parent: Pid, death: Signal) -> Result<(), SessionError> {
     // Not dumpable: container processes cannot ptrace us or open /proc/<us>/fd (runc does the
     // same); exec resets it for the command.
     set_dumpable_behavior(DumpableBehavior::NotDumpable).map_err(sys_err("set not dumpable"))?;
-    set_parent_process_death_signal(Some(Signal::KILL))
-        .map_err(sys_err("set the parent-death signal"))?;
+    set_parent_process_death_signal(Some(death)).map_err(sys_err("set the parent-death signal"))?;
     if getppid() != Some(parent) {
         // crashcart died before the death signal was armed.
         sys::exit_now(EXIT_CRASHCART.into());
@@ -260,7 +302,7 @@ fn docker_exec(
 ) -> Result<u8, SessionError> {
     let id = target.id.clone().unwrap_or_default();
     let environ = process.environ()?;
-    let env = Environment::for_command(&environ, None, &[]);
+    let env = Environment::for_command(&environ, None, None, &[]);
     let mut docker = std::process::Command::new("docker");
     docker.arg("exec").arg("-i");
     if isatty(std::io::stdin()) {
@@ -286,20 +328,31 @@ fn session(
     image_mount: OwnedFd,
     manifest: &Manifest,
     args: &[OsString],
+    shell: Option<String>,
+    default: bool,
 ) -> Result<u8, SessionError> {
     let namespaces = Namespaces::open(process)?;
     let cgroups = CgroupProcs::open(process)?;
     let cwd = process.cwd()?;
     let environ = process.environ()?;
-    let env =
-        Environment::for_command(&environ, std::env::var_os("TERM").as_deref(), &manifest.env);
+    let mut env = Environment::for_command(
+        &environ,
+        std::env::var_os("TERM").as_deref(),
+        shell.as_deref(),
+        &manifest.env,
+    );
+    if default {
+        env.set(b"ENV", RC_FILE.as_bytes());
+    }
     let command = Command::new(args, &env, cli.user.unwrap_or((0, 0)))?;
-    let stdin = std::io::stdin();
-    let job_control = isatty(&stdin) && tcgetpgrp(&stdin).is_ok_and(|pg| pg == getpgrp());
+    let (relay, streams) = relay::open(process)?;
+    let forwarding = Forwarding::block().map_err(|e| SessionError::Sys {
+        what: "block signals",
+        source: Errno::from_io_error(&e).unwrap_or(Errno::IO),
+    })?;
+    let target_pidfd =
+        Pid::from_raw(process.pid as i32).and_then(|pid| pidfd_open(pid, PidfdFlags::empty()).ok());
 
-    let forwarding = Forwarding::block();
-
-    let (status_r, status_w) = pipe_with(PipeFlags::CLOEXEC).map_err(sys_err("create a pipe"))?;
     let parent = getpid();
     let helper_args = Helper {
         parent,
@@ -308,14 +361,13 @@ fn session(
         cgroups,
         image_mount,
         store_alias: manifest.store_alias.clone(),
+        ignores: manifest.ignores.clone(),
         cwd,
         command,
-        status: status_w,
-        job_control,
+        streams,
     };
     match sys::fork().map_err(sys_err("fork"))? {
         Fork::Child => {
-            drop(status_r);
             let code = helper_args.run().unwrap_or_else(|e| {
                 eprintln!("crashcart: {e}");
                 EXIT_CRASHCART
@@ -323,9 +375,19 @@ fn session(
             sys::exit_now(code.into())
         }
         Fork::Parent(helper) => {
-            // Our copies would keep the session's mount (and so the loop device) alive.
+            // Our copies would keep the session's mount (and so the loop device) alive, and
+            // the command's ends of its streams open.
             drop(helper_args);
-            Ok(supervise(helper, &status_r, job_control, &forwarding))
+            let ended = relay.run(helper, &forwarding, target_pidfd.as_ref())?;
+            let code = ended.helper.map_or(EXIT_CRASHCART, exit_code);
+            // The helper has said why when it failed (125); otherwise say why it ended.
+            if ended.target_exited && code != EXIT_CRASHCART {
+                eprintln!(
+                    "crashcart: target pid {} exited; the session ended",
+                    process.pid
+                );
+            }
+            Ok(code)
         }
     }
 }
@@ -338,14 +400,15 @@ struct Helper {
     cgroups: CgroupProcs,
     image_mount: OwnedFd,
     store_alias: Option<String>,
+    ignores: Vec<String>,
     cwd: Option<PathBuf>,
     command: Command,
-    status: OwnedFd,
-    job_control: bool,
+    streams: CommandStreams,
 }
 
 impl Helper {
-    /// The helper: enters the target, starts the command, reports its PID, waits for it.
+    /// The helper: takes the command's streams as its own, drops every other descriptor of
+    /// crashcart's, enters the target, starts the command, supervises it, ends the session.
     fn run(self) -> Result<u8, SessionError> {
         let Helper {
             parent,
@@ -354,18 +417,37 @@ impl Helper {
             cgroups,
             image_mount,
             store_alias,
+            ignores,
             cwd,
             command,
-            status,
-            job_control,
+            streams,
         } = self;
-        harden(parent)?;
+        // Its own session and process group: no controlling terminal for anything started
+        // from here, and the caller's terminal signals reach crashcart alone.
+        rustix::process::setsid().map_err(sys_err("start a session"))?;
+        harden(parent, Signal::from_named_raw(PARENT_DIED).expect("SIGPWR"))?;
+        let terminal = streams.terminal;
+        rustix::stdio::dup2_stdin(&streams.fds[0]).map_err(sys_err("set up stdin"))?;
+        rustix::stdio::dup2_stdout(&streams.fds[1]).map_err(sys_err("set up stdout"))?;
+        rustix::stdio::dup2_stderr(&streams.fds[2]).map_err(sys_err("set up stderr"))?;
+        drop(streams);
+        if terminal {
+            // The container pty becomes this session's controlling terminal, so the command,
+            // in a process group of this session, gets job control on it.
+            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())
+                .map_err(sys_err("take the terminal"))?;
+        }
+        let mut keep: Vec<RawFd> = namespaces.raw_fds();
+        keep.extend(cgroups.raw_fds());
+        keep.push(image_mount.as_raw_fd());
+        exec::close_all_except(&keep);
+
         namespaces.enter(Kind::Mnt)?;
         mount::enter_private_copy()?;
         let dev = devdir::open_dev()?;
         devdir::build_session_dev(dev.as_fd(), image_mount, store_alias.as_deref())?;
         drop(dev);
-        preload::cover_preload_file()?;
+        preload::cover_preload_files(&ignores)?;
         enter_cwd(cwd.as_deref());
         for kind in [
             Kind::Uts,
@@ -378,54 +460,46 @@ impl Helper {
             namespaces.enter(kind)?;
         }
         step!("entered the namespaces of pid {pid}");
+        // The command inherits the cgroups: joined here, no cgroup file reaches it.
+        cgroups.join(getpid().as_raw_nonzero().get())?;
+        drop(cgroups);
         let user_ns = namespaces.take(Kind::User);
         drop(namespaces);
 
-        let (go_r, go_w) = pipe_with(PipeFlags::CLOEXEC).map_err(sys_err("create a pipe"))?;
         let (report_r, report_w) =
             pipe_with(PipeFlags::CLOEXEC).map_err(sys_err("create a pipe"))?;
         let child = match sys::fork() {
             Ok(Fork::Child) => exec::run_command(
                 &command,
                 ChildFds {
-                    go: go_r.as_fd(),
                     report: report_w.as_fd(),
                     user_ns: user_ns.as_ref().map(|f| f.as_fd()),
+                    terminal,
                 },
             ),
-            Ok(Fork::Parent(child)) => child,
+            Ok(Fork::Parent(child)) => {
+                // Both sides set the group, so it is in place whichever runs first.
+                let _ = rustix::process::setpgid(Some(child), Some(child));
+                child
+            }
             // fork into a PID namespace whose init has died fails with ENOMEM.
             Err(Errno::NOMEM) => return Err(SessionError::TargetExited(pid)),
             Err(e) => return Err(sys_err("fork")(e)),
         };
-        drop((go_r, report_w, user_ns));
-        let _ = rustix::io::write(&status, &child.as_raw_nonzero().get().to_le_bytes());
-        drop(status);
+        drop((report_w, user_ns));
 
-        let started = cgroups
-            .join(child.as_raw_nonzero().get())
-            .map_err(SessionError::from);
-        drop(cgroups);
-        if let Err(e) = started {
+        let code = supervise(parent, child, pid, terminal);
+        // Whatever ended the session, nothing of it may outlive it.
+        if let Err(e) = crate::sweep::kill_mount_namespace_peers() {
+            eprintln!("crashcart: warning: cannot end the session's remaining processes: {e}");
+        }
+        let code = code.unwrap_or_else(|| {
             let _ = rustix::process::kill_process(child, Signal::KILL);
-            let _ = waitpid(Some(child), WaitOptions::empty());
-            return Err(e);
-        }
-        if job_control {
-            // The command gets its own process group in the foreground, like a job a shell
-            // starts: Ctrl-C reaches it (and what it runs), not crashcart.
-            let _ = setpgid(Some(child), Some(child));
-            let _ = tcsetpgrp(std::io::stdin(), child);
-        }
-        let _ = rustix::io::write(&go_w, &[1]);
-        drop(go_w);
+            wait_exit_code(child)
+        });
 
-        let report = exec::read_report(report_r.as_fd());
-        let code = match job_control {
-            true => wait_as_foreground_job(child),
-            false => wait_exit_code(child),
-        };
-        if let Some((stage, errno)) = report {
+        let _ = rustix::fs::fcntl_setfl(&report_r, OFlags::NONBLOCK);
+        if let Some((stage, errno)) = exec::read_report(report_r.as_fd()) {
             let why = Errno::from_raw_os_error(errno);
             match stage {
                 Stage::Exec if errno == libc::ENOENT => {
@@ -447,6 +521,70 @@ impl Helper {
     }
 }
 
+/// The helper's watch over the running command: passes signals from crashcart on, follows
+/// Ctrl-Z, and returns the command's exit status when it ends; `None` when the session must end
+/// without it (crashcart died, or the target did).
+fn supervise(parent: Pid, command: Pid, target: u32, terminal: bool) -> Option<u8> {
+    let waited: Vec<i32> = FORWARDED
+        .iter()
+        .copied()
+        .chain([libc::SIGCHLD, PARENT_DIED])
+        .collect();
+    let Ok(signals) = SignalSet::of(&waited).signalfd() else {
+        return Some(wait_exit_code(command));
+    };
+    let target = Pid::from_raw(target as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok());
+    let wait_flags = if terminal {
+        WaitOptions::NOHANG | WaitOptions::UNTRACED
+    } else {
+        WaitOptions::NOHANG
+    };
+    loop {
+        let mut fds = vec![PollFd::new(&signals, PollFlags::IN)];
+        if let Some(t) = &target {
+            fds.push(PollFd::new(t, PollFlags::IN));
+        }
+        match poll(&mut fds, None) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(_) => return None,
+        }
+        let target_ended = fds.get(1).is_some_and(|f| !f.revents().is_empty());
+        drop(fds);
+        while let Some((sig, _)) = sys::read_signal(signals.as_fd()) {
+            match sig {
+                libc::SIGCHLD => {}
+                s if s == PARENT_DIED => {
+                    if getppid() != Some(parent) {
+                        step!("crashcart is gone; ending the session");
+                        return None;
+                    }
+                }
+                s => {
+                    if let Some(signal) = Signal::from_named_raw(s) {
+                        let _ = rustix::process::kill_process(command, signal);
+                    }
+                }
+            }
+        }
+        match waitpid(Some(command), wait_flags) {
+            Ok(Some((_, status))) if status.stopped() => {
+                // Stop ourselves: crashcart sees it, gives the caller's terminal back and stops
+                // its job; when continued, it continues us, and we the command's job.
+                let _ = rustix::process::kill_process(getpid(), Signal::STOP);
+                let _ = rustix::termios::tcsetpgrp(rustix::stdio::stdin(), command);
+                let _ = rustix::process::kill_process_group(command, Signal::CONT);
+            }
+            Ok(Some((_, status))) => return Some(exit_code(status)),
+            Ok(None) | Err(Errno::INTR) => {}
+            Err(_) => return None,
+        }
+        if target_ended {
+            step!("target pid exited; ending the session");
+            return None;
+        }
+    }
+}
+
 /// Changes to the target's working directory, resolved inside the (new) root without letting
 /// symlinks lead out of it; `/` when it cannot.
 fn enter_cwd(cwd: Option<&Path>) {
@@ -464,48 +602,6 @@ fn enter_cwd(cwd: Option<&Path>) {
             "cannot enter working directory {}: {e}; using /",
             cwd.display()
         ),
-    }
-}
-
-/// crashcart's side of a session: forwards signals to the command until the helper exits, then
-/// takes the terminal back. Returns the helper's exit status (the command's, mapped).
-fn supervise(helper: Pid, status: &OwnedFd, job_control: bool, forwarding: &Forwarding) -> u8 {
-    let mut buf = [0u8; 4];
-    let command = match rustix::io::read(status, &mut buf) {
-        Ok(4) => Pid::from_raw(i32::from_le_bytes(buf)),
-        _ => None,
-    };
-    let command = command.and_then(|pid| pidfd_open(pid, PidfdFlags::empty()).ok());
-    let code = forwarding
-        .until_exit(helper, command.as_ref())
-        .map_or(EXIT_CRASHCART, exit_code);
-    if job_control {
-        let _ = tcsetpgrp(std::io::stdin(), getpgrp());
-    }
-    code
-}
-
-/// Waits for the command running as the terminal's foreground job. When it is stopped
-/// (Ctrl-Z), does what a shell does for a stopped job one level up: takes the terminal back for
-/// crashcart's process group and stops that group, so the shell that started crashcart regains
-/// the terminal; its `fg` continues us, and we hand the terminal back to the command.
-fn wait_as_foreground_job(command: Pid) -> u8 {
-    let stdin = std::io::stdin();
-    loop {
-        match waitpid(Some(command), WaitOptions::UNTRACED) {
-            Ok(Some((_, status))) if status.stopped() => {
-                // SIGTTOU is blocked (inherited from crashcart): we may take the terminal from
-                // the background.
-                let _ = tcsetpgrp(&stdin, getpgrp());
-                let _ = rustix::process::kill_current_process_group(Signal::TSTP);
-                // Continued (by `fg`, which gave our group the terminal).
-                let _ = tcsetpgrp(&stdin, command);
-                let _ = rustix::process::kill_process_group(command, Signal::CONT);
-            }
-            Ok(Some((_, status))) => return exit_code(status),
-            Err(Errno::INTR) => continue,
-            _ => return EXIT_CRASHCART,
-        }
     }
 }
 

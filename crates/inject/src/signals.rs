@@ -1,11 +1,9 @@
 //! Signals during a session: crashcart blocks the ones it forwards (and SIGCHLD) before it
-//! forks, so none is lost or acts on crashcart itself, then takes them one at a time with
-//! `sigwaitinfo` and passes them to the command through a pidfd (which cannot reach another
-//! process that later reuses the PID).
+//! forks, so none is lost or acts on crashcart itself, and takes them from a `signalfd` in the
+//! same poll loop that relays the command's streams ([`crate::relay`]). Each is passed to the
+//! helper, which passes it to the command.
 
-use std::os::fd::OwnedFd;
-
-use rustix::process::{pidfd_send_signal, waitpid, Pid, Signal, WaitOptions, WaitStatus};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::sys::SignalSet;
 
@@ -20,45 +18,36 @@ pub const FORWARDED: [i32; 7] = [
     libc::SIGWINCH,
 ];
 
-/// The forwarded signals and SIGCHLD, blocked.
+/// The signal the helper gets when crashcart dies (its parent-death signal): a signal nothing
+/// else sends it, so it cannot be mistaken for a forwarded one.
+pub const PARENT_DIED: i32 = libc::SIGPWR;
+
+/// The forwarded signals, SIGCHLD and [`PARENT_DIED`], blocked, with a descriptor to take them
+/// from.
 pub struct Forwarding {
-    waited: SignalSet,
+    fd: OwnedFd,
 }
 
 impl Forwarding {
-    /// Blocks the forwarded signals, SIGCHLD and SIGTTOU (so crashcart can take the terminal
-    /// back from the background at the end). Children inherit the mask; the command's process
-    /// clears it before exec.
-    pub fn block() -> Forwarding {
-        let waited: Vec<i32> = FORWARDED.iter().copied().chain([libc::SIGCHLD]).collect();
+    /// Blocks the forwarded signals, SIGCHLD, [`PARENT_DIED`] and SIGTTOU (so crashcart can
+    /// set the terminal from the background at the end). Children inherit the mask; the
+    /// command's process clears it before exec.
+    pub fn block() -> std::io::Result<Forwarding> {
+        let waited: Vec<i32> = FORWARDED
+            .iter()
+            .copied()
+            .chain([libc::SIGCHLD, PARENT_DIED])
+            .collect();
         let waited = SignalSet::of(&waited);
         waited.block();
         SignalSet::of(&[libc::SIGTTOU]).block();
-        Forwarding { waited }
+        Ok(Forwarding {
+            fd: waited.signalfd()?,
+        })
     }
 
-    /// Forwards signals to `command` until `helper` exits; returns the helper's status. Before
-    /// there is a command (`None`), a terminating signal aborts the session by killing the
-    /// helper.
-    pub fn until_exit(&self, helper: Pid, command: Option<&OwnedFd>) -> Option<WaitStatus> {
-        loop {
-            let sig = self.waited.wait();
-            if sig == libc::SIGCHLD {
-                match waitpid(Some(helper), WaitOptions::NOHANG) {
-                    Ok(Some((_, status))) => return Some(status),
-                    Ok(None) => continue,
-                    Err(_) => return None,
-                }
-            }
-            match (command, Signal::from_named_raw(sig)) {
-                (Some(command), Some(signal)) => {
-                    let _ = pidfd_send_signal(command, signal);
-                }
-                (None, Some(signal)) if signal != Signal::WINCH => {
-                    let _ = rustix::process::kill_process(helper, Signal::KILL);
-                }
-                _ => {}
-            }
-        }
+    /// The descriptor that is readable while a blocked signal is pending.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }

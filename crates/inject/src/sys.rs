@@ -6,7 +6,8 @@
 //! - loop-device ioctls (`LOOP_CTL_GET_FREE`, `LOOP_CONFIGURE`, `LOOP_GET_STATUS64`), with the
 //!   kernel's structures from `<linux/loop.h>`.
 //! - `execve` with argument arrays built before the fork, so the exec path allocates nothing.
-//! - `close_range`, the signal mask, `sigwaitinfo` and signal dispositions.
+//! - `close_range`, the signal mask, `signalfd` and signal dispositions.
+//! - `fexecve`, to run crashcart again from its sealed in-memory copy.
 
 use std::ffi::{c_char, CString};
 use std::io;
@@ -201,6 +202,19 @@ pub fn execve(path: &CString, argv: &CStringArray, envp: &CStringArray) -> io::E
     io::Error::last_os_error()
 }
 
+/// Replaces the calling process with the program in `fd` (an executable memfd), with the
+/// current environment; returns only on failure.
+pub fn fexecve(fd: BorrowedFd<'_>, argv: &CStringArray) -> io::Error {
+    extern "C" {
+        static environ: *const *const c_char;
+    }
+    // SAFETY: `fd` is open; `argv.ptrs` is a NULL-terminated array of NUL-terminated strings that
+    // outlives the call; `environ` is libc's current environment array (crashcart is
+    // single-threaded, so nothing modifies it concurrently).
+    unsafe { libc::fexecve(fd.as_raw_fd(), argv.ptrs.as_ptr(), environ) };
+    io::Error::last_os_error()
+}
+
 /// A set of signals.
 #[derive(Clone, Copy)]
 pub struct SignalSet(libc::sigset_t);
@@ -226,16 +240,33 @@ impl SignalSet {
         unsafe { libc::sigprocmask(libc::SIG_BLOCK, &self.0, std::ptr::null_mut()) };
     }
 
-    /// Waits until one signal of this (blocked) set is pending and takes it.
-    pub fn wait(&self) -> i32 {
-        loop {
-            // SAFETY: `self.0` is initialised; a NULL siginfo pointer is allowed.
-            let sig = unsafe { libc::sigwaitinfo(&self.0, std::ptr::null_mut()) };
-            if sig > 0 {
-                return sig;
-            }
-        }
+    /// A non-blocking, close-on-exec descriptor that becomes readable when a signal of this
+    /// (blocked) set is pending; [`read_signal`] takes one.
+    pub fn signalfd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        // SAFETY: -1 asks for a new descriptor; `self.0` is an initialised sigset_t. On success
+        // the returned descriptor is ours alone.
+        let fd =
+            cvt(unsafe { libc::signalfd(-1, &self.0, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })?;
+        // SAFETY: `fd` was just returned by signalfd and is owned by nobody else.
+        Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
     }
+}
+
+/// Takes one pending signal from a [`SignalSet::signalfd`] descriptor: its number and the PID
+/// of its sender (as the kernel reports it), or `None` when none is pending.
+pub fn read_signal(fd: BorrowedFd<'_>) -> Option<(i32, u32)> {
+    // SAFETY: signalfd_siginfo is plain integers; all-zero is a valid value.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: `info` is a writable buffer of exactly `size` bytes that outlives the call.
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            (&mut info as *mut libc::signalfd_siginfo).cast(),
+            size,
+        )
+    };
+    (n == size as isize).then_some((info.ssi_signo as i32, info.ssi_pid))
 }
 
 /// Unblocks every signal and restores the default disposition of those crashcart (or the Rust
