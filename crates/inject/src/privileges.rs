@@ -475,8 +475,8 @@ fn copy_filters(pid: i32) -> Result<Vec<Vec<sock_filter>>, Errno> {
         program.truncate(got);
         filters.push(program);
     }
-    // Index 0 is the most recent filter.
-    filters.reverse();
+    // Index 0 is the oldest filter (kernel/seccomp.c get_nth_filter counts back from the
+    // newest; ptrace(2) says the opposite, the code and the tests here agree).
     Ok(filters)
 }
 
@@ -1092,4 +1092,761 @@ fn bpf_jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
 
 fn same(a: &sock_filter, b: &sock_filter) -> bool {
     (a.code, a.jt, a.jf, a.k) == (b.code, b.jt, b.jf, b.k)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+    use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    use rustix::pipe::{pipe_with, PipeFlags};
+    use rustix::process::{kill_process, Signal};
+
+    use super::*;
+    use crate::sys::{CStringArray, Fork};
+
+    const STATUS: &str = "Name:\tsleep\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\n\
+        TracerPid:\t0\nUid:\t1000\t1001\t1002\t1003\nGid:\t2000\t2000\t2000\t2001\n\
+        FDSize:\t64\nGroups:\t10 1234 \nNStgid:\t4242\t1\nCapInh:\t0000000000000000\n\
+        CapPrm:\t00000000a80425fb\nCapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\n\
+        CapAmb:\t0000000000000400\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t3\n\
+        Speculation_Store_Bypass:\tthread force mitigated\n";
+
+    #[test]
+    fn parses_status() {
+        let s = parse_status(STATUS).unwrap();
+        assert_eq!(s.uid, [1000, 1001, 1002, 1003]);
+        assert_eq!(s.gid, [2000, 2000, 2000, 2001]);
+        assert_eq!(s.groups, [10, 1234]);
+        assert_eq!(
+            (s.cap_inh, s.cap_prm, s.cap_eff),
+            (0, 0xa80425fb, 0xa80425fb)
+        );
+        assert_eq!((s.cap_bnd, s.cap_amb), (0xa80425fb, 0x400));
+        assert!(s.no_new_privs);
+        assert_eq!(
+            (s.seccomp, s.seccomp_filters, s.tracer_pid),
+            (2, Some(3), 0)
+        );
+
+        let no_groups = STATUS.replace("Groups:\t10 1234 ", "Groups:\t ");
+        assert!(parse_status(&no_groups).unwrap().groups.is_empty());
+        let old_kernel = STATUS.replace("Seccomp_filters:\t3\n", "");
+        assert_eq!(parse_status(&old_kernel).unwrap().seccomp_filters, None);
+        let bad = STATUS.replace("CapEff:\t00000000a80425fb", "CapEff:\tzz");
+        assert_eq!(parse_status(&bad), Err(StatusError { field: "CapEff" }));
+        let three_ids = STATUS.replace("\t1003", "");
+        assert_eq!(parse_status(&three_ids), Err(StatusError { field: "Uid" }));
+        let real = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert_eq!(
+            parse_status(&real).unwrap().uid[0],
+            rustix::process::getuid().as_raw()
+        );
+    }
+
+    #[test]
+    fn maps_host_ids() {
+        let identity = "         0          0 4294967295\n";
+        assert_eq!(host_to_namespace_id(0, identity), Some(0));
+        assert_eq!(
+            host_to_namespace_id(u32::MAX - 1, identity),
+            Some(u32::MAX - 1)
+        );
+        let userns = "         0     100000      65536\n     65536       1000          1\n";
+        assert_eq!(host_to_namespace_id(100000, userns), Some(0));
+        assert_eq!(host_to_namespace_id(101000, userns), Some(1000));
+        assert_eq!(host_to_namespace_id(165535, userns), Some(65535));
+        assert_eq!(host_to_namespace_id(165536, userns), None);
+        assert_eq!(host_to_namespace_id(1000, userns), Some(65536));
+        assert_eq!(host_to_namespace_id(0, userns), None);
+        assert_eq!(host_to_namespace_id(5, ""), None);
+    }
+
+    #[test]
+    fn exec_labels() {
+        assert_eq!(exec_label(b""), None);
+        assert_eq!(exec_label(b"unconfined\n"), None);
+        assert_eq!(exec_label(b"unconfined (unconfined)\n"), None);
+        assert_eq!(
+            exec_label(b"docker-default (enforce)\n").as_deref(),
+            Some(&b"exec docker-default"[..])
+        );
+        assert_eq!(
+            exec_label(b"system_u:system_r:container_t:s0:c1,c2\0").as_deref(),
+            Some(&b"system_u:system_r:container_t:s0:c1,c2"[..])
+        );
+    }
+
+    #[test]
+    fn exec_attr_is_opened_on_procfs() {
+        // Whether a label can be written depends on an LSM (none here); the path must resolve.
+        let fd = open_exec_attr().unwrap();
+        assert_eq!(fstatfs(&fd).unwrap().f_type, PROC_SUPER_MAGIC);
+    }
+
+    #[test]
+    fn debug_filter_extends_seccompilers_program() {
+        let program = debug_filter().unwrap();
+        assert!(same(&program[3], &bpf_stmt(BPF_LD_W_ABS, SECCOMP_DATA_NR)));
+        let enosys = bpf_stmt(BPF_RET_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32);
+        assert!(program.iter().any(|i| same(i, &enosys)));
+        assert!(program.len() < BPF_MAXINSNS);
+        let sysadmin = Privileges::new(Profile::Sysadmin, &own(), None, false, vec![]).unwrap();
+        assert!(sysadmin
+            .warning()
+            .unwrap()
+            .contains("a hostile container can take this session over"));
+        let debug = Privileges::new(Profile::Debug, &own(), None, false, vec![]).unwrap();
+        assert_eq!(debug.warning(), None);
+    }
+
+    // --- helpers for the tests that fork ---
+
+    fn own() -> TargetCredentials {
+        let me = TargetProcess::open(std::process::id()).unwrap();
+        TargetCredentials::read(&me).unwrap()
+    }
+
+    fn bit(set: CapabilitySet) -> u64 {
+        set.bits()
+    }
+
+    fn write_all(fd: BorrowedFd<'_>, bytes: &[u8]) {
+        let _ = rustix::io::write(fd, bytes);
+    }
+
+    fn read_all(fd: &OwnedFd) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match rustix::io::read(fd, &mut buf) {
+                Ok(0) => return out,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(Errno::INTR) => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    fn wait_raw(pid: Pid) -> i32 {
+        loop {
+            match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+                Ok(Some((_, status))) => return status.as_raw(),
+                Err(Errno::INTR) => {}
+                other => panic!("waitpid: {other:?}"),
+            }
+        }
+    }
+
+    /// Runs `body` in a forked child with the write end of a pipe; returns what the child
+    /// wrote and its raw wait status. A panic in the child is reported, never unwound into the
+    /// test harness.
+    fn in_child(body: impl FnOnce(BorrowedFd<'_>) -> i32) -> (String, i32) {
+        let (r, w) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+        match sys::fork().unwrap() {
+            Fork::Child => {
+                drop(r);
+                let code =
+                    catch_unwind(AssertUnwindSafe(|| body(w.as_fd()))).unwrap_or_else(|_| {
+                        write_all(w.as_fd(), b"child panicked");
+                        101
+                    });
+                sys::exit_now(code)
+            }
+            Fork::Parent(pid) => {
+                drop(w);
+                let out = read_all(&r);
+                (String::from_utf8_lossy(&out).into_owned(), wait_raw(pid))
+            }
+        }
+    }
+
+    /// Applies `privileges` in a child that then execs `/bin/cat /proc/self/status`; returns
+    /// the status the command saw after `execve`.
+    fn status_after_exec(privileges: &Privileges) -> StatusFields {
+        let cat = CString::new("/bin/cat").unwrap();
+        let argv = CStringArray::new(vec![
+            cat.clone(),
+            CString::new("/proc/self/status").unwrap(),
+        ]);
+        let envp = CStringArray::new(vec![]);
+        let (out, status) = in_child(|w| {
+            if let Err(e) = privileges.apply(false) {
+                write_all(w, format!("apply: {e}").as_bytes());
+                return 1;
+            }
+            let _ = rustix::stdio::dup2_stdout(w);
+            let err = sys::execve(&cat, &argv, &envp);
+            write_all(w, format!("exec: {err}").as_bytes());
+            1
+        });
+        assert_eq!(status, 0, "{out}");
+        parse_status(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    /// `syscall(nr, args..., 0)`: the sixth argument (flags of process_vm_readv) is 0.
+    fn raw_syscall(nr: libc::c_long, args: [libc::c_long; 5]) -> Result<libc::c_long, i32> {
+        // SAFETY: test-only; every call passes integers or NULL/valid pointers, and the
+        // syscalls exercised either fail before touching memory or write only to buffers the
+        // caller owns.
+        let ret = unsafe {
+            libc::syscall(
+                nr,
+                args[0],
+                args[1],
+                args[2],
+                args[3],
+                args[4],
+                0 as libc::c_long,
+            )
+        };
+        if ret < 0 {
+            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        } else {
+            Ok(ret)
+        }
+    }
+
+    /// The syscalls the debug filter must deny, as (name, nr, args). Each would fail otherwise
+    /// with something other than EPERM for root (EFAULT, EINVAL, EBADF) or succeed, so EPERM
+    /// shows the filter acted.
+    fn denied_calls() -> Vec<(&'static str, libc::c_long, [libc::c_long; 5])> {
+        let ioctl = |cmd: libc::Ioctl| [0, cmd as libc::c_long, 0, 0, 0];
+        vec![
+            ("mount", libc::SYS_mount, [0; 5]),
+            (
+                "unshare(CLONE_NEWUSER)",
+                libc::SYS_unshare,
+                [libc::CLONE_NEWUSER as _, 0, 0, 0, 0],
+            ),
+            (
+                "open_by_handle_at",
+                libc::SYS_open_by_handle_at,
+                [-1, 0, 0, 0, 0],
+            ),
+            ("bpf", libc::SYS_bpf, [0; 5]),
+            ("init_module", libc::SYS_init_module, [0; 5]),
+            ("keyctl", libc::SYS_keyctl, [0; 5]),
+            ("fsopen", libc::SYS_fsopen, [0; 5]),
+            ("setns", libc::SYS_setns, [-1, 0, 0, 0, 0]),
+            ("io_uring_setup", libc::SYS_io_uring_setup, [0; 5]),
+            ("ioctl(TIOCSTI)", libc::SYS_ioctl, ioctl(libc::TIOCSTI)),
+            ("ioctl(TIOCLINUX)", libc::SYS_ioctl, ioctl(libc::TIOCLINUX)),
+            // The kernel reads the command as an unsigned int; so must the filter.
+            (
+                "ioctl(1<<32|TIOCSTI)",
+                libc::SYS_ioctl,
+                [0, (1 << 32) | libc::TIOCSTI as libc::c_long, 0, 0, 0],
+            ),
+            (
+                "personality(READ_IMPLIES_EXEC)",
+                libc::SYS_personality,
+                [0x0400000, 0, 0, 0, 0],
+            ),
+            (
+                "clone(CLONE_NEWNS)",
+                libc::SYS_clone,
+                [(libc::CLONE_NEWNS | libc::SIGCHLD) as _, 0, 0, 0, 0],
+            ),
+            (
+                "clone(CLONE_NEWUSER)",
+                libc::SYS_clone,
+                [(libc::CLONE_NEWUSER | libc::SIGCHLD) as _, 0, 0, 0, 0],
+            ),
+        ]
+    }
+
+    /// In the child: every denied call fails with EPERM, clone3 with ENOSYS, and the tools'
+    /// syscalls still work. Returns the failures.
+    fn check_debug_syscalls() -> Vec<String> {
+        let mut failures = Vec::new();
+        for (name, nr, args) in denied_calls() {
+            match raw_syscall(nr, args) {
+                // A clone that got through: this is the new child, which must not run on.
+                Ok(0) if nr == libc::SYS_clone => sys::exit_now(0),
+                Err(libc::EPERM) => {}
+                other => failures.push(format!("{name}: {other:?}, expected EPERM")),
+            }
+        }
+        match raw_syscall(libc::SYS_clone3, [0; 5]) {
+            Err(libc::ENOSYS) => {}
+            other => failures.push(format!("clone3: {other:?}, expected ENOSYS")),
+        }
+        if let Err(e) = raw_syscall(libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0]) {
+            failures.push(format!("personality query: {e}"));
+        }
+        // process_vm_readv on ourselves.
+        let source = [7u8; 16];
+        let mut dest = [0u8; 16];
+        let local = libc::iovec {
+            iov_base: dest.as_mut_ptr().cast(),
+            iov_len: dest.len(),
+        };
+        let remote = libc::iovec {
+            iov_base: source.as_ptr() as *mut _,
+            iov_len: source.len(),
+        };
+        let got = raw_syscall(
+            libc::SYS_process_vm_readv,
+            [
+                std::process::id() as _,
+                &local as *const _ as _,
+                1,
+                &remote as *const _ as _,
+                1,
+            ],
+        );
+        if got != Ok(16) || dest != source {
+            failures.push(format!("process_vm_readv: {got:?}"));
+        }
+        // Packet sockets (tcpdump).
+        match raw_syscall(
+            libc::SYS_socket,
+            [libc::AF_PACKET as _, libc::SOCK_RAW as _, 0, 0, 0],
+        ) {
+            Ok(fd) => sys::close_range(fd as u32, fd as u32),
+            Err(e) => failures.push(format!("socket(AF_PACKET): {e}")),
+        }
+        // An ordinary ioctl.
+        let (r, _w) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+        let mut n: libc::c_int = 0;
+        if let Err(e) = raw_syscall(
+            libc::SYS_ioctl,
+            [
+                rustix::fd::AsRawFd::as_raw_fd(&r) as _,
+                libc::FIONREAD as _,
+                &mut n as *mut _ as _,
+                0,
+                0,
+            ],
+        ) {
+            failures.push(format!("ioctl(FIONREAD): {e}"));
+        }
+        // fork, then ptrace the child (strace, gdb).
+        match sys::fork() {
+            Ok(Fork::Child) => loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            },
+            Ok(Fork::Parent(child)) => {
+                if let Err(e) = sys::ptrace_seize(child.as_raw_nonzero().get()) {
+                    failures.push(format!("PTRACE_SEIZE of a child: {e}"));
+                }
+                let _ = kill_process(child, Signal::KILL);
+                let _ = wait_raw(child);
+            }
+            Err(e) => failures.push(format!("fork: {e}")),
+        }
+        // posix_spawn: glibc tries clone3, gets ENOSYS, falls back to clone.
+        match std::process::Command::new("/bin/true").status() {
+            Ok(s) if s.success() => {}
+            other => failures.push(format!("spawn /bin/true: {other:?}")),
+        }
+        failures
+    }
+
+    fn expected_debug_caps(shares_host_network: bool) -> u64 {
+        let me = own().status;
+        let mut never = DEBUG_NEVER;
+        if shares_host_network {
+            never |= CapabilitySet::NET_ADMIN;
+        }
+        (me.cap_bnd | DEBUG_EXTRA.bits()) & !never.bits() & me.cap_prm
+    }
+
+    #[test]
+    fn debug_profile_in_a_child() {
+        let privileges = Privileges::new(Profile::Debug, &own(), None, false, vec![]).unwrap();
+        let (out, status) = in_child(|w| {
+            if let Err(e) = privileges.apply(false) {
+                write_all(w, format!("apply: {e}").as_bytes());
+                return 1;
+            }
+            let mut failures = check_debug_syscalls();
+            let text = std::fs::read_to_string("/proc/self/status").unwrap();
+            let s = parse_status(&text).unwrap();
+            let wanted = expected_debug_caps(false);
+            for (name, set) in [
+                ("CapEff", s.cap_eff),
+                ("CapPrm", s.cap_prm),
+                ("CapBnd", s.cap_bnd),
+            ] {
+                if set != wanted {
+                    failures.push(format!("{name} {set:x}, expected {wanted:x}"));
+                }
+            }
+            if (s.cap_inh, s.cap_amb) != (0, 0) {
+                failures.push(format!("CapInh {:x} CapAmb {:x}", s.cap_inh, s.cap_amb));
+            }
+            if !s.no_new_privs || s.seccomp != 2 || s.seccomp_filters != Some(1) {
+                failures.push(format!("NoNewPrivs/Seccomp: {s:?}"));
+            }
+            write_all(w, failures.join("\n").as_bytes());
+            i32::from(!failures.is_empty())
+        });
+        assert_eq!((out.as_str(), status), ("", 0));
+        let wanted = expected_debug_caps(false);
+        assert_ne!(wanted & bit(CapabilitySet::SYS_PTRACE), 0);
+        assert_ne!(wanted & bit(CapabilitySet::NET_ADMIN), 0);
+        for never in [
+            CapabilitySet::SYS_ADMIN,
+            CapabilitySet::DAC_READ_SEARCH,
+            CapabilitySet::SYS_MODULE,
+        ] {
+            assert_eq!(wanted & bit(never), 0);
+        }
+    }
+
+    #[test]
+    fn debug_filter_alone_denies_what_root_could_do() {
+        // With every capability, only the filter can turn these calls into EPERM.
+        let filter = debug_filter().unwrap();
+        let (out, status) = in_child(|w| {
+            let _ = set_no_new_privs(true);
+            if let Err(e) = sys::seccomp_set_mode_filter(&filter) {
+                write_all(w, format!("seccomp: {e}").as_bytes());
+                return 1;
+            }
+            let failures = check_debug_syscalls();
+            write_all(w, failures.join("\n").as_bytes());
+            i32::from(!failures.is_empty())
+        });
+        assert_eq!((out.as_str(), status), ("", 0));
+    }
+
+    #[test]
+    fn debug_filter_bypass_without_the_filter_is_visible() {
+        // The control: without the filter, root's calls do not fail with EPERM, so the tests
+        // above could fail.
+        let (out, status) = in_child(|w| {
+            let mut wrong = Vec::new();
+            for (name, nr, args) in denied_calls() {
+                if nr == libc::SYS_unshare || nr == libc::SYS_clone {
+                    continue; // would succeed and change or duplicate this child
+                }
+                if raw_syscall(nr, args) == Err(libc::EPERM) {
+                    wrong.push(name);
+                }
+            }
+            write_all(w, wrong.join(", ").as_bytes());
+            0
+        });
+        assert_eq!((out.as_str(), status), ("", 0));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn debug_filter_kills_other_abis() {
+        let privileges = Privileges::new(Profile::Debug, &own(), None, false, vec![]).unwrap();
+        let i386 = |_: BorrowedFd<'_>| {
+            privileges.apply(false).unwrap();
+            let mut eax: u32 = 20; // i386 getpid
+                                   // SAFETY: `int 0x80` with eax=20 is the i386 getpid, which takes no arguments and
+                                   // only writes eax.
+            unsafe { std::arch::asm!("int 0x80", inout("eax") eax) };
+            eax as i32
+        };
+        let x32 = |_: BorrowedFd<'_>| {
+            privileges.apply(false).unwrap();
+            raw_syscall(X32_SYSCALL_BIT as libc::c_long | libc::SYS_getpid, [0; 5]).map_or(0, |_| 1)
+        };
+        for (abi, child) in [
+            ("i386", &i386 as &dyn Fn(BorrowedFd<'_>) -> i32),
+            ("x32", &x32),
+        ] {
+            let (out, status) = in_child(child);
+            assert!(
+                libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSYS,
+                "{abi}: status {status:#x} {out}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_profile_after_exec() {
+        let target = own();
+        let wanted = expected_debug_caps(true);
+        let root = Privileges::new(Profile::Debug, &target, None, true, vec![]).unwrap();
+        let s = status_after_exec(&root);
+        assert_eq!(s.uid, [0; 4]);
+        assert_eq!((s.cap_eff, s.cap_prm, s.cap_bnd), (wanted, wanted, wanted));
+        assert_eq!(s.cap_eff & bit(CapabilitySet::NET_ADMIN), 0);
+        assert!(s.no_new_privs);
+        assert_eq!((s.seccomp, s.seccomp_filters), (2, Some(1)));
+
+        // A non-root user ends with no capabilities, like `docker exec --user`.
+        let user =
+            Privileges::new(Profile::Debug, &target, Some((1000, 1000)), true, vec![]).unwrap();
+        let s = status_after_exec(&user);
+        assert_eq!((s.uid, s.gid), ([1000; 4], [1000; 4]));
+        assert!(s.groups.is_empty());
+        assert_eq!((s.cap_eff, s.cap_prm, s.cap_inh, s.cap_amb), (0, 0, 0, 0));
+        assert_eq!(s.cap_bnd, wanted);
+    }
+
+    #[test]
+    fn sysadmin_profile_after_exec() {
+        let me = own().status;
+        let root = Privileges::new(Profile::Sysadmin, &own(), None, false, vec![]).unwrap();
+        let s = status_after_exec(&root);
+        assert_eq!(
+            (s.uid, s.cap_eff, s.cap_bnd),
+            ([0; 4], me.cap_eff, me.cap_bnd)
+        );
+        assert!(!s.no_new_privs);
+        assert_eq!(s.seccomp, 0);
+        let user =
+            Privileges::new(Profile::Sysadmin, &own(), Some((1000, 1001)), false, vec![]).unwrap();
+        let s = status_after_exec(&user);
+        assert_eq!((s.uid, s.gid, s.cap_eff), ([1000; 4], [1001; 4], 0));
+    }
+
+    // --- the target profile against a real restricted process ---
+
+    /// `acct` fails with `errno` (a filter the test can tell apart from another).
+    fn acct_filter(errno: i32) -> Vec<sock_filter> {
+        vec![
+            bpf_stmt(BPF_LD_W_ABS, SECCOMP_DATA_NR),
+            bpf_jump(BPF_JEQ_K, libc::SYS_acct as u32, 0, 1),
+            bpf_stmt(BPF_RET_K, libc::SECCOMP_RET_ERRNO | errno as u32),
+            bpf_stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW),
+        ]
+    }
+
+    const TARGET_BOUNDING: CapabilitySet = CapabilitySet::CHOWN
+        .union(CapabilitySet::DAC_OVERRIDE)
+        .union(CapabilitySet::KILL)
+        .union(CapabilitySet::SETUID)
+        .union(CapabilitySet::SETGID)
+        .union(CapabilitySet::SETPCAP)
+        .union(CapabilitySet::NET_BIND_SERVICE)
+        .union(CapabilitySet::NET_RAW);
+    const TARGET_AMBIENT: CapabilitySet =
+        CapabilitySet::CHOWN.union(CapabilitySet::NET_BIND_SERVICE);
+
+    /// A `sleep` killed and reaped on drop.
+    struct Sleeper(Pid);
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = kill_process(self.0, Signal::KILL);
+            let _ = wait_raw(self.0);
+        }
+    }
+
+    /// Forks, runs `setup` (which returns an error text or nothing), execs `sleep 30`, and
+    /// returns once the exec happened (the close-on-exec pipe closed without a word).
+    fn spawn_sleeper(setup: impl FnOnce() -> Result<(), String>) -> Sleeper {
+        let sleep = CString::new("/bin/sleep").unwrap();
+        let argv = CStringArray::new(vec![sleep.clone(), CString::new("30").unwrap()]);
+        let envp = CStringArray::new(vec![]);
+        let (r, w) = pipe_with(PipeFlags::CLOEXEC).unwrap();
+        match sys::fork().unwrap() {
+            Fork::Child => {
+                drop(r);
+                if let Err(e) = setup() {
+                    write_all(w.as_fd(), e.as_bytes());
+                    sys::exit_now(1);
+                }
+                let err = sys::execve(&sleep, &argv, &envp);
+                write_all(w.as_fd(), format!("exec: {err}").as_bytes());
+                sys::exit_now(1)
+            }
+            Fork::Parent(pid) => {
+                drop(w);
+                let sleeper = Sleeper(pid);
+                let out = read_all(&r);
+                assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+                sleeper
+            }
+        }
+    }
+
+    /// A target like a hardened container process: uid 1000, two groups, a small bounding
+    /// set, ambient capabilities, two seccomp filters, with or without no_new_privs (without
+    /// it, the filters go in while root still has CAP_SYS_ADMIN, as runc does).
+    fn restricted_target(no_new_privs: bool) -> Sleeper {
+        spawn_sleeper(|| {
+            let e = |what: &'static str| move |err: Errno| format!("{what}: {err}");
+            let filters = [acct_filter(libc::EPERM), acct_filter(libc::EACCES)];
+            if !no_new_privs {
+                for f in &filters {
+                    sys::seccomp_set_mode_filter(f).map_err(e("seccomp"))?;
+                }
+            }
+            for cap in 0..=40 {
+                let bit = 1u64 << cap;
+                if TARGET_BOUNDING.bits() & bit == 0 {
+                    remove_capability_from_bounding_set(CapabilitySet::from_bits_retain(bit))
+                        .map_err(e("bounding"))?;
+                }
+            }
+            set_thread_groups(&[Gid::from_raw(1234), Gid::from_raw(5678)]).map_err(e("groups"))?;
+            set_keep_capabilities(true).map_err(e("keepcaps"))?;
+            let gid = Gid::from_raw(2000);
+            set_thread_res_gid(gid, gid, gid).map_err(e("gid"))?;
+            let uid = Uid::from_raw(1000);
+            set_thread_res_uid(uid, uid, uid).map_err(e("uid"))?;
+            let kept = TARGET_AMBIENT | CapabilitySet::KILL;
+            set_capabilities(
+                None,
+                CapabilitySets {
+                    effective: kept,
+                    permitted: kept,
+                    inheritable: TARGET_AMBIENT,
+                },
+            )
+            .map_err(e("capset"))?;
+            for cap in [CapabilitySet::CHOWN, CapabilitySet::NET_BIND_SERVICE] {
+                configure_capability_in_ambient_set(cap, true).map_err(e("ambient"))?;
+            }
+            if no_new_privs {
+                set_no_new_privs(true).map_err(e("nnp"))?;
+                for f in &filters {
+                    sys::seccomp_set_mode_filter(f).map_err(e("seccomp"))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn credentials_of(pid: Pid) -> TargetCredentials {
+        let process = TargetProcess::open(pid.as_raw_nonzero().get() as u32).unwrap();
+        TargetCredentials::read(&process).unwrap()
+    }
+
+    fn same_program(a: &[sock_filter], b: &[sock_filter]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y))
+    }
+
+    fn check_target_profile(no_new_privs: bool) {
+        let target = restricted_target(no_new_privs);
+        let pid = target.0.as_raw_nonzero().get() as u32;
+        let creds = credentials_of(target.0);
+        let t = &creds.status;
+        // The target is what the setup made it (else the comparison below proves little).
+        assert_eq!(
+            (t.uid, t.gid, t.groups.as_slice()),
+            ([1000; 4], [2000; 4], &[1234, 5678][..])
+        );
+        assert_eq!(
+            (t.cap_amb, t.cap_eff, t.cap_bnd),
+            (
+                TARGET_AMBIENT.bits(),
+                TARGET_AMBIENT.bits(),
+                TARGET_BOUNDING.bits()
+            )
+        );
+        assert_eq!(
+            (t.no_new_privs, t.seccomp, t.seccomp_filters),
+            (no_new_privs, 2, Some(2))
+        );
+
+        let filters = target_seccomp_filters(pid).unwrap();
+        assert_eq!(filters.len(), 2);
+        assert!(
+            same_program(&filters[0], &acct_filter(libc::EPERM)),
+            "oldest first"
+        );
+        assert!(same_program(&filters[1], &acct_filter(libc::EACCES)));
+        // Detached, and still running.
+        let after = credentials_of(target.0).status;
+        assert_eq!(after.tracer_pid, 0);
+
+        let privileges =
+            Privileges::new(Profile::Target, &creds, None, false, filters.clone()).unwrap();
+        assert_eq!(privileges.warning(), None);
+        // The filters' order decides which errno wins: the newest filter's.
+        let (out, status) = in_child(|w| {
+            if let Err(e) = privileges.apply(false) {
+                write_all(w, format!("apply: {e}").as_bytes());
+                return 1;
+            }
+            match raw_syscall(libc::SYS_acct, [0; 5]) {
+                Err(libc::EACCES) => 0,
+                other => {
+                    write_all(w, format!("acct: {other:?}").as_bytes());
+                    1
+                }
+            }
+        });
+        assert_eq!((out.as_str(), status), ("", 0));
+
+        let command = spawn_sleeper(|| privileges.apply(false).map_err(|e| e.to_string()));
+        let c = credentials_of(command.0).status;
+        assert_eq!((c.uid, c.gid, &c.groups), (t.uid, t.gid, &t.groups));
+        assert_eq!(
+            (c.cap_inh, c.cap_prm, c.cap_eff, c.cap_bnd, c.cap_amb),
+            (t.cap_inh, t.cap_prm, t.cap_eff, t.cap_bnd, t.cap_amb)
+        );
+        assert_eq!(
+            (c.no_new_privs, c.seccomp, c.seccomp_filters),
+            (t.no_new_privs, t.seccomp, t.seccomp_filters)
+        );
+        let copied = target_seccomp_filters(command.0.as_raw_nonzero().get() as u32).unwrap();
+        assert!(copied.iter().zip(&filters).all(|(a, b)| same_program(a, b)));
+        assert_eq!(copied.len(), filters.len());
+    }
+
+    #[test]
+    fn target_profile_with_no_new_privs() {
+        check_target_profile(true);
+    }
+
+    #[test]
+    fn target_profile_without_no_new_privs() {
+        check_target_profile(false);
+    }
+
+    #[test]
+    fn target_profile_user_overrides_ids_only() {
+        let target = restricted_target(true);
+        let creds = credentials_of(target.0);
+        let pid = target.0.as_raw_nonzero().get() as u32;
+        let filters = target_seccomp_filters(pid).unwrap();
+        let privileges =
+            Privileges::new(Profile::Target, &creds, Some((3000, 3001)), false, filters).unwrap();
+        let command = spawn_sleeper(|| privileges.apply(false).map_err(|e| e.to_string()));
+        let c = credentials_of(command.0).status;
+        assert_eq!(
+            (c.uid, c.gid, c.groups.as_slice()),
+            ([3000; 4], [3001; 4], &[1234, 5678][..])
+        );
+        assert_eq!(
+            (c.cap_bnd, c.cap_amb),
+            (creds.status.cap_bnd, creds.status.cap_amb)
+        );
+    }
+
+    #[test]
+    fn target_profile_refuses_a_wrong_filter_count() {
+        let target = restricted_target(true);
+        let creds = credentials_of(target.0);
+        let err = Privileges::new(Profile::Target, &creds, None, false, vec![]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PrivilegeError::FilterCount {
+                    expected: 2,
+                    got: 0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn traced_target_is_a_clear_error() {
+        let target = spawn_sleeper(|| Ok(()));
+        let pid = target.0.as_raw_nonzero().get();
+        sys::ptrace_seize(pid).unwrap();
+        let err = target_seccomp_filters(pid as u32).unwrap_err();
+        assert!(
+            matches!(err, PrivilegeError::Traced { tracer, .. } if tracer == rustix::thread::gettid().as_raw_nonzero().get() as u32),
+            "{err}"
+        );
+        assert!(err.to_string().contains("is being traced by pid"));
+        // Killing the traced sleeper (Sleeper's drop) ends the trace.
+    }
 }

@@ -277,7 +277,7 @@ fn ptrace_simple(
     // SAFETY: callers pass only requests whose `addr` and `data` are plain integers (SEIZE,
     // INTERRUPT, DETACH) or a pointer they own (SECCOMP_GET_FILTER); the kernel never keeps
     // either after the call returns.
-    let ret = unsafe { libc::syscall(libc::SYS_ptrace, request, pid, addr, data) };
+    let ret = unsafe { libc::syscall(libc::SYS_ptrace, request, pid as libc::c_long, addr, data) };
     if ret < 0 {
         Err(last_errno())
     } else {
