@@ -1515,7 +1515,7 @@ mod tests {
     }
 
     #[test]
-    fn debug_filter_bypass_without_the_filter_is_visible() {
+    fn denied_calls_do_not_fail_with_eperm_without_the_filter() {
         // The control: without the filter, root's calls do not fail with EPERM, so the tests
         // above could fail.
         let (out, status) = in_child(|w| {

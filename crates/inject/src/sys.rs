@@ -307,8 +307,8 @@ pub fn ptrace_detach(pid: i32, signal: i32) -> Result<(), rustix::io::Errno> {
 }
 
 /// `PTRACE_SECCOMP_GET_FILTER`: the number of instructions of the stopped tracee's seccomp
-/// filter `index` (0 is the most recently installed), copied into `buf` when it is given and
-/// large enough. ENOENT past the oldest filter.
+/// filter `index` (0 is the oldest: kernel/seccomp.c `get_nth_filter`), copied into `buf` when
+/// it is given and large enough. ENOENT past the newest filter.
 pub fn ptrace_seccomp_get_filter(
     pid: i32,
     index: u64,
