@@ -20,6 +20,7 @@ pub mod loopdev;
 pub mod mount;
 pub mod namespaces;
 pub mod preload;
+pub mod privileges;
 pub mod process;
 pub mod relay;
 pub mod sealed;

@@ -283,3 +283,113 @@ pub fn reset_signals_for_exec(changed: &[i32]) {
         }
     }
 }
+
+// --- privileges ---
+//
+// `ptrace` requests that read a target's seccomp filters, and `seccomp(SECCOMP_SET_MODE_FILTER)`;
+// rustix wraps neither. All of them are async-signal-safe: no allocation, errno read directly.
+
+/// `PTRACE_SECCOMP_GET_FILTER` from `<linux/ptrace.h>` (Linux 4.4, needs
+/// `CONFIG_CHECKPOINT_RESTORE`).
+const PTRACE_SECCOMP_GET_FILTER: libc::c_long = 0x420c;
+
+/// The errno of the last failed libc call, without allocating.
+fn last_errno() -> rustix::io::Errno {
+    rustix::io::Errno::from_raw_os_error(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+}
+
+/// `ptrace(request, pid, addr, data)` for requests that return 0 or -1.
+fn ptrace_simple(
+    request: libc::c_long,
+    pid: i32,
+    addr: libc::c_ulong,
+    data: libc::c_ulong,
+) -> Result<libc::c_long, rustix::io::Errno> {
+    // SAFETY: callers pass only requests whose `addr` and `data` are plain integers (SEIZE,
+    // INTERRUPT, DETACH) or a pointer they own (SECCOMP_GET_FILTER); the kernel never keeps
+    // either after the call returns.
+    let ret = unsafe { libc::syscall(libc::SYS_ptrace, request, pid as libc::c_long, addr, data) };
+    if ret < 0 {
+        Err(last_errno())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `PTRACE_SEIZE` without options: becomes `pid`'s tracer without stopping it.
+pub fn ptrace_seize(pid: i32) -> Result<(), rustix::io::Errno> {
+    ptrace_simple(libc::PTRACE_SEIZE as libc::c_long, pid, 0, 0).map(drop)
+}
+
+/// `PTRACE_INTERRUPT`: asks the seized `pid` to enter a ptrace-stop.
+pub fn ptrace_interrupt(pid: i32) -> Result<(), rustix::io::Errno> {
+    ptrace_simple(libc::PTRACE_INTERRUPT as libc::c_long, pid, 0, 0).map(drop)
+}
+
+/// `PTRACE_DETACH`, delivering `signal` (0: none) to the stopped `pid` as it resumes.
+pub fn ptrace_detach(pid: i32, signal: i32) -> Result<(), rustix::io::Errno> {
+    ptrace_simple(
+        libc::PTRACE_DETACH as libc::c_long,
+        pid,
+        0,
+        signal as libc::c_ulong,
+    )
+    .map(drop)
+}
+
+/// `PTRACE_SECCOMP_GET_FILTER`: the number of instructions of the stopped tracee's seccomp
+/// filter `index` (0 is the oldest: kernel/seccomp.c `get_nth_filter`), copied into `buf` when
+/// it is given and large enough. ENOENT past the newest filter.
+pub fn ptrace_seccomp_get_filter(
+    pid: i32,
+    index: u64,
+    buf: Option<&mut [libc::sock_filter]>,
+) -> Result<usize, rustix::io::Errno> {
+    let ptr = match buf {
+        // The kernel writes the whole filter or nothing, so the buffer must hold it.
+        Some(buf) => {
+            let needed = ptrace_seccomp_get_filter(pid, index, None)?;
+            if buf.len() < needed {
+                return Err(rustix::io::Errno::NOSPC);
+            }
+            buf.as_mut_ptr() as libc::c_ulong
+        }
+        None => 0,
+    };
+    ptrace_simple(PTRACE_SECCOMP_GET_FILTER, pid, index as libc::c_ulong, ptr).map(|n| n as usize)
+}
+
+/// `struct sock_fprog` from `<linux/filter.h>`.
+#[repr(C)]
+struct SockFprog {
+    len: libc::c_ushort,
+    filter: *const libc::sock_filter,
+}
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, 0, program)`: adds `program` to the calling thread's
+/// filters. Needs `no_new_privs` or `CAP_SYS_ADMIN` in the thread's user namespace.
+/// Async-signal-safe.
+pub fn seccomp_set_mode_filter(program: &[libc::sock_filter]) -> Result<(), rustix::io::Errno> {
+    let Ok(len) = libc::c_ushort::try_from(program.len()) else {
+        return Err(rustix::io::Errno::INVAL);
+    };
+    let prog = SockFprog {
+        len,
+        filter: program.as_ptr(),
+    };
+    // SAFETY: `prog` points at `len` initialised instructions that outlive the call; the kernel
+    // copies them (copy_from_user) and keeps no pointer to our memory.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0 as libc::c_ulong,
+            &prog as *const SockFprog,
+        )
+    };
+    if ret < 0 {
+        Err(last_errno())
+    } else {
+        Ok(())
+    }
+}
