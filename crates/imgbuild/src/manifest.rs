@@ -53,6 +53,9 @@ pub struct Manifest {
     pub relocation: Option<RelocationRecord>,
     /// Environment for the session.
     pub env: BTreeMap<String, String>,
+    /// Container paths the image's programs never read: their names are cut out of every
+    /// ELF file ([`crate::confine`]).
+    pub ignores: Vec<String>,
     /// Store paths in the image, as nix names them.
     pub store_paths: Vec<String>,
     /// Host programs bundled.
@@ -137,6 +140,7 @@ mod tests {
                 to: "/dev/.cart".into(),
             }),
             env: BTreeMap::new(),
+            ignores: vec!["/etc/ld.so.preload".into()],
             store_paths: vec![],
             programs: vec![],
             files: 1,
@@ -151,6 +155,7 @@ mod tests {
             "\"store_alias\"",
             "\"relocation\"",
             "\"env\"",
+            "\"ignores\"",
             "\"store_paths\"",
             "\"programs\"",
             "\"files\"",
