@@ -40,8 +40,8 @@
 //! directory cannot be emptied (`assert (default_gconv_path[0] == '/')`), so a
 //! [`GconvRedirect`] rewrites it, NUL padded, to a directory of the image, and neutralises the
 //! cache path below it (the host's cache names host paths, which are container paths in the
-//! container). Only `--host` bundles need it: a nix glibc's directory is a store path, which
-//! relocation already points into the image.
+//! container). Only `--host` bundles need it: a nix glibc's directory is a store path, in the
+//! image's `store/` (native) or behind the store alias (relocated), like its loader.
 //!
 //! **Which files.** Every regular file that starts with the ELF magic, from every input: the
 //! strings only mean these paths, so cutting them out of an unexpected program (a statically
