@@ -662,7 +662,9 @@ fn missing_library_is_named_with_its_program() {
 
 /// A hostile container's loader hooks (`/etc/ld.so.preload`, `LD_PRELOAD`, `LD_AUDIT`) must not
 /// run its code inside the image's tools during a session. `docker exec` of the same tool
-/// after `-m` (which crashcart does not guard) shows that the hook is real.
+/// after `-m` (which crashcart does not guard) shows that the hook is real: there the
+/// container's `LD_PRELOAD` reaches the loader (its preload file no longer does, see
+/// `container_config_never_reaches_image_tools_by_construction`).
 #[test]
 fn container_loader_hooks_do_not_reach_session_tools() {
     if !docker_ready() || !tools_present() {
@@ -731,7 +733,8 @@ fn container_loader_hooks_do_not_reach_session_tools() {
     let own = container.exec(&["cat", "/etc/ld.so.preload"]);
     assert_eq!(String::from_utf8_lossy(&own.stdout).trim(), "/hijack.so");
 
-    // Control: the same bash started by docker exec after -m is hijacked.
+    // Control: the same bash started by docker exec after -m, with the container's
+    // environment, is hijacked through LD_PRELOAD.
     run_ok(
         Command::new(bin("crashcart"))
             .arg("-i")
@@ -755,5 +758,355 @@ fn container_loader_hooks_do_not_reach_session_tools() {
         String::from_utf8_lossy(&exec.stderr).contains("HIJACKED"),
         "control: the planted preload did not run under docker exec, so the test proves nothing: {}",
         String::from_utf8_lossy(&exec.stderr)
+    );
+}
+
+/// Debian's compiled-in gconv directory, which the container may fill.
+const HOST_GCONV_DIR: &str = "/usr/lib/x86_64-linux-gnu/gconv";
+
+/// Markers the hostile container's payloads leave when any of them runs.
+const PWNED_MARKERS: &str = "/pwned-bashrc /pwned-gconv /pwned-inputrc /pwned-nss /pwned-preload";
+
+/// Compiles a library whose constructor creates `marker` (in the process's root).
+fn marker_library(dir: &Path, name: &str, marker: &str) -> PathBuf {
+    let source = dir.join(format!("{name}.c"));
+    std::fs::write(
+        &source,
+        format!(
+            "#include <fcntl.h>\n#include <unistd.h>\n\
+             __attribute__((constructor)) static void pwn(void) {{\n\
+             close(open(\"{marker}\", O_WRONLY | O_CREAT, 0644));\n}}\n"
+        ),
+    )
+    .expect("write library source");
+    let library = dir.join(format!("{name}.so"));
+    run_ok(
+        Command::new("gcc")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(&library)
+            .arg(&source),
+    );
+    library
+}
+
+/// Runs `cmd` with `input` on its stdin.
+fn run_with_stdin(cmd: &mut Command, input: &str) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+/// The markers present in the container (empty when none).
+fn markers_in(container: &Container) -> String {
+    let out = container.exec(&["sh", "-c", &format!("ls {PWNED_MARKERS} 2>/dev/null")]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `docker exec [-i] [DOCKER_ARGS] CONTAINER COMMAND...` with `input` on stdin.
+fn docker_exec(
+    container: &Container,
+    docker_args: &[&str],
+    command: &[&str],
+    input: &str,
+) -> Output {
+    run_with_stdin(
+        Command::new("docker")
+            .args(["exec", "-i"])
+            .args(docker_args)
+            .arg(&container.id)
+            .args(command),
+        input,
+    )
+}
+
+/// The image's programs ignore the container's `/etc/ld.so.preload` (a file, or a symlink
+/// through `/proc/self/root`), `/etc/nsswitch.conf`, `/etc/bash.bashrc` and `/etc/inputrc` by
+/// construction: not only in crashcart sessions but also when the container's own processes
+/// run them after `crashcart -m` with `docker exec`, where nothing covers those files. Each
+/// payload is shown to work when it is named explicitly (the controls at the end).
+#[test]
+fn container_config_never_reaches_image_tools_by_construction() {
+    if !docker_ready() || !have("patchelf") {
+        if !have("patchelf") {
+            skip("patchelf not installed");
+        }
+        return;
+    }
+    if !have("gcc") {
+        skip("gcc not installed (builds the payload libraries)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let preload = marker_library(dir.path(), "preload", "/pwned-preload");
+    let nss = marker_library(dir.path(), "nss", "/pwned-nss");
+    let gconv = marker_library(dir.path(), "gconv", "/pwned-gconv");
+    let image = dir.path().join("confined.img");
+    let out = imgbuild(
+        &[
+            OsStr::new("--host"),
+            OsStr::new("bash"),
+            OsStr::new("--host"),
+            OsStr::new("ls"),
+            OsStr::new("--host"),
+            OsStr::new("iconv"),
+        ],
+        &image,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fsck = run(Command::new("e2fsck").arg("-fn").arg(&image));
+    assert!(
+        fsck.status.success(),
+        "e2fsck: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+
+    // The names are gone from the bundled loader, libc and bash, and the manifest says so.
+    let scratch = dir.path().join("dumped");
+    std::fs::create_dir(&scratch).expect("mkdir");
+    for (file, gone) in [
+        ("lib/ld-linux-x86-64.so.2", "/etc/ld.so.preload"),
+        ("lib/ld-linux-x86-64.so.2", "\0/etc/ld.so.cache\0"),
+        ("lib/libc.so.6", "/etc/nsswitch.conf"),
+        ("lib/libc.so.6", "\0/usr/lib/x86_64-linux-gnu/gconv\0"),
+        ("bin/bash", "/etc/bash.bashrc"),
+        ("bin/bash", "/etc/inputrc"),
+    ] {
+        let dumped = scratch.join(Path::new(file).file_name().unwrap());
+        run_ok(
+            Command::new("debugfs")
+                .arg("-R")
+                .arg(format!("dump {file} {}", dumped.display()))
+                .arg(&image)
+                .stderr(Stdio::null()),
+        );
+        let bytes = std::fs::read(&dumped).expect("dumped file");
+        assert!(bytes.starts_with(b"\x7fELF"), "{file} dumped");
+        assert!(
+            !bytes.windows(gone.len()).any(|w| w == gone.as_bytes()),
+            "{file} still names {gone:?}"
+        );
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read_from_image(&image, "/.crashcart/manifest.json"))
+            .expect("manifest is JSON");
+    let ignores = manifest["ignores"].as_array().expect("ignores array");
+    for path in [
+        "/etc/ld.so.preload",
+        "/etc/ld.so.cache",
+        "/etc/bash.bashrc",
+        "/etc/inputrc",
+        "/etc/nsswitch.conf",
+        HOST_GCONV_DIR,
+    ] {
+        assert!(ignores.iter().any(|p| p == path), "{path} in {ignores:?}");
+    }
+    assert!(
+        manifest["env"].get("GCONV_PATH").is_none(),
+        "libc finds the image's gconv modules without GCONV_PATH: {}",
+        manifest["env"]
+    );
+
+    // The hostile container: a preload list, an NSS "module" that is a path (glibc dlopens
+    // `libnss_/../../evil.so.2` from the working directory `/`), a bashrc, an inputrc, and a
+    // gconv module for a charset of its own in glibc's default gconv directory.
+    let container = Container::start(&[], &[]);
+    for (from, to) in [
+        (&preload, "/evil-preload.so"),
+        (&nss, "/evil.so.2"),
+        (&gconv, "/evil-gconv.so"),
+    ] {
+        run_ok(
+            Command::new("docker")
+                .arg("cp")
+                .arg(from)
+                .arg(format!("{}:{to}", container.id)),
+        );
+    }
+    let planted = container.exec(&[
+        "sh",
+        "-c",
+        "mkdir -p /etc /libnss_ && \
+         echo /evil-preload.so > /etc/ld.so.preload && \
+         printf 'passwd: /../../evil\\ngroup: /../../evil\\n' > /etc/nsswitch.conf && \
+         echo 'echo bashrc > /pwned-bashrc' > /etc/bash.bashrc && \
+         cp /etc/bash.bashrc /etc/bashrc && \
+         printf '\"Z\": \"echo inputrc > /pwned-inputrc\\\\n\"\\n' > /etc/inputrc && \
+         mkdir -p /usr/lib/x86_64-linux-gnu/gconv && \
+         printf 'module EVIL// INTERNAL /evil-gconv 1\\nmodule INTERNAL EVIL// /evil-gconv 1\\n' \
+           > /usr/lib/x86_64-linux-gnu/gconv/gconv-modules",
+    ]);
+    assert!(
+        planted.status.success(),
+        "cannot plant the payloads: {}",
+        String::from_utf8_lossy(&planted.stderr)
+    );
+    let interactive = [
+        "/dev/crashcart/bin/bash",
+        "-i",
+        "-c",
+        "/dev/crashcart/bin/ls -ln / >/dev/null",
+    ];
+    let readline = ["/dev/crashcart/bin/bash", "-i"];
+    let typed = "Z\nexit 0\n";
+    let evil_charset = ["/dev/crashcart/bin/iconv", "-f", "EVIL", "-t", "UTF-8"];
+    let latin9 = [
+        "/dev/crashcart/bin/iconv",
+        "-f",
+        "UTF-8",
+        "-t",
+        "ISO-8859-15",
+    ];
+    let converted = |round: &str, how: &str, out: &Output| {
+        assert_eq!(
+            out.stdout,
+            [0xa4],
+            "{round}: {how}: the image's ISO-8859-15 module converts the euro sign: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+
+    let check_sessions = |round: &str| {
+        let out = run(&mut crashcart(&image, &container.id, &interactive));
+        assert!(
+            out.status.success(),
+            "{round}: session failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = run(&mut crashcart(&image, &container.id, &["ls", "-l", "/"]));
+        assert!(out.status.success(), "{round}: ls failed");
+        let out = run_with_stdin(&mut crashcart(&image, &container.id, &readline), typed);
+        assert!(out.status.success(), "{round}: bash -i failed");
+        run_with_stdin(&mut crashcart(&image, &container.id, &evil_charset), "x");
+        let out = run_with_stdin(&mut crashcart(&image, &container.id, &latin9), "\u{20ac}");
+        converted(round, "session", &out);
+        assert_eq!(markers_in(&container), "", "{round}: crashcart session");
+    };
+    let check_exec = |round: &str| {
+        run_ok(
+            Command::new(bin("crashcart"))
+                .arg("-i")
+                .arg(&image)
+                .args(["-m", &container.id]),
+        );
+        let runs = [
+            docker_exec(&container, &[], &interactive, ""),
+            docker_exec(&container, &[], &["/dev/crashcart/bin/ls", "-l", "/"], ""),
+            docker_exec(&container, &[], &readline, typed),
+        ];
+        docker_exec(&container, &[], &evil_charset, "x");
+        converted(
+            round,
+            "docker exec",
+            &docker_exec(&container, &[], &latin9, "\u{20ac}"),
+        );
+        run_ok(
+            Command::new(bin("crashcart"))
+                .arg("-i")
+                .arg(&image)
+                .args(["-u", &container.id]),
+        );
+        for out in &runs {
+            assert!(
+                out.status.success(),
+                "{round}: docker exec failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert_eq!(markers_in(&container), "", "{round}: docker exec after -m");
+    };
+    check_sessions("plain files");
+    check_exec("plain files");
+
+    // The preload list as a symlink through the magic link /proc/self/root.
+    let relinked = container.exec(&[
+        "sh",
+        "-c",
+        "mv /etc/ld.so.preload /etc/preload.list && \
+         ln -s /proc/self/root/etc/preload.list /etc/ld.so.preload",
+    ]);
+    assert!(relinked.status.success(), "cannot relink the preload list");
+    check_sessions("magic link");
+    check_exec("magic link");
+
+    // Controls: each payload runs when the tool is pointed at it explicitly, so the absent
+    // markers above mean "not read", not "broken payload".
+    run_ok(
+        Command::new(bin("crashcart"))
+            .arg("-i")
+            .arg(&image)
+            .args(["-m", &container.id]),
+    );
+    let controls = [
+        docker_exec(
+            &container,
+            &["-e", "LD_PRELOAD=/evil-preload.so"],
+            &["/dev/crashcart/bin/bash", "-c", "true"],
+            "",
+        ),
+        docker_exec(
+            &container,
+            &[],
+            &[
+                "/dev/crashcart/bin/bash",
+                "--rcfile",
+                "/etc/bash.bashrc",
+                "-i",
+                "-c",
+                "true",
+            ],
+            "",
+        ),
+        docker_exec(
+            &container,
+            &["-e", "INPUTRC=/etc/inputrc"],
+            &readline,
+            typed,
+        ),
+        docker_exec(
+            &container,
+            &["-e", "LD_PRELOAD=/evil.so.2", "-e", "LD_LIBRARY_PATH="],
+            &["/dev/crashcart/bin/ls", "/"],
+            "",
+        ),
+    ];
+    // Fails (the module has no conversion functions) after its constructor ran.
+    docker_exec(
+        &container,
+        &["-e", &format!("GCONV_PATH={HOST_GCONV_DIR}")],
+        &evil_charset,
+        "x",
+    );
+    run_ok(
+        Command::new(bin("crashcart"))
+            .arg("-i")
+            .arg(&image)
+            .args(["-u", &container.id]),
+    );
+    for out in &controls {
+        assert!(
+            out.status.success(),
+            "control failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        markers_in(&container),
+        PWNED_MARKERS.replace(' ', "\n"),
+        "controls: every payload runs when named explicitly"
     );
 }

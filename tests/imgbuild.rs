@@ -643,6 +643,28 @@ fn same_inputs_give_the_same_image_bytes() {
     assert_eq!(sha256(&zero_a), sha256(&zero_b));
 }
 
+/// Container configuration paths as whole C strings, and as parts of longer ones.
+const CONFIG_STRINGS: &[u8] =
+    b"\0/etc/ld-nix.so.preload\0/etc/inputrc\0x/etc/bashrc\0/etc/nsswitch.conf.d\0";
+/// [`CONFIG_STRINGS`] as the image holds them in an ELF file.
+const CONFIG_STRINGS_CUT: &[u8] =
+    b"\0\0etc/ld-nix.so.preload\0\0etc/inputrc\0x/etc/bashrc\0/etc/nsswitch.conf.d\0";
+/// Offset of `/etc/ld.so.preload` in [`fake_loader`]: across the writer's 1 MiB chunks.
+const PRELOAD_AT: usize = (1 << 20) - 7;
+
+/// An ELF-looking file of 2 MiB: noise, `/etc/ld.so.preload` across the first chunk boundary,
+/// then [`CONFIG_STRINGS`] right after a store path of `tool`.
+fn fake_loader(tool: &str) -> Vec<u8> {
+    let mut elf = noise(2 << 20, 11);
+    elf[..8].copy_from_slice(b"\x7fELF\x02\x01\x01\0");
+    let preload = b"\0/etc/ld.so.preload\0";
+    elf[PRELOAD_AT - 1..PRELOAD_AT - 1 + preload.len()].copy_from_slice(preload);
+    let tail = [b"\0", tool.as_bytes(), CONFIG_STRINGS].concat();
+    let at = 3 << 19;
+    elf[at..at + tail.len()].copy_from_slice(&tail);
+    elf
+}
+
 /// A fake nix store at `root/nix/store` with two store paths; returns their paths.
 fn fake_store(root: &Path) -> (String, String) {
     let tool = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello-2.12";
@@ -660,6 +682,10 @@ fn fake_store(root: &Path) -> (String, String) {
     blob[at..at + tool.len()].copy_from_slice(tool.as_bytes());
     write(&t.join("libexec/hello-real"), &blob);
     chmod(&t.join("libexec/hello-real"), 0o555);
+    // A loader-like ELF file naming container configuration, once across the 1 MiB chunk
+    // boundary and once right after a store path, and a data file naming the same.
+    write(&t.join("lib/ld-fake.so"), &fake_loader(tool));
+    write(&t.join("share/doc/paths"), CONFIG_STRINGS);
     fs::hard_link(t.join("libexec/hello-real"), t.join("libexec/hello-alias")).unwrap();
     run_ok(
         Command::new("setfattr")
@@ -815,6 +841,35 @@ fn tar_plain_gzip_and_stdin_equal_closure() {
         "match across chunks relocated"
     );
     assert_eq!(blob.len(), 3 << 20, "relocation keeps lengths");
+    let elf = fs::read(store.join(name(&tool)).join("lib/ld-fake.so")).unwrap();
+    assert_eq!(
+        &elf[PRELOAD_AT - 1..PRELOAD_AT + 19],
+        b"\0\0etc/ld.so.preload\0",
+        "a whole string across chunks is emptied"
+    );
+    let tail = [b"\0", alias.as_bytes(), CONFIG_STRINGS_CUT].concat();
+    let at = 3 << 19;
+    assert_eq!(
+        &elf[at..at + tail.len()],
+        tail.as_slice(),
+        "store path relocated, whole strings emptied, longer ones kept"
+    );
+    let mut source = fake_loader(&tool);
+    let ours = [PRELOAD_AT - 1..PRELOAD_AT + 19, at..at + tail.len()];
+    for range in ours.clone() {
+        source[range.clone()].copy_from_slice(&elf[range]);
+    }
+    assert!(source == elf, "nothing else in the ELF file changed");
+    assert_eq!(
+        fs::read(store.join(name(&tool)).join("share/doc/paths")).unwrap(),
+        CONFIG_STRINGS,
+        "a file that is not ELF is left as it is"
+    );
+    assert!(manifest_of(&closure_img)["ignores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p == "/etc/ld-nix.so.preload"));
     let meta = fs::metadata(store.join(name(&tool)).join("libexec/hello-alias")).unwrap();
     assert_eq!(meta.nlink(), 2, "hard link kept");
     let attrs = run_ok(

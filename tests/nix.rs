@@ -289,6 +289,34 @@ fn assert_cart_check_runs(image: &Path) {
     );
 }
 
+/// The closure's glibc (the fixture's copy of the host's) names no container configuration
+/// any more: its loader's preload list and cache, libc's `nsswitch.conf`. Its gconv directory
+/// is left alone: a nix glibc's is a store path, relocated into the image.
+fn assert_config_paths_cut(image: &Path, manifest: &serde_json::Value) {
+    let glibc = store_path_in_image(manifest, "fixture-glibc");
+    for (file, path) in [
+        ("ld-linux-x86-64.so.2", "/etc/ld.so.preload"),
+        ("ld-linux-x86-64.so.2", "/etc/ld.so.cache"),
+        ("libc.so.6", "/etc/nsswitch.conf"),
+    ] {
+        let bytes = image_file(image, &format!("{glibc}/{file}"));
+        assert!(bytes.starts_with("\u{7f}ELF"), "{file} read from the image");
+        assert!(
+            !bytes.contains(&format!("\0{path}\0")),
+            "{file} in the closure still names {path}"
+        );
+        assert!(
+            bytes.contains(&format!("\0\0{}\0", &path[1..])),
+            "{file} in the closure: {path} not emptied in place"
+        );
+    }
+    let ignores = manifest["ignores"].as_array().expect("ignores");
+    assert!(
+        ignores.iter().any(|p| p == "/etc/ld-nix.so.preload"),
+        "{ignores:?}"
+    );
+}
+
 /// Runs `program` (not busybox) in the container with `docker exec`; returns its stdout.
 fn container_exec(container: &Container, program: &str) -> String {
     run_ok(Command::new("docker").args(["exec", &container.id, program]))
@@ -320,6 +348,7 @@ fn relocated_image_runs_the_fixture_in_a_distroless_container() {
         script.starts_with("#!/dev/.cart/") && !script.contains("/nix/store"),
         "cart-check was not relocated:\n{script}"
     );
+    assert_config_paths_cut(&image, &manifest);
 
     assert_cart_check_runs(&image);
 }

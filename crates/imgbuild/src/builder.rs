@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::cli::Cli;
+use crate::confine::Confinement;
 use crate::ext2::{Geometry, BLOCK_SIZE};
 use crate::image::{journal_blocks, Content, ImageWriter, WriteError, WriteOptions};
 use crate::input::{self, InputError};
@@ -266,6 +267,8 @@ struct Inputs {
     store_dir: String,
     env: BTreeMap<String, String>,
     programs: Vec<ProgramRecord>,
+    /// What is cut out of the ELF files (the `--host` libc's gconv directory among it).
+    confinement: Confinement,
     /// The `--host` staging directory, removed when the build ends.
     _staging: Option<tempfile::TempDir>,
     /// Whatever `--packages` needs alive until the image is written.
@@ -315,6 +318,7 @@ fn resolve_inputs(cli: &Cli) -> Result<Inputs, BuildError> {
 
     let mut env = BTreeMap::new();
     let mut programs = Vec::new();
+    let mut gconv = None;
     let staging = if cli.host.programs.is_empty() {
         None
     } else {
@@ -325,6 +329,7 @@ fn resolve_inputs(cli: &Cli) -> Result<Inputs, BuildError> {
         let bundle = host::bundle(&cli.host.programs, staging.path())?;
         dirs.push((staging.path().to_path_buf(), "--host".into()));
         env.extend(bundle.env);
+        gconv = bundle.gconv;
         programs = bundle
             .programs
             .into_iter()
@@ -407,6 +412,7 @@ fn resolve_inputs(cli: &Cli) -> Result<Inputs, BuildError> {
         store_dir,
         env,
         programs,
+        confinement: Confinement::new(gconv.as_ref()),
         _staging: staging,
         _keep: keep,
     })
@@ -568,6 +574,7 @@ fn write_generated(
             to: r.to.clone(),
         }),
         env: inputs.env.clone(),
+        ignores: inputs.confinement.ignores().to_vec(),
         store_paths,
         programs: inputs.programs.clone(),
         files: totals.files,
@@ -613,6 +620,7 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
         time,
         keep_owner: cli.keep_owner,
         relocation: inputs.relocation.clone(),
+        confinement: inputs.confinement.clone(),
     };
     let progress = Progress::new(show, estimate.bytes);
     let mut writer = ImageWriter::create(pending.file()?, pending.path(), geometry, opts, progress)

@@ -16,6 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::blockmap::{BlockMap, MapError, Node, Run};
+use crate::confine::{Confinement, Next, ELF_MAGIC};
 use crate::digest::{entry_record, ContentHasher, Record};
 use crate::dirblock::{self, DirEntry, FileType};
 use crate::ext2::{Ext2Error, Filesystem, FsKind, Geometry, InodeRecord, BLOCK_SIZE};
@@ -134,6 +135,8 @@ pub struct WriteOptions {
     /// Store directory rewrite for contents and symlink targets of the inputs it is switched
     /// on for ([`ImageWriter::set_relocating`]).
     pub relocation: Option<Relocation>,
+    /// Container paths cut out of every ELF file written, from any input ([`crate::confine`]).
+    pub confinement: Confinement,
 }
 
 /// Where a regular file's bytes come from.
@@ -536,6 +539,11 @@ impl ImageWriter {
 
     /// Streams `content` into newly allocated blocks, skipping all-zero blocks, and hands each
     /// written chunk to the digest thread; returns where its blocks went.
+    ///
+    /// The bytes pass the relocation (when on), then, in ELF files, the confinement; each may
+    /// hold back the tail of a chunk until it has seen the next one. Only bytes the
+    /// relocation has settled go on to the confinement, so it never sees a store path that
+    /// may still change.
     fn write_content(
         &mut self,
         path: &Path,
@@ -546,16 +554,24 @@ impl ImageWriter {
         let mut placed = Placed::default();
         let relocation = self.active_relocation();
         let rewriter = relocation.as_ref().map(Rewriter::new);
+        let confinement = self.opts.confinement.clone();
+        let strings = confinement.rewriter();
         let segments = match &content {
             Content::File(f) => data_segments(f, size, path)?,
             _ => vec![(0, size)],
         };
+        // Decided on the first bytes: a file whose first block is a hole is no ELF file.
+        let mut elf = false;
         // `buf` holds file bytes [pending, pending + buf.len()) read but not yet written.
         let mut buf = self.hasher.buffer();
         let mut pending = 0;
         for (start, end) in segments {
             pending = start;
             let mut read_pos = start;
+            // The relocation's settled bytes at the front of `buf`.
+            let mut settled = 0;
+            // The byte before `buf` is NUL: the hole before a segment, or what was written.
+            let mut after_nul = start > 0;
             loop {
                 if read_pos < end {
                     let room = CHUNK.saturating_sub(buf.len()).max(bs as usize);
@@ -563,12 +579,31 @@ impl ImageWriter {
                     let old = buf.len();
                     buf.resize(old + want, 0);
                     fill(&mut content, &mut buf[old..], read_pos, path, size)?;
+                    if read_pos == 0 {
+                        elf = buf.starts_with(ELF_MAGIC);
+                    }
                     read_pos += want as u64;
                 }
                 let more = read_pos < end;
-                let mut done = match &rewriter {
-                    Some(rw) => rw.rewrite(&mut buf).max(if more { 0 } else { buf.len() }),
+                let relocated = match &rewriter {
+                    Some(rw) if more => rw.rewrite(&mut buf, settled),
+                    Some(rw) => {
+                        rw.rewrite(&mut buf, settled);
+                        buf.len()
+                    }
                     None => buf.len(),
+                };
+                let mut done = if elf {
+                    let next = if more || relocated < buf.len() {
+                        Next::Pending
+                    } else if end < size {
+                        Next::Nul
+                    } else {
+                        Next::End
+                    };
+                    strings.rewrite(&mut buf[..relocated], after_nul, next)
+                } else {
+                    relocated
                 };
                 if more {
                     // Whole blocks only; the rest waits for the next read.
@@ -577,11 +612,15 @@ impl ImageWriter {
                 if done > 0 {
                     self.write_data(path, pending, &buf[..done], true, &mut placed)?;
                     self.progress.bytes(done as u64);
+                    after_nul = buf[done - 1] == 0;
+                    settled = relocated - done;
                     let mut next = self.hasher.buffer();
                     next.extend_from_slice(&buf[done..]);
                     self.hasher
                         .data(pending, std::mem::replace(&mut buf, next), done);
                     pending += done as u64;
+                } else {
+                    settled = relocated;
                 }
                 if !more && buf.is_empty() {
                     break;

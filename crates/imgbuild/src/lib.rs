@@ -2,8 +2,8 @@
 //!
 //! The pipeline ([`builder`]) sizes the image ([`sizing`]), feeds every input ([`input`]) to
 //! the writer ([`image`]), which keeps the namespace in [`tree`], lays out directories with
-//! [`dirblock`] and block maps with [`blockmap`], rewrites store paths with [`relocate`], and
-//! reaches libext2fs only through the safe handle in [`ext2`]. The output appears at `-o` only
+//! [`dirblock`] and block maps with [`blockmap`], rewrites store paths with [`relocate`], cuts
+//! container configuration paths out of ELF files with [`confine`], and reaches libext2fs only through the safe handle in [`ext2`]. The output appears at `-o` only
 //! when complete ([`output`]).
 
 #![deny(missing_docs)]
@@ -11,6 +11,7 @@
 pub mod blockmap;
 pub mod builder;
 pub mod cli;
+pub mod confine;
 pub mod digest;
 pub mod dirblock;
 pub mod ext2;

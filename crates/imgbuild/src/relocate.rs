@@ -116,8 +116,12 @@ impl<'a> Rewriter<'a> {
     /// Rewrites `buf` in place, where `buf` holds the carry of the previous call followed by
     /// new bytes. Returns how many leading bytes are final; the rest (fewer than `len(FROM)`
     /// bytes) must be carried to the front of the next call, or are final at end of file.
-    pub fn rewrite(&self, buf: &mut [u8]) -> usize {
-        let last_end = replace_all(&self.finder, self.to, buf);
+    ///
+    /// `settled` leading bytes of `buf` were returned final by the previous call but carried
+    /// anyway (the writer drains whole blocks only): they are not searched again, because a
+    /// replacement followed by new bytes may spell FROM once more.
+    pub fn rewrite(&self, buf: &mut [u8], settled: usize) -> usize {
+        let last_end = settled + replace_all(&self.finder, self.to, &mut buf[settled..]);
         let hold = self.to.len() - 1;
         buf.len().saturating_sub(hold).max(last_end)
     }
@@ -139,7 +143,7 @@ mod tests {
         let mut buf: Vec<u8> = Vec::new();
         for chunk in input.chunks(size) {
             buf.extend_from_slice(chunk);
-            let done = rw.rewrite(&mut buf);
+            let done = rw.rewrite(&mut buf, 0);
             out.extend_from_slice(&buf[..done]);
             buf.drain(..done);
         }
@@ -194,13 +198,27 @@ mod tests {
             let mut buf = Vec::new();
             for chunk in b"/q/x/x".chunks(size) {
                 buf.extend_from_slice(chunk);
-                let done = rw.rewrite(&mut buf);
+                let done = rw.rewrite(&mut buf, 0);
                 out.extend_from_slice(&buf[..done]);
                 buf.drain(..done);
             }
             out.extend_from_slice(&buf);
             assert_eq!(out, b"/x/q/x", "chunk size {size}");
         }
+    }
+
+    #[test]
+    fn settled_bytes_are_not_searched_again() {
+        // "/q/x" became "/x/q"; the writer carried it (block rounding) and the next bytes are
+        // "/x": "/x/q/x" holds "/q/x" at 2, which is not an occurrence of the input.
+        let r = Relocation::new("/q/x", "/x/q").unwrap();
+        let rw = Rewriter::new(&r);
+        let mut buf = b"/q/x".to_vec();
+        let done = rw.rewrite(&mut buf, 0);
+        assert_eq!((done, buf.as_slice()), (4, b"/x/q".as_slice()));
+        buf.extend_from_slice(b"/x");
+        rw.rewrite(&mut buf, done);
+        assert_eq!(buf, b"/x/q/x");
     }
 
     #[test]

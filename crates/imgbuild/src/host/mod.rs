@@ -12,7 +12,7 @@
 //! | --- | --- |
 //! | `bin/<prog>` | each program, its interpreter set to the image's loader |
 //! | `lib/<soname>` | every library of the closure, flat, and the loader itself |
-//! | `lib/gconv/` | glibc's iconv modules, when a bundled object calls `iconv_open` |
+//! | `lib/gconv/` | glibc's iconv modules (no host cache), when a bundled object calls `iconv_open` |
 //! | `lib/pythonX.Y/` | the pure-Python standard library, for libpython (gdb) or `pythonX.Y` |
 //! | `share/terminfo/` | terminfo entries for common terminals |
 //! | `share/gdb/` | gdb's data directory, when gdb is bundled |
@@ -22,9 +22,11 @@
 //! Every program and library gets `DT_RPATH=/dev/crashcart/lib` and `DF_1_NODEFLIB`, so the
 //! image's loader finds all dependencies in the image before `LD_LIBRARY_PATH`, and a name
 //! missing from the image (an NSS module the container's `nsswitch.conf` asks for) is never
-//! taken from the container's default directories. What this cannot stop: the loader still
-//! honours the container's `/etc/ld.so.preload` and an `LD_PRELOAD` in the session's
-//! environment; masking those is the session's job.
+//! taken from the container's default directories. The container's `/etc/ld.so.preload`,
+//! `ld.so.cache`, `nsswitch.conf`, bash and readline startup files and glibc's gconv
+//! directory are cut out of the binaries while the image is written ([`crate::confine`]; the
+//! libc's gconv directory is found here, [`HostBundle::gconv`]). What this cannot stop: an
+//! `LD_PRELOAD` in the session's environment; filtering that is the session's job.
 
 mod elf_deps;
 mod ld_cache;
@@ -70,6 +72,9 @@ pub struct HostBundle {
     /// Environment the tools need in the session (e.g. `TERMINFO_DIRS`); crashcart sets it
     /// and `.crashcartrc` exports it.
     pub env: Vec<(String, String)>,
+    /// The bundled libc's compiled-in gconv directory and its stand-in in the image, for the
+    /// writer's [`crate::confine::Confinement`].
+    pub gconv: Option<crate::confine::GconvRedirect>,
 }
 
 /// Errors from bundling host programs.
@@ -182,7 +187,7 @@ fn for_program(needed_by: &Path, program: &Path) -> String {
 /// Fills the empty directory `staging` with `programs` and everything they need.
 pub fn bundle(programs: &[OsString], staging: &Path) -> Result<HostBundle, HostError> {
     let plan = stage::plan(programs)?;
-    let env = stage::write(&plan, staging)?;
+    let staged = stage::write(&plan, staging)?;
     let packages = pkginfo::lookup(
         &plan
             .programs
@@ -204,5 +209,9 @@ pub fn bundle(programs: &[OsString], staging: &Path) -> Result<HostBundle, HostE
             }
         })
         .collect();
-    Ok(HostBundle { programs, env })
+    Ok(HostBundle {
+        programs,
+        env: staged.env,
+        gconv: staged.gconv,
+    })
 }

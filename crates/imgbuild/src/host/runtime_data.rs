@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::stage::copy_file;
 use super::{HostError, MOUNT_POINT};
+use crate::confine::GconvRedirect;
 
 /// Terminals people debug from; entries a host lacks are skipped (Debian's `ncurses-base`
 /// has the common ones, `ncurses-term` the rest).
@@ -103,13 +104,24 @@ pub fn libc_dlopened(libc: &Path) -> Vec<(String, PathBuf)> {
         .collect()
 }
 
+/// Where [`copy_gconv`] puts glibc's gconv modules, as the container sees it.
+pub fn image_gconv_dir() -> String {
+    format!("{MOUNT_POINT}/lib/gconv")
+}
+
 /// Copies glibc's gconv modules (next to `libc`) into `lib/gconv/`, for programs that call
 /// `iconv_open`. Without them only the charsets built into libc convert.
 ///
-/// `GCONV_PATH` makes glibc ignore the host-built `gconv-modules.cache` and read the
-/// `gconv-modules` configuration from the image; the modules carry `RUNPATH=$ORIGIN`, so the
-/// helper libraries some of them need are found beside them.
-pub fn copy_gconv(libc: &Path, staging: &Path) -> Result<Vec<(String, String)>, HostError> {
+/// The host-built `gconv-modules.cache` is left out: it names the modules by absolute host
+/// paths, which are the container's paths in the container. glibc reads the `gconv-modules`
+/// configuration instead, from the directory [`gconv_redirect`] compiles in, or, when libc
+/// could not be redirected there, from `GCONV_PATH`. The modules carry `RUNPATH=$ORIGIN`, so
+/// the helper libraries some of them need are found beside them.
+pub fn copy_gconv(
+    libc: &Path,
+    staging: &Path,
+    redirected: bool,
+) -> Result<Vec<(String, String)>, HostError> {
     let Some(source) = libc
         .parent()
         .map(|d| d.join("gconv"))
@@ -117,11 +129,34 @@ pub fn copy_gconv(libc: &Path, staging: &Path) -> Result<Vec<(String, String)>, 
     else {
         return Ok(Vec::new());
     };
-    copy_tree(&source, &staging.join("lib/gconv"))?;
-    Ok(vec![(
-        "GCONV_PATH".to_string(),
-        format!("{MOUNT_POINT}/lib/gconv"),
-    )])
+    copy_tree_filtered(&source, &staging.join("lib/gconv"), &|name| {
+        name != "gconv-modules.cache"
+    })?;
+    Ok(if redirected {
+        Vec::new()
+    } else {
+        vec![("GCONV_PATH".to_string(), image_gconv_dir())]
+    })
+}
+
+/// The rewrite that makes the bundled `libc` read gconv modules from the image instead of its
+/// compiled-in directory, which is the container's ([`crate::confine`]).
+///
+/// The image's `lib/gconv` when its name fits in the compiled-in one (Debian's
+/// `/usr/lib/x86_64-linux-gnu/gconv`), else the image's root, which holds no `gconv-modules`:
+/// only the conversions built into libc then work, and none of the container's. `None` when
+/// libc names no gconv directory, or one shorter than the image's root.
+pub fn gconv_redirect(libc: &Path) -> Result<Option<GconvRedirect>, HostError> {
+    let bytes = std::fs::read(libc).map_err(|source| HostError::Read {
+        path: libc.to_path_buf(),
+        source,
+    })?;
+    let Some(from) = crate::confine::compiled_gconv_dir(&bytes) else {
+        return Ok(None);
+    };
+    Ok([image_gconv_dir(), MOUNT_POINT.to_string()]
+        .iter()
+        .find_map(|to| GconvRedirect::new(&from, to).ok()))
 }
 
 /// Whether the bundle speaks TLS: a curl or wget, or a TLS library in the closure.

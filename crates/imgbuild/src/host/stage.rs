@@ -12,6 +12,7 @@ use super::elf_deps::{Closure, ElfObject, LibraryResolver, Machine};
 use super::locate::{classify, find_program, Executable};
 use super::relocate::{rewrite_all, Rewrite};
 use super::{runtime_data, HostError, MOUNT_POINT};
+use crate::confine::GconvRedirect;
 
 /// How many scripts may name scripts as their interpreter; the kernel's binfmt recursion
 /// limit (`BINPRM_MAX_RECURSION`) is 4.
@@ -181,8 +182,16 @@ fn resolve_interpreter(
     }
 }
 
-/// Copies `plan` into `staging` and rewrites it; returns the session environment.
-pub fn write(plan: &Plan, staging: &Path) -> Result<Vec<(String, String)>, HostError> {
+/// What [`write`] produced besides the staging tree.
+pub struct Staged {
+    /// The session environment.
+    pub env: Vec<(String, String)>,
+    /// The bundled libc's gconv directory, to be pointed into the image.
+    pub gconv: Option<GconvRedirect>,
+}
+
+/// Copies `plan` into `staging` and rewrites it.
+pub fn write(plan: &Plan, staging: &Path) -> Result<Staged, HostError> {
     let bin = staging.join("bin");
     let lib = staging.join("lib");
     let lib_in_image = format!("{MOUNT_POINT}/lib");
@@ -242,9 +251,15 @@ pub fn write(plan: &Plan, staging: &Path) -> Result<Vec<(String, String)>, HostE
     rewrite_all(&batches)?;
 
     let mut env = runtime_data::copy_terminfo(staging)?;
+    let mut gconv = None;
     if let Some(libc) = plan.closure.libraries.get("libc.so.6") {
+        // Always, not only with iconv users: libc converts a locale's charset through gconv.
+        gconv = runtime_data::gconv_redirect(&libc.path)?;
         if uses_iconv {
-            env.extend(runtime_data::copy_gconv(&libc.path, staging)?);
+            let redirected = gconv
+                .as_ref()
+                .is_some_and(|g| g.to == runtime_data::image_gconv_dir());
+            env.extend(runtime_data::copy_gconv(&libc.path, staging, redirected)?);
         }
     }
     let program_files = plan
@@ -273,7 +288,7 @@ pub fn write(plan: &Plan, staging: &Path) -> Result<Vec<(String, String)>, HostE
         env.extend(runtime_data::copy_ca_bundle(staging)?);
     }
     env.sort();
-    Ok(env)
+    Ok(Staged { env, gconv })
 }
 
 /// Copies a host file into the staging tree with a fixed mode (the host's may be read-only,
