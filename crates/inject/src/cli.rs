@@ -56,9 +56,18 @@ pub struct Cli {
     #[arg(short, long)]
     pub exec: bool,
 
-    /// Run the command as UID[:GID] of the container (default 0:0).
+    /// Run the command as UID[:GID] of the container (default 0:0; with --profile target, the
+    /// target's).
     #[arg(long, value_name = "UID[:GID]", value_parser = parse_user)]
     pub user: Option<(u32, u32)>,
+
+    /// What the command may do: `debug` (default) the target's capabilities plus those
+    /// debuggers need, never one that reaches the host, with no_new_privs and a seccomp filter;
+    /// `target` exactly the target process's credentials, capabilities, seccomp filters and
+    /// LSM label, as docker exec; `sysadmin` host root (a hostile container can take such a
+    /// session over).
+    #[arg(long, value_name = "NAME", value_enum, default_value_t = ProfileArg::Debug)]
+    pub profile: ProfileArg,
 
     /// Log each step (resolution, loop device, mount, namespaces) on stderr.
     #[arg(short, long)]
@@ -81,6 +90,17 @@ pub struct Cli {
     target_and_command: Vec<OsString>,
 }
 
+/// `--profile` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// Debugging power that cannot reach the host.
+    Debug,
+    /// Exactly the target's privileges.
+    Target,
+    /// Host root.
+    Sysadmin,
+}
+
 /// What `--generate` prints.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Generate {
@@ -98,6 +118,15 @@ impl Cli {
     /// What the user named as the target.
     pub fn target(&self) -> Option<&str> {
         self.target_and_command.first().and_then(|t| t.to_str())
+    }
+
+    /// The privilege profile asked for.
+    pub fn profile(&self) -> crate::privileges::Profile {
+        match self.profile {
+            ProfileArg::Debug => crate::privileges::Profile::Debug,
+            ProfileArg::Target => crate::privileges::Profile::Target,
+            ProfileArg::Sysadmin => crate::privileges::Profile::Sysadmin,
+        }
     }
 
     /// The command and its arguments (empty: the default shell).

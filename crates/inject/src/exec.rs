@@ -10,12 +10,10 @@ use std::os::unix::ffi::OsStrExt;
 
 use rustix::io::Errno;
 use rustix::process::{set_parent_process_death_signal, Signal};
-use rustix::thread::{
-    move_into_link_name_space, set_thread_gid, set_thread_groups, set_thread_uid, Gid,
-    LinkNameSpaceType, Uid,
-};
+use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
 
 use crate::environment::Environment;
+use crate::privileges::{ApplyStep, Privileges};
 use crate::sys::{self, CStringArray};
 
 /// Exit status when the command exists but cannot be run.
@@ -29,27 +27,33 @@ pub const CHANGED_SIGNALS: [i32; 2] = [libc::SIGPIPE, libc::SIGTTOU];
 
 /// Why the command's process did not reach the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
 pub enum Stage {
     /// `execve` of every candidate failed.
-    Exec = 0,
+    Exec,
     /// `setns` into the user namespace.
-    UserNamespace = 1,
-    /// `setgroups`.
-    Groups = 2,
-    /// `setgid`.
-    Gid = 3,
-    /// `setuid`.
-    Uid = 4,
+    UserNamespace,
+    /// Taking the profile's identity, capabilities, filters or label.
+    Privileges(ApplyStep),
 }
 
+/// Privilege steps are reported as this plus their own number.
+const PRIVILEGE_STAGE_BASE: u32 = 100;
+
 impl Stage {
+    fn to_u32(self) -> u32 {
+        match self {
+            Stage::Exec => 0,
+            Stage::UserNamespace => 1,
+            Stage::Privileges(step) => PRIVILEGE_STAGE_BASE + step as u32,
+        }
+    }
+
     fn from_u32(v: u32) -> Stage {
         match v {
             1 => Stage::UserNamespace,
-            2 => Stage::Groups,
-            3 => Stage::Gid,
-            4 => Stage::Uid,
+            v if v > PRIVILEGE_STAGE_BASE => {
+                ApplyStep::from_u32(v - PRIVILEGE_STAGE_BASE).map_or(Stage::Exec, Stage::Privileges)
+            }
             _ => Stage::Exec,
         }
     }
@@ -71,17 +75,11 @@ pub struct Command {
     envp: CStringArray,
     /// Paths to try in order (one if the program has a `/`, else each `PATH` directory).
     candidates: Vec<CString>,
-    uid: u32,
-    gid: u32,
 }
 
 impl Command {
-    /// Prepares `args` (program first) to run with `env` as `uid:gid`.
-    pub fn new(
-        args: &[OsString],
-        env: &Environment,
-        (uid, gid): (u32, u32),
-    ) -> Result<Command, CommandError> {
+    /// Prepares `args` (program first) to run with `env`.
+    pub fn new(args: &[OsString], env: &Environment) -> Result<Command, CommandError> {
         let argv = args
             .iter()
             .map(|a| CString::new(a.as_bytes()).map_err(|_| CommandError::Nul(a.clone())))
@@ -109,8 +107,6 @@ impl Command {
             argv: CStringArray::new(argv),
             envp: CStringArray::new(envp),
             candidates,
-            uid,
-            gid,
         })
     }
 }
@@ -127,8 +123,9 @@ pub struct ChildFds<'a> {
 }
 
 /// The command's process: drops every other descriptor, becomes its own (foreground) process
-/// group, enters the user namespace, takes the user's identity and execs. Never returns.
-pub fn run_command(cmd: &Command, fds: ChildFds<'_>) -> ! {
+/// group, enters the user namespace, takes the profile's identity, capabilities and filters
+/// ([`Privileges::apply`]) and execs. Never returns.
+pub fn run_command(cmd: &Command, privileges: &Privileges, fds: ChildFds<'_>) -> ! {
     // Die with the helper.
     let _ = set_parent_process_death_signal(Some(Signal::KILL));
     close_all_except(&[
@@ -150,18 +147,8 @@ pub fn run_command(cmd: &Command, fds: ChildFds<'_>) -> ! {
         }
         sys::close_range(user_ns.as_raw_fd() as u32, user_ns.as_raw_fd() as u32);
     }
-    // setgroups is denied in user namespaces whose setgroups file says "deny"; the
-    // supplementary groups there are whatever the namespace allows.
-    match set_thread_groups(&[]) {
-        Ok(()) => {}
-        Err(Errno::PERM) if in_user_ns => {}
-        Err(e) => fail(fds.report, Stage::Groups, e.raw_os_error(), 125),
-    }
-    if let Err(e) = set_thread_gid(Gid::from_raw(cmd.gid)) {
-        fail(fds.report, Stage::Gid, e.raw_os_error(), 125);
-    }
-    if let Err(e) = set_thread_uid(Uid::from_raw(cmd.uid)) {
-        fail(fds.report, Stage::Uid, e.raw_os_error(), 125);
+    if let Err(e) = privileges.apply(in_user_ns) {
+        fail(fds.report, Stage::Privileges(e.step), e.errno, 125);
     }
     // Changing credentials clears the parent-death signal; set it again.
     let _ = set_parent_process_death_signal(Some(Signal::KILL));
@@ -198,7 +185,7 @@ pub fn run_command(cmd: &Command, fds: ChildFds<'_>) -> ! {
 /// Writes the failure report and exits with `code`.
 fn fail(report: BorrowedFd<'_>, stage: Stage, errno: i32, code: u8) -> ! {
     let mut msg = [0u8; 8];
-    msg[..4].copy_from_slice(&(stage as u32).to_le_bytes());
+    msg[..4].copy_from_slice(&stage.to_u32().to_le_bytes());
     msg[4..].copy_from_slice(&errno.to_le_bytes());
     let _ = rustix::io::write(report, &msg);
     sys::exit_now(code.into())
@@ -269,11 +256,11 @@ mod tests {
     #[test]
     fn path_search_candidates() {
         let env = env_with_path("/dev/crashcart/bin::/bin");
-        let cmd = Command::new(&os_args(&["ls", "-l"]), &env, (0, 0)).unwrap();
+        let cmd = Command::new(&os_args(&["ls", "-l"]), &env).unwrap();
         let got: Vec<&str> = cmd.candidates.iter().map(|c| c.to_str().unwrap()).collect();
         assert_eq!(got, ["/dev/crashcart/bin/ls", "./ls", "/bin/ls"]);
-        let cmd = Command::new(&os_args(&["./x"]), &env, (0, 0)).unwrap();
+        let cmd = Command::new(&os_args(&["./x"]), &env).unwrap();
         assert_eq!(cmd.candidates.len(), 1);
-        assert!(Command::new(&[OsString::from("a\0b")], &env, (0, 0)).is_err());
+        assert!(Command::new(&[OsString::from("a\0b")], &env).is_err());
     }
 }

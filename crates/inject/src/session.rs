@@ -45,6 +45,7 @@ use crate::loopdev::{self, LoopError};
 use crate::mount::{self, MountError};
 use crate::namespaces::{Kind, NamespaceError, Namespaces};
 use crate::preload::{self, PreloadError};
+use crate::privileges::{self, PrivilegeError, Privileges, Profile, TargetCredentials};
 use crate::process::{ProcessError, TargetProcess};
 use crate::relay::{self, CommandStreams, RelayError};
 use crate::sealed::{self, SealError};
@@ -104,6 +105,9 @@ pub enum SessionError {
     /// The command's streams.
     #[error(transparent)]
     Relay(#[from] RelayError),
+    /// The profile's privileges could not be worked out.
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
     /// `-e` with a target that is not a Docker container.
     #[error("-e runs the command with docker exec, but {0} is not a Docker container")]
     ExecNeedsDocker(String),
@@ -344,7 +348,16 @@ fn session(
     if default {
         env.set(b"ENV", RC_FILE.as_bytes());
     }
-    let command = Command::new(args, &env, cli.user.unwrap_or((0, 0)))?;
+    let command = Command::new(args, &env)?;
+    let privileges = session_privileges(
+        cli.profile(),
+        process,
+        cli.user,
+        !namespaces.differs(Kind::Net),
+    )?;
+    if let Some(warning) = privileges.warning() {
+        eprintln!("{warning}");
+    }
     let (relay, streams) = relay::open(process)?;
     let forwarding = Forwarding::block().map_err(|e| SessionError::Sys {
         what: "block signals",
@@ -364,6 +377,7 @@ fn session(
         ignores: manifest.ignores.clone(),
         cwd,
         command,
+        privileges,
         streams,
     };
     match sys::fork().map_err(sys_err("fork"))? {
@@ -403,6 +417,7 @@ struct Helper {
     ignores: Vec<String>,
     cwd: Option<PathBuf>,
     command: Command,
+    privileges: Privileges,
     streams: CommandStreams,
 }
 
@@ -420,6 +435,7 @@ impl Helper {
             ignores,
             cwd,
             command,
+            privileges,
             streams,
         } = self;
         // Its own session and process group: no controlling terminal for anything started
@@ -471,6 +487,7 @@ impl Helper {
         let child = match sys::fork() {
             Ok(Fork::Child) => exec::run_command(
                 &command,
+                &privileges,
                 ChildFds {
                     report: report_w.as_fd(),
                     user_ns: user_ns.as_ref().map(|f| f.as_fd()),
@@ -512,8 +529,11 @@ impl Helper {
                 Stage::UserNamespace => {
                     eprintln!("crashcart: cannot enter the user namespace of pid {pid}: {why}")
                 }
-                Stage::Groups | Stage::Gid | Stage::Uid => {
-                    eprintln!("crashcart: cannot switch to the requested user/group: {why}")
+                Stage::Privileges(step) => {
+                    eprintln!(
+                        "crashcart: cannot {} for the command: {why}",
+                        step.describe()
+                    )
                 }
             }
         }
@@ -583,6 +603,30 @@ fn supervise(parent: Pid, command: Pid, target: u32, terminal: bool) -> Option<u
             return None;
         }
     }
+}
+
+/// Works out, before anything is forked, what the command may do under `profile`: reads the
+/// target's credentials (and, for `target`, copies its seccomp filters by ptrace).
+fn session_privileges(
+    profile: Profile,
+    process: &TargetProcess,
+    user: Option<(u32, u32)>,
+    shares_host_network: bool,
+) -> Result<Privileges, SessionError> {
+    let credentials = TargetCredentials::read(process)?;
+    let filters = if profile == Profile::Target && credentials.status.seccomp == 2 {
+        privileges::target_seccomp_filters(process.pid)?
+    } else {
+        Vec::new()
+    };
+    step!("profile {profile:?}");
+    Ok(Privileges::new(
+        profile,
+        &credentials,
+        user,
+        shares_host_network,
+        filters,
+    )?)
 }
 
 /// Changes to the target's working directory, resolved inside the (new) root without letting
