@@ -783,7 +783,7 @@ fn debugging_still_works_under_the_default_profile() {
         "lsof -p 1 listed nothing:\n{out}"
     );
 
-    let (out, _) = debug_session(&image, id, &["ps", "-e", "-o", "pid,comm"]);
+    let (out, _) = debug_session(&image, id, &["ps", "-e", "-o", "pid,args"]);
     assert!(out.contains("httpd"), "ps -e:\n{out}");
 
     let (out, _) = debug_session(&image, id, &["cat", "/tmp/private"]);
@@ -792,7 +792,7 @@ fn debugging_still_works_under_the_default_profile() {
     // PID 1 of a PID namespace ignores SIGSTOP sent from inside it, whatever the sender's
     // privileges: stop and continue httpd instead.
     let httpd = host_pid_of(&c, "httpd").unwrap();
-    let (ps, _) = debug_session(&image, id, &["ps", "-e", "-o", "pid=,comm="]);
+    let (ps, _) = debug_session(&image, id, &["ps", "-e", "-o", "pid=,args="]);
     let inner = ps
         .lines()
         .find(|l| l.contains("httpd"))
