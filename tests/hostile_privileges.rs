@@ -213,6 +213,8 @@ const SHOCKER_VARIANTS: &[(&str, &[&str])] = &[
     ("--read-only", &["--read-only"]),
 ];
 
+/// Shocker (open_by_handle_at) run as the session's command, under every Docker variant and
+/// both the default and the `target` profile: SECRET stays out of reach.
 #[test]
 fn shocker_cannot_open_a_host_directory_from_a_session() {
     if !docker_ready() || !compiler_ready() {
@@ -239,6 +241,16 @@ fn shocker_cannot_open_a_host_directory_from_a_session() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Whether an unprivileged user may create a user namespace here (setpriv + unshare).
+fn user_namespaces_ready() -> bool {
+    let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+    if !have("setpriv") || max.trim() == "0" || max.is_empty() {
+        skip("setpriv missing or user namespaces disabled");
+        return false;
+    }
+    true
 }
 
 /// A target in its own user, mount and PID namespaces whose root is `rootfs` (pivot_root) with
@@ -284,9 +296,11 @@ fn user_namespaced_target(scene: &Scene) -> (Child, u32) {
     (child, pid)
 }
 
+/// Shocker against a target in its own user namespace (no Docker): the session must not be
+/// more powerful than the namespace's root.
 #[test]
 fn shocker_in_a_user_namespaced_target() {
-    if !docker_ready() || !compiler_ready() {
+    if !docker_ready() || !compiler_ready() || !user_namespaces_ready() {
         return;
     }
     let image = ToolImage::busybox();
@@ -346,6 +360,8 @@ fn status_field<'a>(log: &'a str, prefix: &str, field: &str) -> Option<&'a str> 
         .map(str::trim)
 }
 
+/// Vector 6: a `--user 1000` session that executes a setuid-root binary of the container stays
+/// uid 1000 with no capabilities (`NoNewPrivs: 1`).
 #[test]
 fn setuid_root_binary_gives_a_non_root_session_nothing() {
     if !docker_ready() || !compiler_ready() {
@@ -379,6 +395,10 @@ fn caps(hex: &str) -> u64 {
     u64::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("not a capability mask: {hex:?}"))
 }
 
+/// Vector 8: with CAP_SYS_PTRACE the container attaches to the session's shell and injects
+/// open_by_handle_at into it. The session must have nothing to lend: no escape, and every
+/// session process it sees has neither CAP_SYS_ADMIN nor CAP_DAC_READ_SEARCH, has
+/// `NoNewPrivs: 1` and `Seccomp: 2`.
 #[test]
 fn ptrace_from_the_container_cannot_borrow_the_sessions_privileges() {
     if !docker_ready() || !compiler_ready() {
@@ -479,6 +499,9 @@ fn stop_scanner(scene: &Scene, log: &str) -> String {
     text
 }
 
+/// Vector 9 (CVE-2019-5736): the container grabs /proc/PID/exe of every process entering its
+/// PID namespace and writes to it after the session. A copy of crashcart must come out
+/// byte-identical and never be among what was grabbed.
 #[test]
 fn the_container_cannot_overwrite_crashcart_through_proc_pid_exe() {
     if !docker_ready() || !compiler_ready() {
@@ -524,6 +547,9 @@ fn the_container_cannot_overwrite_crashcart_through_proc_pid_exe() {
     );
 }
 
+/// Vector 10 (Leaky Vessels): the container inspects fd/*, cwd and root of every session
+/// process over 30 sessions whose caller has a host working directory and a host file on
+/// stdin, and walks `..` out of every directory it finds: no host file, no escape.
 #[test]
 fn no_host_fd_or_directory_reaches_a_process_the_container_sees() {
     if !docker_ready() || !compiler_ready() {
@@ -582,6 +608,8 @@ fn status_map(status: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// `--profile target`: the command's capability sets, uid/gid, NoNewPrivs and seccomp state
+/// are the target's, for Docker's defaults and for a locked-down container.
 #[test]
 fn target_profile_has_exactly_the_targets_credentials() {
     if !docker_ready() || !compiler_ready() {
@@ -639,6 +667,7 @@ fn target_profile_has_exactly_the_targets_credentials() {
     }
 }
 
+/// `--profile sysadmin` says once, on stderr, what it gives away.
 #[test]
 fn sysadmin_profile_warns_once() {
     if !docker_ready() || !compiler_ready() {
@@ -717,6 +746,8 @@ fn host_pid_of(c: &Container, needle: &str) -> Option<u32> {
     })
 }
 
+/// The default `debug` profile keeps the tools a debugging session exists for: strace, gdb,
+/// tcpdump, ss, lsof, ps, reading a file of another uid, stopping and resuming a process.
 #[test]
 fn debugging_still_works_under_the_default_profile() {
     if !docker_ready() || !compiler_ready() {
