@@ -23,7 +23,7 @@ use crashcart_tests::{
 };
 
 /// Tag of the hostile image built from `tests/fixtures/hostile/Dockerfile`.
-const HOSTILE_IMAGE: &str = "crashcart-test-hostile:latest";
+const HOSTILE_IMAGE: &str = "crashcart-test-hostile-privileges:latest";
 
 /// The payloads copied into the hostile image (static, from `tests/fixtures/hostile/*.c`).
 const PAYLOADS: &[&str] = &["shocker", "ptracer", "exegrab", "fdscan"];
