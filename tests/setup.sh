@@ -20,6 +20,8 @@ packages=(
     iproute2 procps strace tcpdump gdb bash file python3  # host tools bundled by --host tests
     ncurses-term ca-certificates             # terminfo and CA certs bundled by --host
     musl-tools           # a musl-only container for the --host tests (musl-gcc)
+    lsof                 # tests/hostile_privileges.rs: lsof -p 1 from a session
+    gcc libc6-dev        # tests/hostile_privileges.rs: static payloads (tests/fixtures/hostile)
     hyperfine time       # bench/
     attr libcap2-bin     # imgbuild tests: setfattr/getfattr, setcap (xattr fidelity)
     podman               # target resolution of Podman containers (tests/resolve.rs)
