@@ -815,11 +815,12 @@ fn sigkill_of_crashcart_kills_every_process_of_the_session() {
         "sleep 1111 & setsid sleep 2222 & echo started; wait",
     ]));
     assert_eq!(line, "started");
-    let before = c.ps();
-    assert!(
-        before.contains("sleep 1111") && before.contains("sleep 2222"),
-        "{before}"
-    );
+    // Both jobs have been forked; wait until they run sleep.
+    let running = wait_until(Duration::from_secs(5), || {
+        let ps = c.ps();
+        ps.contains("sleep 1111") && ps.contains("sleep 2222")
+    });
+    assert!(running, "{}", c.ps());
     session.kill().unwrap(); // SIGKILL
     session.wait().unwrap();
     let gone = wait_until(Duration::from_secs(10), || {
