@@ -99,9 +99,10 @@ fn tiocsti_program(out: &Path) {
 ///
 /// - `/busybox`; `/tiocsti` (static);
 /// - `/evil.so` (marker `preload`), named by the planted `/etc/ld.so.preload`;
-/// - `/evil/libtinfo.so.6` and `/evil/libselinux.so.1`: the host's real libraries, each with
-///   an extra `DT_NEEDED` on `/evil/libevil-ctor.so` (marker `ld_library_path`), so bash and
-///   ls would run normally with them, for `LD_LIBRARY_PATH=/evil`;
+/// - `/evil/libc.so.6`, `/evil/libtinfo.so.6` and `/evil/libselinux.so.1`: the host's real
+///   libraries, each with an extra `DT_NEEDED` on `/evil/libevil-ctor.so` (marker
+///   `ld_library_path`), so bash and ls would run normally with them, for
+///   `LD_LIBRARY_PATH=/evil`;
 /// - NSS modules for `nsswitch.conf`: `/libnss_../` + `/evil.so.2` (`nss_dotdot`),
 ///   `/lib/x86_64-linux-gnu/libnss_evilmod.so.2` (`nss_libdir`),
 ///   `/evil/libnss_evilmod.so.2` (`nss_ld_library_path`);
@@ -124,7 +125,7 @@ fn hostile_image() -> &'static str {
         let evil = root.join("evil");
         evil_library(&evil.join("libnss_evilmod.so.2"), "nss_ld_library_path");
         evil_library(&evil.join("libevil-ctor.so"), "ld_library_path");
-        for lib in ["libtinfo.so.6", "libselinux.so.1"] {
+        for lib in ["libc.so.6", "libtinfo.so.6", "libselinux.so.1"] {
             let Ok(real) = std::fs::canonicalize(Path::new(LIBDIR).join(lib)) else {
                 continue;
             };
@@ -246,7 +247,22 @@ impl Hostile {
         self.expect_marker(mark, library);
     }
 
-    /// Writes the container's `ps` listing (busybox), for assertions about its processes.
+    /// Control: a program run with the library directory `dir` first loads the evil C
+    /// library there, which writes `ran-MARK`.
+    fn control_library_path(&self, dir: &str, mark: &str) {
+        let out = run(Command::new("docker").args([
+            "exec",
+            self.id(),
+            "/control/ld.so",
+            "--library-path",
+            dir,
+            "/control/true",
+        ]));
+        assert!(out.status.success(), "{dir}: {}", stderr(&out));
+        self.expect_marker(mark, &format!("{dir}/libc.so.6"));
+    }
+
+    /// The container's `ps` listing (busybox), for assertions about its processes.
     fn ps(&self) -> String {
         stdout(&self.c.exec(&["ps", "-o", "pid,stat,args"]))
     }
@@ -521,6 +537,7 @@ fn container_environment_does_not_reach_the_images_bash() {
         let c = Hostile::start(&docker_args, &[]);
         c.control_script_payload();
         c.control_library("/evil/libtinfo.so.6", "ld_library_path");
+        c.control_library_path("/evil", "ld_library_path");
 
         let shown = interactive_session(&image, c.id(), "ls; echo done-$((1+1))\n", "done-2");
         c.assert_no_marker(&format!("{what}: interactive bash on a pty: {shown:?}"));
