@@ -581,6 +581,22 @@ fn container_environment_does_not_reach_the_images_bash() {
     }
 }
 
+/// Without bash in the image the default command is its `sh`: busybox ash, which sources
+/// `$ENV` when interactive.
+#[test]
+fn container_environment_does_not_reach_the_images_sh() {
+    if !ready() {
+        return;
+    }
+    let image = ToolImage::busybox(|_| {});
+    let c = Hostile::start(&["-e", "ENV=/hostile/env.sh", "-e", "HOME=/evilhome"], &[]);
+    c.sh("/busybox sh -c '. /hostile/env.sh'");
+    c.expect_marker("posix_env", "sourcing /hostile/env.sh");
+    let shown = interactive_session(&image, c.id(), "echo done-$((1+1))\n", "done-2");
+    c.assert_no_marker(&format!("interactive sh on a pty: {shown:?}"));
+    image.assert_detached();
+}
+
 #[test]
 fn container_bash_startup_files_do_not_run_in_the_default_shell() {
     if !ready() {
@@ -779,14 +795,20 @@ fn the_command_gets_its_own_terminal_or_pipes() {
     // On a terminal: a pty of the container's own devpts.
     let mut term =
         Terminal::start(&image.command_line(&format!("{} bash -c 'tty; read x'", c.id())));
-    term.shows("/dev/pts/");
-    term.shows("\n");
-    let shown = term.output();
-    let n: String = shown[shown.find("/dev/pts/").unwrap() + "/dev/pts/".len()..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    assert!(!n.is_empty(), "{shown:?}");
+    // `tty`'s whole line: /dev/pts/N and the end of the line.
+    let pts_number = |shown: &str| -> Option<String> {
+        let rest = &shown[shown.find("/dev/pts/")? + "/dev/pts/".len()..];
+        let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let ended = rest[n.len()..].starts_with(['\r', '\n']);
+        (!n.is_empty() && ended).then_some(n)
+    };
+    let mut n = None;
+    let printed = wait_until(Duration::from_secs(20), || {
+        n = pts_number(&term.output());
+        n.is_some()
+    });
+    assert!(printed, "tty printed no /dev/pts/N: {:?}", term.output());
+    let n = n.unwrap();
     let pts = stdout(&c.c.exec(&["ls", "/dev/pts"]));
     assert!(
         pts.split_whitespace().any(|p| p == n),
