@@ -483,8 +483,8 @@ impl Drop for Terminal {
     }
 }
 
-/// Runs the default command (the image's interactive bash) on a pty, types a command and
-/// `exit`; returns what the terminal showed.
+/// Runs the default command (the image's interactive bash, else its sh) on a pty, types
+/// `line`, waits for `shows`, then types `exit`; returns what the terminal showed.
 fn interactive_session(image: &ToolImage, target: &str, line: &str, shows: &str) -> String {
     let mut term = Terminal::start(&image.command_line(target));
     // Type once the shell prompts (crashcart may flush input typed before it sets up the
