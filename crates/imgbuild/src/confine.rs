@@ -15,6 +15,8 @@
 //! | `/etc/bash.bashrc`, `/etc/bashrc` | bash (Debian's, nixpkgs'), interactive shells | commands |
 //! | `/etc/inputrc` | readline (in bash or linked) | macros that type commands |
 //! | `/etc/nsswitch.conf` | glibc's NSS | a `libnss_*` module, or a path with `/` |
+//! | `/etc/profile`, `/etc/bash.bash_logout` | bash login shells | commands |
+//! | `/etc/gdb/gdbinit`, `/etc/gdb/gdbinit.d` | gdb (Debian's system init file and dir) | gdb and Python commands, `shell` |
 //!
 //! Each is **neutralised**: its first byte becomes NUL, so the program passes `""` to
 //! `open`/`access`, which fails with `ENOENT`. The upstream code paths treat that exactly like
@@ -67,6 +69,10 @@ pub const NEUTRALISED_PATHS: &[&str] = &[
     "/etc/bashrc",
     "/etc/inputrc",
     "/etc/nsswitch.conf",
+    "/etc/profile",
+    "/etc/bash.bash_logout",
+    "/etc/gdb/gdbinit",
+    "/etc/gdb/gdbinit.d",
 ];
 
 /// The first bytes of every ELF file.

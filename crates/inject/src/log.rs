@@ -19,7 +19,14 @@ pub fn verbose() -> bool {
 macro_rules! step {
     ($($arg:tt)*) => {
         if $crate::log::verbose() {
-            eprintln!("crashcart: {}", format_args!($($arg)*));
+            $crate::log::say(format_args!($($arg)*));
         }
     };
+}
+
+/// Writes `crashcart: <message>` on stderr, ignoring a closed stderr: the helper may outlive
+/// crashcart (whose end of the helper's stderr is gone then) and must go on ending the session.
+pub fn say(message: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "crashcart: {message}");
 }

@@ -383,7 +383,7 @@ fn session(
     match sys::fork().map_err(sys_err("fork"))? {
         Fork::Child => {
             let code = helper_args.run().unwrap_or_else(|e| {
-                eprintln!("crashcart: {e}");
+                crate::log::say(format_args!("{e}"));
                 EXIT_CRASHCART
             });
             sys::exit_now(code.into())
@@ -508,7 +508,9 @@ impl Helper {
         let code = supervise(parent, child, pid, terminal);
         // Whatever ended the session, nothing of it may outlive it.
         if let Err(e) = crate::sweep::kill_mount_namespace_peers() {
-            eprintln!("crashcart: warning: cannot end the session's remaining processes: {e}");
+            crate::log::say(format_args!(
+                "warning: cannot end the session's remaining processes: {e}"
+            ));
         }
         let code = code.unwrap_or_else(|| {
             let _ = rustix::process::kill_process(child, Signal::KILL);
@@ -519,22 +521,20 @@ impl Helper {
         if let Some((stage, errno)) = exec::read_report(report_r.as_fd()) {
             let why = Errno::from_raw_os_error(errno);
             match stage {
-                Stage::Exec if errno == libc::ENOENT => {
-                    eprintln!(
-                        "crashcart: cannot run {}: not found in the container",
-                        command.program
-                    )
+                Stage::Exec if errno == libc::ENOENT => crate::log::say(format_args!(
+                    "cannot run {}: not found in the container",
+                    command.program
+                )),
+                Stage::Exec => {
+                    crate::log::say(format_args!("cannot run {}: {why}", command.program))
                 }
-                Stage::Exec => eprintln!("crashcart: cannot run {}: {why}", command.program),
-                Stage::UserNamespace => {
-                    eprintln!("crashcart: cannot enter the user namespace of pid {pid}: {why}")
-                }
-                Stage::Privileges(step) => {
-                    eprintln!(
-                        "crashcart: cannot {} for the command: {why}",
-                        step.describe()
-                    )
-                }
+                Stage::UserNamespace => crate::log::say(format_args!(
+                    "cannot enter the user namespace of pid {pid}: {why}"
+                )),
+                Stage::Privileges(step) => crate::log::say(format_args!(
+                    "cannot {} for the command: {why}",
+                    step.describe()
+                )),
             }
         }
         Ok(code)

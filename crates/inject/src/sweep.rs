@@ -13,7 +13,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use rustix::fs::{readlinkat, Dir};
+use rustix::fs::{openat, readlinkat, Dir, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{fsconfig_create, fsmount, fsopen, FsMountFlags, FsOpenFlags, MountAttrFlags};
 use rustix::process::{getpid, pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
@@ -49,7 +49,7 @@ pub fn kill_mount_namespace_peers() -> Result<usize, Errno> {
 fn kill_once(proc: BorrowedFd<'_>, ours: &[u8], me: Pid) -> Result<usize, Errno> {
     let mut found = 0;
     for entry in Dir::read_from(proc)? {
-        let Ok(entry) = entry else { continue };
+        let entry = entry?;
         let Some(pid) = std::str::from_utf8(entry.file_name().to_bytes())
             .ok()
             .and_then(|s| s.parse::<i32>().ok())
@@ -77,15 +77,22 @@ fn in_namespace(proc: BorrowedFd<'_>, pid: Pid, ours: &[u8]) -> bool {
     readlinkat(proc, link.as_str(), Vec::new()).is_ok_and(|l| l.as_bytes() == ours)
 }
 
-/// A detached procfs showing the caller's PID namespace (the host's, for the helper).
+/// The root directory of a detached procfs showing the caller's PID namespace (the host's, for
+/// the helper), opened for reading (a mount descriptor is `O_PATH`, which cannot be listed).
 fn host_procfs() -> Result<OwnedFd, Errno> {
     let fs = fsopen("proc", FsOpenFlags::FSOPEN_CLOEXEC)?;
     fsconfig_create(fs.as_fd())?;
-    fsmount(
+    let mount = fsmount(
         fs.as_fd(),
         FsMountFlags::FSMOUNT_CLOEXEC,
         MountAttrFlags::MOUNT_ATTR_NOSUID
             | MountAttrFlags::MOUNT_ATTR_NOEXEC
             | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )?;
+    openat(
+        &mount,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
     )
 }
