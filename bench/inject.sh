@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Session start-up cost of crashcart, side by side with what a user would otherwise run:
-#   crashcart ID true          (the image's true, in all of the container's namespaces)
+#   crashcart ID true          (the image's true, in all of the container's namespaces; default
+#                              profile debug: capabilities dropped, no_new_privs, seccomp)
+#   crashcart --profile target (the target's own capabilities and seccomp filter, copied by
+#                              ptrace)
 #   nsenter -a -t PID true     (the container's own busybox true; no image, no cgroup, no /dev)
 #   docker exec ID true        (through dockerd and containerd)
 # cold: nothing holds the image's loop device, so every crashcart run attaches it first;
@@ -37,6 +40,7 @@ img=$work/tools.img
 common=(-N --warmup 5 --runs 40 --style none)
 hyperfine "${common[@]}" --export-markdown "$work/cold.md" \
     -n "crashcart (cold)" "$cc -i $img $id true" \
+    -n "crashcart --profile target (cold)" "$cc --profile target -i $img $id true" \
     -n "nsenter -a" "nsenter -a -t $pid /busybox true" \
     -n "docker exec" "docker exec $id /busybox true" >/dev/null
 
@@ -45,8 +49,15 @@ session=$!
 sleep 1
 hyperfine "${common[@]}" --export-markdown "$work/warm.md" \
     -n "crashcart (warm)" "$cc -i $img $id true" \
+    -n "crashcart --profile sysadmin (warm)" "$cc --profile sysadmin -i $img $id true" \
     -n "nsenter -a" "nsenter -a -t $pid /busybox true" \
     -n "docker exec" "docker exec $id /busybox true" >/dev/null
+
+# Keystroke echo through each one's terminal: crashcart relays into a pty of the container's
+# devpts, nsenter hands over the benchmark's own pty, docker exec -t relays through dockerd.
+echo_cc=$(python3 bench/echo.py 300 "$cc" -i "$img" "$id" sh -i)
+echo_ns=$(python3 bench/echo.py 300 nsenter -a -t "$pid" /busybox sh -i)
+echo_de=$(python3 bench/echo.py 300 docker exec -it "$id" /busybox sh -i)
 kill "$session"; wait "$session" 2>/dev/null || true; session=
 
 # Peak memory of one session.
@@ -57,6 +68,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
 cold=$(mean "crashcart (cold)" "$work/cold.md")
 warm=$(mean "crashcart (warm)" "$work/warm.md")
 ns=$(mean "nsenter -a" "$work/warm.md")
+ns_cold=$(mean "nsenter -a" "$work/cold.md")
 de=$(mean "docker exec" "$work/warm.md")
 
 section=$work/section.md
@@ -74,9 +86,18 @@ section=$work/section.md
     cat "$work/warm.md"
     echo
     echo "- warm crashcart / nsenter -a: **$(ratio "$warm" "$ns")x** (target: within 2x)"
-    echo "- cold crashcart: **$cold ms** (target: within 15 ms)"
+    echo "- cold crashcart / cold nsenter -a: **$(ratio "$cold" "$ns_cold")x** (target: within 4x)"
     echo "- docker exec / warm crashcart: **$(ratio "$de" "$warm")x** slower"
     echo "- peak RSS of one crashcart session: $rss KiB"
+    echo
+    echo "Keystroke echo (one character typed, until the terminal shows it; 300 keystrokes,"
+    echo "\`bench/echo.py\`), median / 95th percentile in microseconds:"
+    echo
+    echo "| | median [µs] | p95 [µs] |"
+    echo "|:---|---:|---:|"
+    echo "| crashcart (relay into the container's pty) | ${echo_cc% *} | ${echo_cc#* } |"
+    echo "| nsenter -a (the caller's own pty) | ${echo_ns% *} | ${echo_ns#* } |"
+    echo "| docker exec -it (relay through dockerd) | ${echo_de% *} | ${echo_de#* } |"
     echo
     echo "Run again: \`sudo bench/inject.sh\`."
 } >"$section"
