@@ -243,6 +243,17 @@ pub fn os_args(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }
 
+/// Maps a wait status like a shell: the exit code, or 128+N on signal N (125 otherwise).
+pub fn exit_code(status: rustix::process::WaitStatus) -> u8 {
+    if let Some(code) = status.exit_status() {
+        code as u8
+    } else if let Some(sig) = status.terminating_signal() {
+        (128 + sig) as u8
+    } else {
+        125
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

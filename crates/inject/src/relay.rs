@@ -25,7 +25,7 @@ use rustix::event::{poll, PollFd, PollFlags};
 use rustix::fs::{fstat, fstatfs, openat, openat2, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use rustix::pipe::{pipe_with, PipeFlags};
-use rustix::process::{kill_process, waitpid, Pid, Signal, WaitOptions, WaitStatus};
+use rustix::process::{kill_process, waitpid, Pid, Signal, WaitOptions};
 use rustix::pty::{ioctl_tiocgptpeer, unlockpt, OpenptFlags};
 use rustix::termios::{isatty, tcgetattr, tcgetwinsize, tcsetattr, tcsetwinsize, OptionalActions};
 
@@ -187,9 +187,9 @@ impl Drop for RawTerminal {
 
 /// How the session ended, as crashcart saw it.
 pub struct Ended {
-    /// The helper's wait status (it exits with the command's status, mapped), `None` when it
-    /// could not be waited for.
-    pub helper: Option<WaitStatus>,
+    /// The exit status to return: the command's (as the helper reported it, or the helper's
+    /// own exit status, which is the command's mapped), `None` when neither could be learnt.
+    pub status: Option<u8>,
     /// Whether the target exited during the session.
     pub target_exited: bool,
 }
@@ -231,6 +231,9 @@ impl Relay {
         let mut pending = Pending { buf: Vec::new() };
         let mut target_watched = target.is_some();
         let mut target_exited = false;
+        // Set once the helper reports the command's exit status: from then on only the rest of
+        // its output is copied, for as long as it keeps coming.
+        let mut reported: Option<u8> = None;
         for fd in self.child_input_and_outputs() {
             let _ = rustix::fs::fcntl_setfl(
                 fd,
@@ -264,7 +267,12 @@ impl Relay {
                 }
                 _ => None,
             };
-            match poll(&mut fds, None) {
+            let timeout = reported.map(|_| rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 50_000_000,
+            });
+            match poll(&mut fds, timeout.as_ref()) {
+                Ok(0) if reported.is_some() => break,
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(_) => break,
             }
@@ -319,13 +327,24 @@ impl Relay {
                 target_watched = false;
                 target_exited = true;
             }
+            if reported.is_some() && self.outputs().is_empty() {
+                break;
+            }
             if signals_ready {
-                while let Some((sig, _)) = sys::read_signal(signals.as_fd()) {
-                    match sig {
+                while let Some(info) = sys::read_signal(signals.as_fd()) {
+                    match info.signo {
                         libc::SIGCHLD => {}
                         libc::SIGWINCH => self.pass_window_size(),
-                        _ => {
-                            if let Some(signal) = Signal::from_named_raw(sig) {
+                        s if s == crate::signals::command_exited() => {
+                            let from_helper = info.pid == helper.as_raw_nonzero().get() as u32
+                                && info.code == libc::SI_QUEUE;
+                            if from_helper {
+                                reported = Some(info.value as u8);
+                                target_exited |= target.is_some_and(has_exited);
+                            }
+                        }
+                        s => {
+                            if let Some(signal) = Signal::from_named_raw(s) {
                                 let _ = kill_process(helper, signal);
                             }
                         }
@@ -339,7 +358,7 @@ impl Relay {
                     Ok(Some((_, status))) => {
                         self.drain();
                         return Ended {
-                            helper: Some(status),
+                            status: reported.or(Some(crate::exec::exit_code(status))),
                             target_exited: target_exited || target.is_some_and(has_exited),
                         };
                     }
@@ -351,7 +370,7 @@ impl Relay {
         }
         self.drain();
         Ended {
-            helper: None,
+            status: reported,
             target_exited,
         }
     }

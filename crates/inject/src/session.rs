@@ -31,7 +31,7 @@ use rustix::io::Errno;
 use rustix::pipe::{pipe_with, PipeFlags};
 use rustix::process::{
     getpid, getppid, pidfd_open, set_dumpable_behavior, set_parent_process_death_signal, waitpid,
-    DumpableBehavior, Pid, PidfdFlags, Signal, WaitOptions, WaitStatus,
+    DumpableBehavior, Pid, PidfdFlags, Signal, WaitOptions,
 };
 use rustix::termios::isatty;
 
@@ -393,7 +393,7 @@ fn session(
             // the command's ends of its streams open.
             drop(helper_args);
             let ended = relay.run(helper, &forwarding, target_pidfd.as_ref())?;
-            let code = ended.helper.map_or(EXIT_CRASHCART, exit_code);
+            let code = ended.status.unwrap_or(EXIT_CRASHCART);
             // The helper has said why when it failed (125); otherwise say why it ended.
             if ended.target_exited && code != EXIT_CRASHCART {
                 eprintln!(
@@ -506,6 +506,21 @@ impl Helper {
         drop((report_w, user_ns));
 
         let code = supervise(parent, child, pid, terminal);
+        let _ = rustix::fs::fcntl_setfl(&report_r, OFlags::NONBLOCK);
+        if let Some(code) = code {
+            // The command is gone: say why it did not start, if it did not, then let crashcart
+            // return with its status while this process ends the rest of the session. Our
+            // stdio is closed first, so crashcart sees the end of the command's output.
+            report_failure(&command, pid, report_r.as_fd());
+            for fd in 0..3 {
+                sys::close_range(fd, fd);
+            }
+            let _ = sys::queue_signal(
+                parent.as_raw_nonzero().get(),
+                crate::signals::command_exited(),
+                code.into(),
+            );
+        }
         // Whatever ended the session, nothing of it may outlive it.
         if let Err(e) = crate::sweep::kill_mount_namespace_peers() {
             crate::log::say(format_args!(
@@ -514,29 +529,10 @@ impl Helper {
         }
         let code = code.unwrap_or_else(|| {
             let _ = rustix::process::kill_process(child, Signal::KILL);
-            wait_exit_code(child)
+            let code = wait_exit_code(child);
+            report_failure(&command, pid, report_r.as_fd());
+            code
         });
-
-        let _ = rustix::fs::fcntl_setfl(&report_r, OFlags::NONBLOCK);
-        if let Some((stage, errno)) = exec::read_report(report_r.as_fd()) {
-            let why = Errno::from_raw_os_error(errno);
-            match stage {
-                Stage::Exec if errno == libc::ENOENT => crate::log::say(format_args!(
-                    "cannot run {}: not found in the container",
-                    command.program
-                )),
-                Stage::Exec => {
-                    crate::log::say(format_args!("cannot run {}: {why}", command.program))
-                }
-                Stage::UserNamespace => crate::log::say(format_args!(
-                    "cannot enter the user namespace of pid {pid}: {why}"
-                )),
-                Stage::Privileges(step) => crate::log::say(format_args!(
-                    "cannot {} for the command: {why}",
-                    step.describe()
-                )),
-            }
-        }
         Ok(code)
     }
 }
@@ -570,8 +566,8 @@ fn supervise(parent: Pid, command: Pid, target: u32, terminal: bool) -> Option<u
         }
         let target_ended = fds.get(1).is_some_and(|f| !f.revents().is_empty());
         drop(fds);
-        while let Some((sig, _)) = sys::read_signal(signals.as_fd()) {
-            match sig {
+        while let Some(info) = sys::read_signal(signals.as_fd()) {
+            match info.signo {
                 libc::SIGCHLD => {}
                 s if s == PARENT_DIED => {
                     if getppid() != Some(parent) {
@@ -594,7 +590,7 @@ fn supervise(parent: Pid, command: Pid, target: u32, terminal: bool) -> Option<u
                 let _ = rustix::termios::tcsetpgrp(rustix::stdio::stdin(), command);
                 let _ = rustix::process::kill_process_group(command, Signal::CONT);
             }
-            Ok(Some((_, status))) => return Some(exit_code(status)),
+            Ok(Some((_, status))) => return Some(exec::exit_code(status)),
             Ok(None) | Err(Errno::INTR) => {}
             Err(_) => return None,
         }
@@ -602,6 +598,28 @@ fn supervise(parent: Pid, command: Pid, target: u32, terminal: bool) -> Option<u
             step!("target pid exited; ending the session");
             return None;
         }
+    }
+}
+
+/// Prints why the command did not start, when its process reported a failure.
+fn report_failure(command: &Command, pid: u32, report: BorrowedFd<'_>) {
+    let Some((stage, errno)) = exec::read_report(report) else {
+        return;
+    };
+    let why = Errno::from_raw_os_error(errno);
+    let program = &command.program;
+    match stage {
+        Stage::Exec if errno == libc::ENOENT => crate::log::say(format_args!(
+            "cannot run {program}: not found in the container"
+        )),
+        Stage::Exec => crate::log::say(format_args!("cannot run {program}: {why}")),
+        Stage::UserNamespace => crate::log::say(format_args!(
+            "cannot enter the user namespace of pid {pid}: {why}"
+        )),
+        Stage::Privileges(step) => crate::log::say(format_args!(
+            "cannot {} for the command: {why}",
+            step.describe()
+        )),
     }
 }
 
@@ -653,19 +671,9 @@ fn enter_cwd(cwd: Option<&Path>) {
 fn wait_exit_code(pid: Pid) -> u8 {
     loop {
         match waitpid(Some(pid), WaitOptions::empty()) {
-            Ok(Some((_, status))) => return exit_code(status),
+            Ok(Some((_, status))) => return exec::exit_code(status),
             Err(Errno::INTR) => continue,
             _ => return EXIT_CRASHCART,
         }
-    }
-}
-
-fn exit_code(status: WaitStatus) -> u8 {
-    if let Some(code) = status.exit_status() {
-        code as u8
-    } else if let Some(sig) = status.terminating_signal() {
-        (128 + sig) as u8
-    } else {
-        EXIT_CRASHCART
     }
 }

@@ -22,6 +22,13 @@ pub const FORWARDED: [i32; 7] = [
 /// else sends it, so it cannot be mistaken for a forwarded one.
 pub const PARENT_DIED: i32 = libc::SIGPWR;
 
+/// The signal the helper sends crashcart, with the command's exit status as its value, as soon
+/// as the command has exited: crashcart can then return while the helper ends what is left of
+/// the session. Only the helper can send it (crashcart is not visible in the container).
+pub fn command_exited() -> i32 {
+    libc::SIGRTMIN() + 3
+}
+
 /// The forwarded signals, SIGCHLD and [`PARENT_DIED`], blocked, with a descriptor to take them
 /// from.
 pub struct Forwarding {
@@ -36,7 +43,7 @@ impl Forwarding {
         let waited: Vec<i32> = FORWARDED
             .iter()
             .copied()
-            .chain([libc::SIGCHLD, PARENT_DIED])
+            .chain([libc::SIGCHLD, PARENT_DIED, command_exited()])
             .collect();
         let waited = SignalSet::of(&waited);
         waited.block();

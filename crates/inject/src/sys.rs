@@ -252,9 +252,22 @@ impl SignalSet {
     }
 }
 
-/// Takes one pending signal from a [`SignalSet::signalfd`] descriptor: its number and the PID
-/// of its sender (as the kernel reports it), or `None` when none is pending.
-pub fn read_signal(fd: BorrowedFd<'_>) -> Option<(i32, u32)> {
+/// One signal taken from a [`SignalSet::signalfd`] descriptor.
+#[derive(Debug, Clone, Copy)]
+pub struct SignalInfo {
+    /// The signal number.
+    pub signo: i32,
+    /// The sender's PID, as the kernel reports it.
+    pub pid: u32,
+    /// `si_code` (`SI_QUEUE` for [`queue_signal`]).
+    pub code: i32,
+    /// The value sent with [`queue_signal`].
+    pub value: i32,
+}
+
+/// Takes one pending signal from a [`SignalSet::signalfd`] descriptor, or `None` when none is
+/// pending.
+pub fn read_signal(fd: BorrowedFd<'_>) -> Option<SignalInfo> {
     // SAFETY: signalfd_siginfo is plain integers; all-zero is a valid value.
     let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::signalfd_siginfo>();
@@ -266,7 +279,22 @@ pub fn read_signal(fd: BorrowedFd<'_>) -> Option<(i32, u32)> {
             size,
         )
     };
-    (n == size as isize).then_some((info.ssi_signo as i32, info.ssi_pid))
+    (n == size as isize).then_some(SignalInfo {
+        signo: info.ssi_signo as i32,
+        pid: info.ssi_pid,
+        code: info.ssi_code,
+        // The kernel copies the whole sigval into ssi_ptr; queue_signal sends an integer there.
+        value: info.ssi_ptr as i32,
+    })
+}
+
+/// Sends `sig` with the value `value` to `pid` (`sigqueue`).
+pub fn queue_signal(pid: i32, sig: i32, value: i32) -> io::Result<()> {
+    let value = libc::sigval {
+        sival_ptr: value as usize as *mut libc::c_void,
+    };
+    // SAFETY: sigqueue only reads its arguments; the value travels as an integer.
+    cvt(unsafe { libc::sigqueue(pid, sig, value) }).map(drop)
 }
 
 /// Unblocks every signal and restores the default disposition of those crashcart (or the Rust
