@@ -547,6 +547,61 @@ fn the_container_cannot_overwrite_crashcart_through_proc_pid_exe() {
     );
 }
 
+/// Vector 9 with crashcart installed immutable (`chattr +i`): crashcart then runs from the file
+/// itself (no sealed copy: nothing can write it anyway), so the container can grab it, but
+/// every write through what it grabbed fails and the binary stays as it was.
+#[test]
+fn an_immutable_crashcart_binary_is_run_in_place_and_cannot_be_written() {
+    if !docker_ready() || !compiler_ready() {
+        return;
+    }
+    if !crashcart_tests::have("chattr") {
+        skip("chattr (e2fsprogs) not installed");
+        return;
+    }
+    let image = ToolImage::busybox();
+    let scene = Scene::new();
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copy = copy_dir.path().join("crashcart-immutable-copy");
+    std::fs::copy(bin("crashcart"), &copy).unwrap();
+    let original = std::fs::read(&copy).unwrap();
+    let chattr = |flag: &str| run(Command::new("chattr").arg(flag).arg(&copy));
+    if !chattr("+i").status.success() {
+        skip("the temp directory's filesystem has no immutable attribute");
+        return;
+    }
+    let volume = scene.volume();
+    let c = start_hostile(&["--cap-add", "SYS_PTRACE", "-v", &volume], &[]);
+    start_scanner(&c, &scene, &["/exegrab", "/vol", "60"]);
+    let mut outputs = Vec::new();
+    for _ in 0..20 {
+        outputs.push(run(&mut crashcart_at(
+            &copy,
+            &image.path,
+            None,
+            &[&c.id, "sleep", "0.1"],
+        )));
+    }
+    let log = stop_scanner(&scene, "exegrab.log");
+    chattr("-i");
+    for out in &outputs {
+        assert!(out.status.success(), "{}", describe(out));
+    }
+    assert!(
+        log.contains("crashcart-immutable-copy"),
+        "crashcart did not run from the immutable file itself (sealed copy instead?):\n{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("write ") && l.ends_with(": ok")),
+        "the container wrote through a grabbed immutable binary:\n{log}"
+    );
+    assert!(
+        std::fs::read(&copy).unwrap() == original,
+        "the crashcart binary was modified:\n{log}"
+    );
+}
+
 /// Vector 10 (Leaky Vessels): the container inspects fd/*, cwd and root of every session
 /// process over 30 sessions whose caller has a host working directory and a host file on
 /// stdin, and walks `..` out of every directory it finds: no host file, no escape.

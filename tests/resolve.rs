@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crashcart::target::{resolve, ResolveError, Resolver, Runtime, Target};
+use crashcart::resolve::{resolve, ResolveError, Resolver, Runtime, Target};
 use crashcart_tests::{docker_ready, is_root, run, run_ok, skip, unique_name, Container};
 
 fn docker_target(container: &Container, name: Option<&str>) -> Target {

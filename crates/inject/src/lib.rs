@@ -2,12 +2,15 @@
 //! inside its namespaces.
 //!
 //! The session, from target to `execve`, in the order it happens (see ARCHITECTURE.md):
-//! [`target`] resolves what the user typed to a host PID; [`image`] picks and checks the image;
-//! [`loopdev`] attaches it read-only with autoclear; [`mount`] makes a detached read-only mount
-//! of it; [`namespaces`] and [`cgroup`] open the target's namespace and cgroup handles;
-//! [`session`] forks the helper that enters the target's mount namespace, builds the private
-//! `/dev` ([`devdir`]), covers the container's loader preload file ([`preload`]), enters the other namespaces and forks the command ([`exec`]) with the
-//! environment from [`environment`]; [`signals`] forwards signals to it meanwhile.
+//! [`sealed`] re-executes crashcart from a sealed copy; [`resolve`] resolves what the user typed
+//! to a host PID; [`image`] picks and checks the image; [`loopdev`] attaches it read-only with
+//! autoclear; [`mount`] makes a detached read-only mount of it; [`namespaces`] and [`cgroup`]
+//! open the target's namespace and cgroup handles; [`privileges`] works out what the command
+//! may do; [`relay`] gives the command a pty or pipes; [`session`] forks the helper that enters
+//! the target's mount namespace, builds the private `/dev` ([`devdir`]), covers loader preload
+//! lists where needed ([`preload`]), enters the other namespaces and forks the command
+//! ([`exec`]) with the environment from [`environment`]; [`signals`] and [`relay`] pass signals
+//! and bytes meanwhile; [`sweep`] ends whatever the session left running.
 
 pub mod cgroup;
 pub mod cli;
@@ -23,11 +26,11 @@ pub mod preload;
 pub mod privileges;
 pub mod process;
 pub mod relay;
+pub mod resolve;
 pub mod sealed;
 pub mod session;
 pub mod signals;
 pub mod sweep;
 mod sys;
-pub mod target;
 
 pub use session::run;

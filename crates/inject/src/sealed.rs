@@ -7,6 +7,11 @@
 //! in a container crashcart re-executes itself from a memfd copy sealed against writing,
 //! growing and shrinking, as runc does: `/proc/PID/exe` of every session process is that copy,
 //! and no one can change it.
+//!
+//! The copy costs a couple of milliseconds per run (the binary is copied into memory and
+//! executed again). It is skipped when the binary on disk cannot be written anyway: marked
+//! immutable (`chattr +i`, which only `CAP_LINUX_IMMUTABLE` in the host's user namespace can
+//! undo) or on a read-only mount.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -14,7 +19,10 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
-use rustix::fs::{fcntl_add_seals, fcntl_get_seals, memfd_create, MemfdFlags, SealFlags};
+use rustix::fs::{
+    fcntl_add_seals, fcntl_get_seals, fstatvfs, memfd_create, statx, AtFlags, MemfdFlags,
+    SealFlags, StatVfsMountFlags, StatxAttributes, StatxFlags,
+};
 
 use crate::sys::{self, CStringArray};
 
@@ -36,7 +44,7 @@ pub struct SealError(std::io::Error);
 /// with the same arguments and environment (and does not return unless that fails).
 pub fn ensure() -> Result<(), SealError> {
     let exe = File::open("/proc/self/exe").map_err(SealError)?;
-    if fcntl_get_seals(&exe).is_ok_and(|s| s.contains(seals())) {
+    if fcntl_get_seals(&exe).is_ok_and(|s| s.contains(seals())) || cannot_be_written(&exe) {
         return Ok(());
     }
     let memfd = memfd_create("crashcart", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
@@ -56,6 +64,17 @@ pub fn ensure() -> Result<(), SealError> {
         copy.as_fd(),
         &CStringArray::new(args),
     )))
+}
+
+/// Whether the binary is immutable or on a read-only mount: then no one can write it through
+/// `/proc/PID/exe` either.
+fn cannot_be_written(exe: &File) -> bool {
+    let immutable = statx(exe, "", AtFlags::EMPTY_PATH, StatxFlags::empty()).is_ok_and(|st| {
+        st.stx_attributes_mask.contains(StatxAttributes::IMMUTABLE)
+            && st.stx_attributes.contains(StatxAttributes::IMMUTABLE)
+    });
+    let read_only = fstatvfs(exe).is_ok_and(|vfs| vfs.f_flag.contains(StatVfsMountFlags::RDONLY));
+    immutable || read_only
 }
 
 /// The path crashcart was started from (not the sealed copy's `/memfd:...`).

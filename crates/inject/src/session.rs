@@ -48,11 +48,11 @@ use crate::preload::{self, PreloadError};
 use crate::privileges::{self, PrivilegeError, Privileges, Profile, TargetCredentials};
 use crate::process::{ProcessError, TargetProcess};
 use crate::relay::{self, CommandStreams, RelayError};
+use crate::resolve::{self, ResolveError, Runtime, Target};
 use crate::sealed::{self, SealError};
 use crate::signals::{Forwarding, FORWARDED, PARENT_DIED};
 use crate::step;
 use crate::sys::{self, Fork, SignalSet};
-use crate::target::{self, ResolveError, Runtime, Target};
 
 /// The image's rc file, read by the default shell (through `ENV`).
 const RC_FILE: &str = "/dev/crashcart/.crashcartrc";
@@ -142,7 +142,7 @@ pub fn run(cli: &Cli) -> Result<u8, SessionError> {
     sealed::ensure()?;
     let exe = sealed::original_exe();
     let spec = cli.target().unwrap_or_default();
-    let target = target::resolve(spec)?;
+    let target = resolve::resolve(spec)?;
     step!(
         "target {spec:?} is pid {} ({:?}{})",
         target.pid,
