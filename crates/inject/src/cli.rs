@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, ValueEnum};
 
+use crate::request::{Mode, Request};
+
 /// Exit status for crashcart's own errors (usage included), as `docker run` and `nsenter` use.
 pub const EXIT_CRASHCART: u8 = 125;
 
@@ -118,6 +120,28 @@ impl Cli {
     /// What the user named as the target.
     pub fn target(&self) -> Option<&str> {
         self.target_and_command.first().and_then(|t| t.to_str())
+    }
+
+    /// The request for the library: the mode these flags select, with the command where the
+    /// mode runs one. [`parse`] has rejected the combinations that have no meaning.
+    pub fn request(&self) -> Request {
+        let command = self.command_args().to_vec();
+        let mode = if self.unmount {
+            Mode::Unmount
+        } else if self.exec {
+            Mode::DockerExec { command }
+        } else if self.mount {
+            Mode::Mount
+        } else {
+            Mode::Session { command }
+        };
+        Request {
+            target: self.target().unwrap_or_default().to_string(),
+            image: self.image.clone(),
+            mode,
+            user: self.user,
+            profile: self.profile(),
+        }
     }
 
     /// The privilege profile asked for.
@@ -242,6 +266,26 @@ mod tests {
 
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("crashcart").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_select_one_mode() {
+        assert_eq!(
+            parse(&["web-1", "ls"]).request().mode,
+            Mode::Session {
+                command: vec!["ls".into()]
+            }
+        );
+        assert_eq!(parse(&["-m", "web-1"]).request().mode, Mode::Mount);
+        assert_eq!(parse(&["-u", "web-1"]).request().mode, Mode::Unmount);
+        assert_eq!(
+            parse(&["-e", "web-1"]).request().mode,
+            Mode::DockerExec { command: vec![] }
+        );
+        let request = parse(&["--profile", "target", "--user", "7:8", "web-1"]).request();
+        assert_eq!(request.profile, crate::privileges::Profile::Target);
+        assert_eq!(request.user, Some((7, 8)));
+        assert_eq!(request.target, "web-1");
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub const EXIT_NOT_FOUND: u8 = 127;
 
 /// Signals whose disposition crashcart (or the Rust runtime: SIGPIPE) changes, restored to the
 /// default before exec.
-pub const CHANGED_SIGNALS: [i32; 2] = [libc::SIGPIPE, libc::SIGTTOU];
+pub const CHANGED_SIGNALS: [Signal; 2] = [Signal::PIPE, Signal::TTOU];
 
 /// Why the command's process did not reach the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,30 +155,28 @@ pub fn run_command(cmd: &Command, privileges: &Privileges, fds: ChildFds<'_>) ->
     sys::reset_signals_for_exec(&CHANGED_SIGNALS);
 
     let mut saw_eacces = false;
-    let mut last = libc::ENOENT;
+    let mut last = Errno::NOENT;
     for path in &cmd.candidates {
-        let err = sys::execve(path, &cmd.argv, &cmd.envp)
-            .raw_os_error()
-            .unwrap_or(libc::ENOENT);
-        match err {
-            libc::ENOENT | libc::ENOTDIR => {}
-            libc::EACCES => saw_eacces = true,
+        match sys::execve(path, &cmd.argv, &cmd.envp) {
+            Errno::NOENT | Errno::NOTDIR => {}
+            Errno::ACCESS => saw_eacces = true,
             other => {
                 last = other;
                 break;
             }
         }
     }
-    let errno = if saw_eacces && last == libc::ENOENT {
-        libc::EACCES
+    let errno = if saw_eacces && last == Errno::NOENT {
+        Errno::ACCESS
     } else {
         last
     };
-    let code = if errno == libc::ENOENT {
+    let code = if errno == Errno::NOENT {
         EXIT_NOT_FOUND
     } else {
         EXIT_CANNOT_RUN
     };
+    let errno = errno.raw_os_error();
     fail(fds.report, Stage::Exec, errno, code)
 }
 

@@ -26,6 +26,7 @@ pub mod preload;
 pub mod privileges;
 pub mod process;
 pub mod relay;
+pub mod request;
 pub mod resolve;
 pub mod sealed;
 pub mod session;
@@ -33,4 +34,5 @@ pub mod signals;
 pub mod sweep;
 mod sys;
 
+pub use request::{Mode, Request};
 pub use session::run;

@@ -24,44 +24,44 @@ const CONFIGURE_ATTEMPTS: usize = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum LoopError {
     /// `flock` on the image failed.
-    #[error("cannot lock image {}: {source}", path.display())]
+    #[error("cannot lock image {}: {cause}", path.display())]
     Lock {
         /// The image.
         path: PathBuf,
         /// Why.
-        source: Errno,
+        cause: Errno,
     },
     /// The image cannot be stat'ed.
-    #[error("cannot stat image {}: {source}", path.display())]
+    #[error("cannot stat image {}: {cause}", path.display())]
     Stat {
         /// The image.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// `/dev/loop-control` is missing or refused.
     #[error("cannot get a free loop device from /dev/loop-control: {0}")]
     Control(Errno),
     /// Opening a loop device failed.
-    #[error("cannot open {}: {source}", path.display())]
+    #[error("cannot open {}: {cause}", path.display())]
     Open {
         /// The device.
         path: PathBuf,
         /// Why.
-        source: Errno,
+        cause: Errno,
     },
     /// `LOOP_CONFIGURE` is unknown to this kernel.
     #[error("cannot attach image to {}: LOOP_CONFIGURE needs Linux 5.8 or later", .0.display())]
     NoConfigure(PathBuf),
     /// `LOOP_CONFIGURE` failed.
-    #[error("cannot attach image {} to {}: {source}", image.display(), device.display())]
+    #[error("cannot attach image {} to {}: {cause}", image.display(), device.display())]
     Configure {
         /// The image.
         image: PathBuf,
         /// The device.
         device: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: Errno,
     },
     /// Every free device was taken by someone else before we could configure it.
     #[error("cannot attach image {}: loop devices kept being taken by other programs", .0.display())]
@@ -79,9 +79,9 @@ impl Drop for ImageLock<'_> {
 
 /// Takes the per-image lock that makes "find or attach" atomic across crashcart runs.
 pub fn lock(image: &Image) -> Result<ImageLock<'_>, LoopError> {
-    flock(image.as_fd(), FlockOperation::LockExclusive).map_err(|source| LoopError::Lock {
+    flock(image.as_fd(), FlockOperation::LockExclusive).map_err(|cause| LoopError::Lock {
         path: image.path.clone(),
-        source,
+        cause,
     })?;
     Ok(ImageLock(image.as_fd()))
 }
@@ -91,8 +91,6 @@ pub fn lock(image: &Image) -> Result<ImageLock<'_>, LoopError> {
 pub struct LoopDevice {
     /// `/dev/loopN`.
     pub path: PathBuf,
-    /// Whether it was already attached (by another session or a `-m` mount).
-    pub reused: bool,
     fd: OwnedFd,
 }
 
@@ -105,9 +103,9 @@ impl AsFd for LoopDevice {
 /// Finds the loop device already backing `image`, or attaches it to a free one.
 /// Call with the [`lock`] held.
 pub fn attach_read_only(image: &Image, _lock: &ImageLock<'_>) -> Result<LoopDevice, LoopError> {
-    let meta = image.file.metadata().map_err(|source| LoopError::Stat {
+    let meta = image.file.metadata().map_err(|cause| LoopError::Stat {
         path: image.path.clone(),
-        source,
+        cause,
     })?;
     if let Some(dev) = find_existing(meta.dev(), meta.ino()) {
         step!("reusing loop device {}", dev.path.display());
@@ -120,13 +118,12 @@ pub fn attach_read_only(image: &Image, _lock: &ImageLock<'_>) -> Result<LoopDevi
     )
     .map_err(LoopError::Control)?;
     for _ in 0..CONFIGURE_ATTEMPTS {
-        let n = sys::loop_get_free(control.as_fd())
-            .map_err(|e| LoopError::Control(Errno::from_io_error(&e).unwrap_or(Errno::IO)))?;
+        let n = sys::loop_get_free(control.as_fd()).map_err(LoopError::Control)?;
         let path = PathBuf::from(format!("/dev/loop{n}"));
-        let fd = open(&path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(|source| {
+        let fd = open(&path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(|cause| {
             LoopError::Open {
                 path: path.clone(),
-                source,
+                cause,
             }
         })?;
         match sys::loop_configure(
@@ -140,25 +137,16 @@ pub fn attach_read_only(image: &Image, _lock: &ImageLock<'_>) -> Result<LoopDevi
                     image.path.display(),
                     path.display()
                 );
-                return Ok(LoopDevice {
-                    path,
-                    reused: false,
-                    fd,
-                });
+                return Ok(LoopDevice { path, fd });
             }
             // Another program configured it between GET_FREE and now: ask again.
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,
-            Err(e)
-                if e.raw_os_error() == Some(libc::EINVAL)
-                    || e.raw_os_error() == Some(libc::ENOTTY) =>
-            {
-                return Err(LoopError::NoConfigure(path))
-            }
-            Err(source) => {
+            Err(Errno::BUSY) => continue,
+            Err(Errno::INVAL | Errno::NOTTY) => return Err(LoopError::NoConfigure(path)),
+            Err(cause) => {
                 return Err(LoopError::Configure {
                     image: image.path.clone(),
                     device: path,
-                    source,
+                    cause,
                 })
             }
         }
@@ -197,11 +185,7 @@ fn find_existing(dev: u64, ino: u64) -> Option<LoopDevice> {
             && info.lo_offset == 0
             && info.lo_sizelimit == 0
         {
-            return Some(LoopDevice {
-                path,
-                reused: true,
-                fd,
-            });
+            return Some(LoopDevice { path, fd });
         }
     }
     None

@@ -6,7 +6,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     crashcart::log::set_verbose(cli.verbose);
-    match crashcart::run(&cli) {
+    match crashcart::run(&cli.request()) {
         Ok(status) => ExitCode::from(status),
         Err(e) => {
             eprintln!("crashcart: {e}");

@@ -24,12 +24,12 @@ pub enum MountError {
     #[error("the new mount API (fsopen) is missing: crashcart needs Linux 5.2 or later")]
     NoMountApi,
     /// Mounting the image failed.
-    #[error("cannot mount {} read-only as ext4: {source}{}", device.display(), detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    #[error("cannot mount {} read-only as ext4: {cause}{}", device.display(), detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Image {
         /// The loop device.
         device: std::path::PathBuf,
         /// Why.
-        source: Errno,
+        cause: Errno,
         /// The kernel's own message from the filesystem context, when it gave one.
         detail: Option<String>,
     },
@@ -46,15 +46,15 @@ pub enum MountError {
 pub fn mount_image_detached(device: &Path) -> Result<OwnedFd, MountError> {
     let fs = fsopen("ext4", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| match e {
         Errno::NOSYS => MountError::NoMountApi,
-        source => MountError::Image {
+        cause => MountError::Image {
             device: device.to_path_buf(),
-            source,
+            cause,
             detail: None,
         },
     })?;
-    let failed = |source| MountError::Image {
+    let failed = |cause| MountError::Image {
         device: device.to_path_buf(),
-        source,
+        cause,
         detail: fs_context_message(fs.as_fd()),
     };
     fsconfig_set_string(fs.as_fd(), "source", device).map_err(failed)?;
@@ -96,10 +96,7 @@ pub fn tmpfs_detached() -> Result<OwnedFd, MountError> {
 /// The copy's mounts are in the same peer groups as the originals: without making them slaves
 /// first, anything mounted in the session would propagate back into the container.
 pub fn enter_private_copy() -> Result<(), MountError> {
-    // SAFETY: crashcart is single-threaded, so no other thread shares (or can observe the
-    // change of) the filesystem context that CLONE_NEWNS unshares.
-    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
-        .map_err(MountError::PrivateCopy)?;
+    crate::sys::unshare_mount_namespace().map_err(MountError::PrivateCopy)?;
     mount_change(
         "/",
         MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,

@@ -84,14 +84,14 @@ pub enum NamespaceError {
     #[error(transparent)]
     Open(#[from] ProcessError),
     /// `setns` failed.
-    #[error("cannot enter the {} namespace of pid {pid}: {source}", kind.name())]
+    #[error("cannot enter the {} namespace of pid {pid}: {cause}", kind.name())]
     Enter {
         /// Which.
         kind: Kind,
         /// The target PID.
         pid: u32,
         /// Why.
-        source: rustix::io::Errno,
+        cause: rustix::io::Errno,
     },
 }
 
@@ -143,11 +143,11 @@ impl Namespaces {
             return Ok(());
         };
         let (_, fd) = self.differing.remove(i);
-        move_into_link_name_space(fd.as_fd(), Some(kind.link_type())).map_err(|source| {
+        move_into_link_name_space(fd.as_fd(), Some(kind.link_type())).map_err(|cause| {
             NamespaceError::Enter {
                 kind,
                 pid: self.pid,
-                source,
+                cause,
             }
         })
     }

@@ -333,8 +333,8 @@ impl Relay {
             if signals_ready {
                 while let Some(info) = sys::read_signal(signals.as_fd()) {
                     match info.signo {
-                        libc::SIGCHLD => {}
-                        libc::SIGWINCH => self.pass_window_size(),
+                        s if s == Signal::CHILD.as_raw() => {}
+                        s if s == Signal::WINCH.as_raw() => self.pass_window_size(),
                         s if s == crate::signals::command_exited() => {
                             let from_helper = info.pid == helper.as_raw_nonzero().get() as u32
                                 && info.code == libc::SI_QUEUE;

@@ -36,7 +36,7 @@ use rustix::process::{
 use rustix::termios::isatty;
 
 use crate::cgroup::{CgroupError, CgroupProcs};
-use crate::cli::{Cli, EXIT_CRASHCART};
+use crate::cli::EXIT_CRASHCART;
 use crate::devdir::{self, DevError};
 use crate::environment::Environment;
 use crate::exec::{self, ChildFds, Command, CommandError, Stage};
@@ -48,9 +48,10 @@ use crate::preload::{self, PreloadError};
 use crate::privileges::{self, PrivilegeError, Privileges, Profile, TargetCredentials};
 use crate::process::{ProcessError, TargetProcess};
 use crate::relay::{self, CommandStreams, RelayError};
+use crate::request::{self, Request};
 use crate::resolve::{self, ResolveError, Runtime, Target};
 use crate::sealed::{self, SealError};
-use crate::signals::{Forwarding, FORWARDED, PARENT_DIED};
+use crate::signals::{Forwarding, PARENT_DIED};
 use crate::step;
 use crate::sys::{self, Fork, SignalSet};
 
@@ -118,12 +119,12 @@ pub enum SessionError {
     #[error("pid {0} exited while crashcart was entering it")]
     TargetExited(u32),
     /// A process-management step failed.
-    #[error("cannot {what}: {source}")]
+    #[error("cannot {what}: {cause}")]
     Sys {
         /// The step.
         what: &'static str,
         /// Why.
-        source: Errno,
+        cause: Errno,
     },
     /// `docker exec` could not be started.
     #[error("cannot run docker exec: {0}")]
@@ -131,17 +132,17 @@ pub enum SessionError {
 }
 
 fn sys_err(what: &'static str) -> impl FnOnce(Errno) -> SessionError {
-    move |source| SessionError::Sys { what, source }
+    move |cause| SessionError::Sys { what, cause }
 }
 
-/// Runs crashcart as the command line asks; returns the exit status.
-pub fn run(cli: &Cli) -> Result<u8, SessionError> {
+/// Carries out `request`; returns the exit status.
+pub fn run(request: &Request) -> Result<u8, SessionError> {
     if !rustix::process::geteuid().is_root() {
         return Err(SessionError::NotRoot);
     }
     sealed::ensure()?;
     let exe = sealed::original_exe();
-    let spec = cli.target().unwrap_or_default();
+    let spec = request.target.as_str();
     let target = resolve::resolve(spec)?;
     step!(
         "target {spec:?} is pid {} ({:?}{})",
@@ -153,55 +154,76 @@ pub fn run(cli: &Cli) -> Result<u8, SessionError> {
             .map(|id| format!(" {id}"))
             .unwrap_or_default()
     );
-    if cli.exec && target.runtime != Runtime::Docker {
+    if matches!(request.mode, request::Mode::DockerExec { .. }) && target.runtime != Runtime::Docker
+    {
         return Err(SessionError::ExecNeedsDocker(spec.to_string()));
     }
     let process = TargetProcess::open(target.pid)?;
-    if cli.unmount {
+    if request.mode == request::Mode::Unmount {
         let ours = loopdev::crashcart_devices();
         return in_mount_namespace(&process, move |dev| devdir::unmount_persistent(dev, &ours));
     }
 
-    let image = Image::open(&image::choose(cli.image.as_deref(), exe.as_deref())?)?;
+    let image_path = image::choose(request.image.as_deref(), exe.as_deref())?;
+    let image = Image::open(&image_path)?;
     let (image_mount, manifest) = mount_image(&image)?;
     drop(image);
-    // -m alone runs nothing; otherwise decide the command while the image is at hand.
-    let (command, shell) = if cli.mount && !cli.exec {
-        (Vec::new(), None)
-    } else if cli.command_args().is_empty() {
-        default_command(image_mount.as_fd(), &cli_image_path(cli, exe.as_deref()))?
-    } else {
-        let shell = image_shell(image_mount.as_fd());
-        (cli.command_args().to_vec(), shell)
-    };
-    if cli.mount || cli.exec {
-        let alias = manifest.store_alias.clone();
-        let code = in_mount_namespace(&process, move |dev| {
-            devdir::mount_persistent(dev, image_mount, alias.as_deref())
-        })?;
-        if code != 0 {
-            return Ok(code);
+    match &request.mode {
+        request::Mode::Mount => mount_in_container(&process, image_mount, &manifest),
+        request::Mode::DockerExec { command } => {
+            let command = match command.is_empty() {
+                true => default_command(image_mount.as_fd(), &image_path)?.0,
+                false => command.clone(),
+            };
+            let code = mount_in_container(&process, image_mount, &manifest)?;
+            if code != 0 {
+                return Ok(code);
+            }
+            docker_exec(&target, &process, &command, request.user)
         }
-        if cli.exec {
-            return docker_exec(&target, &process, &command, cli.user);
+        request::Mode::Session { command } => {
+            let (command, shell, default) = match command.is_empty() {
+                true => {
+                    let (command, shell) = default_command(image_mount.as_fd(), &image_path)?;
+                    (command, shell, true)
+                }
+                false => (command.clone(), image_shell(image_mount.as_fd()), false),
+            };
+            let plan = SessionPlan {
+                profile: request.profile,
+                user: request.user,
+                command,
+                shell,
+                default_shell: default,
+            };
+            session(&process, image_mount, &manifest, plan)
         }
-        return Ok(0);
+        request::Mode::Unmount => unreachable!("handled before the image is opened"),
     }
-    let default = cli.command_args().is_empty();
-    session(
-        cli,
-        &process,
-        image_mount,
-        &manifest,
-        &command,
-        shell,
-        default,
-    )
 }
 
-/// The image path for messages.
-fn cli_image_path(cli: &Cli, exe: Option<&Path>) -> PathBuf {
-    image::choose(cli.image.as_deref(), exe).unwrap_or_default()
+/// `-m` (and the first half of `-e`): the image mounted at `/dev/crashcart` in the container's
+/// own mount namespace, with the store alias.
+fn mount_in_container(
+    process: &TargetProcess,
+    image_mount: OwnedFd,
+    manifest: &Manifest,
+) -> Result<u8, SessionError> {
+    let alias = manifest.store_alias.clone();
+    in_mount_namespace(process, move |dev| {
+        devdir::mount_persistent(dev, image_mount, alias.as_deref())
+    })
+}
+
+/// What a session runs, and with what privileges.
+struct SessionPlan {
+    profile: Profile,
+    user: Option<(u32, u32)>,
+    command: Vec<OsString>,
+    /// The image's shell, for `SHELL`.
+    shell: Option<String>,
+    /// Whether `command` is the default shell (it then gets `ENV` = the image's rc file).
+    default_shell: bool,
 }
 
 /// Attaches the image and mounts it (detached) while holding the image lock, then reads its
@@ -327,13 +349,10 @@ fn docker_exec(
 /// A session: the command runs in the target with the image at /dev/crashcart, visible only
 /// to it.
 fn session(
-    cli: &Cli,
     process: &TargetProcess,
     image_mount: OwnedFd,
     manifest: &Manifest,
-    args: &[OsString],
-    shell: Option<String>,
-    default: bool,
+    plan: SessionPlan,
 ) -> Result<u8, SessionError> {
     let namespaces = Namespaces::open(process)?;
     let cgroups = CgroupProcs::open(process)?;
@@ -342,17 +361,17 @@ fn session(
     let mut env = Environment::for_command(
         &environ,
         std::env::var_os("TERM").as_deref(),
-        shell.as_deref(),
+        plan.shell.as_deref(),
         &manifest.env,
     );
-    if default {
+    if plan.default_shell {
         env.set(b"ENV", RC_FILE.as_bytes());
     }
-    let command = Command::new(args, &env)?;
+    let command = Command::new(&plan.command, &env)?;
     let privileges = session_privileges(
-        cli.profile(),
+        plan.profile,
         process,
-        cli.user,
+        plan.user,
         !namespaces.differs(Kind::Net),
     )?;
     if let Some(warning) = privileges.warning() {
@@ -361,7 +380,7 @@ fn session(
     let (relay, streams) = relay::open(process)?;
     let forwarding = Forwarding::block().map_err(|e| SessionError::Sys {
         what: "block signals",
-        source: Errno::from_io_error(&e).unwrap_or(Errno::IO),
+        cause: Errno::from_io_error(&e).unwrap_or(Errno::IO),
     })?;
     let target_pidfd =
         Pid::from_raw(process.pid as i32).and_then(|pid| pidfd_open(pid, PidfdFlags::empty()).ok());
@@ -441,7 +460,7 @@ impl Helper {
         // Its own session and process group: no controlling terminal for anything started
         // from here, and the caller's terminal signals reach crashcart alone.
         rustix::process::setsid().map_err(sys_err("start a session"))?;
-        harden(parent, Signal::from_named_raw(PARENT_DIED).expect("SIGPWR"))?;
+        harden(parent, PARENT_DIED)?;
         let terminal = streams.terminal;
         rustix::stdio::dup2_stdin(&streams.fds[0]).map_err(sys_err("set up stdin"))?;
         rustix::stdio::dup2_stdout(&streams.fds[1]).map_err(sys_err("set up stdout"))?;
@@ -541,12 +560,7 @@ impl Helper {
 /// Ctrl-Z, and returns the command's exit status when it ends; `None` when the session must end
 /// without it (crashcart died, or the target did).
 fn supervise(parent: Pid, command: Pid, target: u32, terminal: bool) -> Option<u8> {
-    let waited: Vec<i32> = FORWARDED
-        .iter()
-        .copied()
-        .chain([libc::SIGCHLD, PARENT_DIED])
-        .collect();
-    let Ok(signals) = SignalSet::of(&waited).signalfd() else {
+    let Ok(signals) = SignalSet::of(&crate::signals::waited_by_helper()).signalfd() else {
         return Some(wait_exit_code(command));
     };
     let target = Pid::from_raw(target as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok());
@@ -568,8 +582,8 @@ fn supervise(parent: Pid, command: Pid, target: u32, terminal: bool) -> Option<u
         drop(fds);
         while let Some(info) = sys::read_signal(signals.as_fd()) {
             match info.signo {
-                libc::SIGCHLD => {}
-                s if s == PARENT_DIED => {
+                s if s == Signal::CHILD.as_raw() => {}
+                s if s == PARENT_DIED.as_raw() => {
                     if getppid() != Some(parent) {
                         step!("crashcart is gone; ending the session");
                         return None;
@@ -609,7 +623,7 @@ fn report_failure(command: &Command, pid: u32, report: BorrowedFd<'_>) {
     let why = Errno::from_raw_os_error(errno);
     let program = &command.program;
     match stage {
-        Stage::Exec if errno == libc::ENOENT => crate::log::say(format_args!(
+        Stage::Exec if why == Errno::NOENT => crate::log::say(format_args!(
             "cannot run {program}: not found in the container"
         )),
         Stage::Exec => crate::log::say(format_args!("cannot run {program}: {why}")),

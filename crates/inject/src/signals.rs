@@ -5,22 +5,24 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use rustix::process::Signal;
+
 use crate::sys::SignalSet;
 
 /// Signals crashcart forwards to the command.
-pub const FORWARDED: [i32; 7] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
+pub const FORWARDED: [Signal; 7] = [
+    Signal::INT,
+    Signal::TERM,
+    Signal::HUP,
+    Signal::QUIT,
+    Signal::USR1,
+    Signal::USR2,
+    Signal::WINCH,
 ];
 
 /// The signal the helper gets when crashcart dies (its parent-death signal): a signal nothing
 /// else sends it, so it cannot be mistaken for a forwarded one.
-pub const PARENT_DIED: i32 = libc::SIGPWR;
+pub const PARENT_DIED: Signal = Signal::POWER;
 
 /// The signal the helper sends crashcart, with the command's exit status as its value, as soon
 /// as the command has exited: crashcart can then return while the helper ends what is left of
@@ -29,8 +31,24 @@ pub fn command_exited() -> i32 {
     libc::SIGRTMIN() + 3
 }
 
-/// The forwarded signals, SIGCHLD and [`PARENT_DIED`], blocked, with a descriptor to take them
-/// from.
+/// The signals the helper waits for: the forwarded ones, SIGCHLD and [`PARENT_DIED`].
+pub fn waited_by_helper() -> Vec<i32> {
+    FORWARDED
+        .iter()
+        .chain(&[Signal::CHILD, PARENT_DIED])
+        .map(|s| s.as_raw())
+        .collect()
+}
+
+/// The signals crashcart waits for: the helper's and [`command_exited`].
+fn waited_by_crashcart() -> Vec<i32> {
+    let mut waited = waited_by_helper();
+    waited.push(command_exited());
+    waited
+}
+
+/// The forwarded signals, SIGCHLD, [`PARENT_DIED`] and [`command_exited`], blocked, with a
+/// descriptor to take them from.
 pub struct Forwarding {
     fd: OwnedFd,
 }
@@ -40,14 +58,9 @@ impl Forwarding {
     /// set the terminal from the background at the end). Children inherit the mask; the
     /// command's process clears it before exec.
     pub fn block() -> std::io::Result<Forwarding> {
-        let waited: Vec<i32> = FORWARDED
-            .iter()
-            .copied()
-            .chain([libc::SIGCHLD, PARENT_DIED, command_exited()])
-            .collect();
-        let waited = SignalSet::of(&waited);
+        let waited = SignalSet::of(&waited_by_crashcart());
         waited.block();
-        SignalSet::of(&[libc::SIGTTOU]).block();
+        SignalSet::of(&[Signal::TTOU.as_raw()]).block();
         Ok(Forwarding {
             fd: waited.signalfd()?,
         })

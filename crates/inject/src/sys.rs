@@ -4,7 +4,7 @@
 //! - `fork`: rustix leaves process creation to the runtime; crashcart needs a plain fork
 //!   because the child must `setns` before it creates the next child.
 //! - loop-device ioctls (`LOOP_CTL_GET_FREE`, `LOOP_CONFIGURE`, `LOOP_GET_STATUS64`), with the
-//!   kernel's structures from `<linux/loop.h>`.
+//!   kernel's structures and numbers from `linux-raw-sys` (rustix has no loop-device API).
 //! - `execve` with argument arrays built before the fork, so the exec path allocates nothing.
 //! - `close_range`, the signal mask, `signalfd` and signal dispositions.
 //! - `fexecve`, to run crashcart again from its sealed in-memory copy.
@@ -13,117 +13,77 @@ use std::ffi::{c_char, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-/// `LOOP_CTL_GET_FREE` from `<linux/loop.h>`.
-const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
-/// `LOOP_CONFIGURE` (Linux 5.8).
-const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
-/// `LOOP_GET_STATUS64`.
-const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
+use rustix::io::Errno;
+use rustix::process::Signal;
+
+use linux_raw_sys::loop_device::{
+    loop_config, loop_info64, LOOP_CONFIGURE, LOOP_CTL_GET_FREE, LOOP_GET_STATUS64,
+};
 
 /// `LO_FLAGS_READ_ONLY`.
-pub const LO_FLAGS_READ_ONLY: u32 = 1;
+pub const LO_FLAGS_READ_ONLY: u32 = linux_raw_sys::loop_device::LO_FLAGS_READ_ONLY as u32;
 /// `LO_FLAGS_AUTOCLEAR`: the kernel detaches the device when its last user closes it.
-pub const LO_FLAGS_AUTOCLEAR: u32 = 4;
+pub const LO_FLAGS_AUTOCLEAR: u32 = linux_raw_sys::loop_device::LO_FLAGS_AUTOCLEAR as u32;
 
-/// `struct loop_info64` from `<linux/loop.h>`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct LoopInfo64 {
-    /// `st_dev` of the backing file (new_encode_dev, as `stat` reports it).
-    pub lo_device: u64,
-    /// Inode number of the backing file.
-    pub lo_inode: u64,
-    lo_rdevice: u64,
-    /// Offset into the backing file.
-    pub lo_offset: u64,
-    /// Size limit (0: whole file).
-    pub lo_sizelimit: u64,
-    lo_number: u32,
-    lo_encrypt_type: u32,
-    lo_encrypt_key_size: u32,
-    /// `LO_FLAGS_*`.
-    pub lo_flags: u32,
-    lo_file_name: [u8; 64],
-    lo_crypt_name: [u8; 64],
-    lo_encrypt_key: [u8; 32],
-    lo_init: [u64; 2],
+/// `struct loop_info64` from `<linux/loop.h>`, as the kernel's headers declare it.
+pub type LoopInfo64 = loop_info64;
+
+/// An all-zero `struct loop_info64`.
+fn zeroed_loop_info() -> LoopInfo64 {
+    // SAFETY: loop_info64 is plain integers and byte arrays; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
 }
 
-impl LoopInfo64 {
-    fn zeroed() -> Self {
-        LoopInfo64 {
-            lo_device: 0,
-            lo_inode: 0,
-            lo_rdevice: 0,
-            lo_offset: 0,
-            lo_sizelimit: 0,
-            lo_number: 0,
-            lo_encrypt_type: 0,
-            lo_encrypt_key_size: 0,
-            lo_flags: 0,
-            lo_file_name: [0; 64],
-            lo_crypt_name: [0; 64],
-            lo_encrypt_key: [0; 32],
-            lo_init: [0; 2],
-        }
-    }
-}
-
-/// `struct loop_config` from `<linux/loop.h>`.
-#[repr(C)]
-struct LoopConfig {
-    fd: u32,
-    block_size: u32,
-    info: LoopInfo64,
-    reserved: [u64; 8],
-}
-
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+fn cvt(ret: libc::c_int) -> Result<libc::c_int, Errno> {
     if ret < 0 {
-        Err(io::Error::last_os_error())
+        Err(last_errno())
     } else {
         Ok(ret)
     }
 }
 
 /// Asks `/dev/loop-control` for the number of a free loop device.
-pub fn loop_get_free(control: BorrowedFd<'_>) -> io::Result<u32> {
+pub fn loop_get_free(control: BorrowedFd<'_>) -> Result<u32, Errno> {
     // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number or -1.
-    let n = cvt(unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) })?;
+    let n = cvt(unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) })?;
     Ok(n as u32)
 }
 
 /// Binds `backing` to the loop device `dev` with `flags` in one step.
-pub fn loop_configure(dev: BorrowedFd<'_>, backing: BorrowedFd<'_>, flags: u32) -> io::Result<()> {
-    let mut info = LoopInfo64::zeroed();
+pub fn loop_configure(
+    dev: BorrowedFd<'_>,
+    backing: BorrowedFd<'_>,
+    flags: u32,
+) -> Result<(), Errno> {
+    let mut info = zeroed_loop_info();
     info.lo_flags = flags;
-    let config = LoopConfig {
+    let config = loop_config {
         fd: backing.as_raw_fd() as u32,
         block_size: 0,
         info,
-        reserved: [0; 8],
+        __reserved: [0; 8],
     };
     // SAFETY: `config` is a live, fully initialised `struct loop_config`; the kernel only reads
     // it during the call.
     cvt(unsafe {
         libc::ioctl(
             dev.as_raw_fd(),
-            LOOP_CONFIGURE,
-            &config as *const LoopConfig,
+            LOOP_CONFIGURE as _,
+            &config as *const loop_config,
         )
     })?;
     Ok(())
 }
 
 /// Reads the status of the loop device `dev` (ENXIO when nothing is attached).
-pub fn loop_get_status(dev: BorrowedFd<'_>) -> io::Result<LoopInfo64> {
-    let mut info = LoopInfo64::zeroed();
+pub fn loop_get_status(dev: BorrowedFd<'_>) -> Result<LoopInfo64, Errno> {
+    let mut info = zeroed_loop_info();
     // SAFETY: `info` is a writable `struct loop_info64` that outlives the call; the kernel
     // writes exactly that structure.
     cvt(unsafe {
         libc::ioctl(
             dev.as_raw_fd(),
-            LOOP_GET_STATUS64,
+            LOOP_GET_STATUS64 as _,
             &mut info as *mut LoopInfo64,
         )
     })?;
@@ -195,11 +155,11 @@ impl CStringArray {
 }
 
 /// `execve(path, argv, envp)`; returns only on failure, with the error.
-pub fn execve(path: &CString, argv: &CStringArray, envp: &CStringArray) -> io::Error {
+pub fn execve(path: &CString, argv: &CStringArray, envp: &CStringArray) -> Errno {
     // SAFETY: `path` is NUL-terminated; `argv.ptrs` and `envp.ptrs` point into strings owned by
     // the same arrays and end with NULL, and both arrays outlive the call.
     unsafe { libc::execve(path.as_ptr(), argv.ptrs.as_ptr(), envp.ptrs.as_ptr()) };
-    io::Error::last_os_error()
+    last_errno()
 }
 
 /// Replaces the calling process with the program in `fd` (an executable memfd), with the
@@ -213,6 +173,13 @@ pub fn fexecve(fd: BorrowedFd<'_>, argv: &CStringArray) -> io::Error {
     // single-threaded, so nothing modifies it concurrently).
     unsafe { libc::fexecve(fd.as_raw_fd(), argv.ptrs.as_ptr(), environ) };
     io::Error::last_os_error()
+}
+
+/// Moves the calling process into a copy of its mount namespace (`unshare(CLONE_NEWNS)`).
+pub fn unshare_mount_namespace() -> Result<(), Errno> {
+    // SAFETY: crashcart is single-threaded, so no other thread shares (or can observe the
+    // change of) the filesystem context that CLONE_NEWNS unshares.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
 }
 
 /// A set of signals.
@@ -294,20 +261,22 @@ pub fn queue_signal(pid: i32, sig: i32, value: i32) -> io::Result<()> {
         sival_ptr: value as usize as *mut libc::c_void,
     };
     // SAFETY: sigqueue only reads its arguments; the value travels as an integer.
-    cvt(unsafe { libc::sigqueue(pid, sig, value) }).map(drop)
+    cvt(unsafe { libc::sigqueue(pid, sig, value) })
+        .map(drop)
+        .map_err(io::Error::from)
 }
 
 /// Unblocks every signal and restores the default disposition of those crashcart (or the Rust
 /// runtime) changed, so the command starts as if spawned by a shell. Async-signal-safe.
-pub fn reset_signals_for_exec(changed: &[i32]) {
+pub fn reset_signals_for_exec(changed: &[Signal]) {
     // SAFETY: an all-empty set unblocks everything; SIG_DFL is always a valid disposition for
     // catchable signals. Both calls are async-signal-safe.
     unsafe {
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        for &s in changed {
-            libc::signal(s, libc::SIG_DFL);
+        for s in changed {
+            libc::signal(s.as_raw(), libc::SIG_DFL);
         }
     }
 }
