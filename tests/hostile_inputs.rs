@@ -1084,4 +1084,34 @@ fn an_implicit_image_must_belong_to_root() {
             "{what}: loop device left"
         );
     }
+    // Symlinks: either directory on the way (the one the symlink is in, the one it leads into)
+    // writable by others lets the file be swapped between the check and the open. The first
+    // case (a container-writable directory holding a link to root's own image) is the one a
+    // check of the final file alone would let through.
+    for (what, link_dir_mode, target_dir_mode) in [
+        (
+            "a symlink in a shared directory to root's image",
+            0o777,
+            0o755,
+        ),
+        ("a symlink into a shared directory", 0o755, 0o777),
+    ] {
+        let link_dir = tempfile::tempdir_in(&parent).unwrap();
+        let target_dir = tempfile::tempdir_in(&parent).unwrap();
+        let real = target_dir.path().join("real.img");
+        std::fs::copy(&image.path, &real).unwrap();
+        std::os::unix::fs::symlink(&real, link_dir.path().join("crashcart.img")).unwrap();
+        for (dir, mode) in [(&link_dir, link_dir_mode), (&target_dir, target_dir_mode)] {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let out = run_bounded(
+            Command::new(bin("crashcart"))
+                .env_remove("CRASHCART_IMAGE")
+                .current_dir(link_dir.path())
+                .arg(c.id()),
+            Duration::from_secs(30),
+        );
+        c.assert_no_marker(what);
+        assert_crashcart_error(&out, "-i");
+    }
 }

@@ -111,13 +111,24 @@ fn check_trusted(path: &Path) -> Result<(), ImageError> {
         path: path.to_path_buf(),
         why,
     };
+    // The directory the path names it in, and, when that entry is a symlink, the directory
+    // of the file it leads to: no one but root may be able to swap either entry before
+    // crashcart opens it.
+    let given_dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     let canonical = path
         .canonicalize()
         .map_err(|e| untrusted(format!("cannot resolve it: {e}")))?;
-    let file = std::fs::metadata(&canonical).map_err(|e| untrusted(e.to_string()))?;
-    let dir = canonical.parent().unwrap_or(Path::new("/"));
-    let dir_meta = std::fs::metadata(dir).map_err(|e| untrusted(e.to_string()))?;
-    for (what, meta) in [("it", &file), ("its directory", &dir_meta)] {
+    let canonical_dir = canonical.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let meta = |p: &Path| std::fs::metadata(p).map_err(|e| untrusted(e.to_string()));
+    let checks = [
+        ("it", meta(&canonical)?),
+        ("its directory", meta(&given_dir)?),
+        ("the directory it links into", meta(&canonical_dir)?),
+    ];
+    for (what, meta) in &checks {
         if meta.uid() != 0 {
             return Err(untrusted(format!("{what} is owned by uid {}", meta.uid())));
         }
