@@ -4,10 +4,25 @@
 //! module finds the built executables, starts distroless containers (removed on drop), and
 //! makes small ext3 images with `mke2fs -d`.
 //!
-//! A test whose requirement is missing calls [`skip`], which prints `SKIP: <reason>` and
-//! returns — except under `CI=true`, where a missing requirement is a failure: CI installs
-//! everything, so nothing may be skipped there.
+//! # Where the binaries come from
+//!
+//! These tests run the executables `cargo test --workspace` builds next to them (see [`bin`]).
+//! Cargo builds a member's binary for a test run only when that member has integration tests of
+//! its own (they are what `CARGO_BIN_EXE_<name>` is for), so each member whose binary is used
+//! here keeps one: `crates/inject/tests/cli.rs` and `crates/imgbuild/tests/cli.rs`. A narrower
+//! run (`cargo test -p crashcart-tests`, `--test host`) builds neither binary: run `cargo build
+//! --workspace` before it, or it uses whatever binaries the last build left.
+//!
+//! # Skips
+//!
+//! A test whose requirement is missing calls [`skip`] and returns. A skip is a result, not a
+//! silence: `SKIP: <test>: <reason>` goes straight to the stderr handle (libtest's capture only
+//! intercepts the `print!` family, so the line shows even when the test passes) and one line is
+//! appended to the skip log ([`skip_log`]), from which `tests/run.sh` prints how many tests
+//! skipped when the run ends. Under `CI=true` a skip is a failure: CI installs everything, so
+//! nothing may be skipped there.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -15,12 +30,65 @@ use std::sync::OnceLock;
 /// Name of the distroless test image built from `tests/fixtures/distroless`.
 pub const DISTROLESS_IMAGE: &str = "crashcart-test-distroless:latest";
 
-/// Reports a test that cannot run here. Panics under `CI=true`.
+/// Environment variable naming the skip log; `tests/run.sh` sets it, empties the file before
+/// the tests and prints its summary (`tests/common/skipped.sh`) after them.
+pub const SKIP_LOG_ENV: &str = "CRASHCART_SKIP_LOG";
+
+/// Reports a test (or a case of it) that cannot run here: visibly and counted, see the module
+/// docs. Panics under `CI=true`.
 pub fn skip(reason: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("required for CI but missing: {reason}");
     }
-    eprintln!("SKIP: {reason}");
+    record_skip(&skip_log(), &current_test(), reason);
+}
+
+/// The skip log: `$CRASHCART_SKIP_LOG`, or `crashcart-tests-skipped.tsv` next to the binaries
+/// (where `tests/run.sh` puts it too; only that script empties it).
+pub fn skip_log() -> PathBuf {
+    match std::env::var_os(SKIP_LOG_ENV) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => bin_dir().join("crashcart-tests-skipped.tsv"),
+    }
+}
+
+/// Writes `SKIP: <test>: <reason>` past libtest's capture and appends `<test>\t<reason>` to
+/// `log`. Panics when the log cannot be written: an unrecorded skip would be a silent one.
+pub fn record_skip(log: &Path, test: &str, reason: &str) {
+    // One line each: the log is read line by line, tab-separated.
+    let reason: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    // `std::io::stderr()` writes to fd 2 directly; only `eprint!`/`eprintln!` are captured.
+    let _ = std::io::stderr().write_all(format!("SKIP: {test}: {reason}\n").as_bytes());
+    // One `write(2)` on an `O_APPEND` file: lines of tests running in parallel stay whole.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .and_then(|mut f| f.write_all(format!("{test}\t{reason}\n").as_bytes()))
+        .unwrap_or_else(|e| panic!("cannot record the skip in {}: {e}", log.display()));
+}
+
+/// `<test binary>::<test>` for the running test, e.g. `host::wrapped_tools_run`: libtest runs
+/// each test on a thread named after it.
+fn current_test() -> String {
+    let exe = std::env::current_exe().ok();
+    let stem = exe
+        .as_deref()
+        .and_then(Path::file_stem)
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Cargo names test executables `<target>-<16 hex digits>`.
+    let binary = match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
+        _ => stem,
+    };
+    match std::thread::current().name() {
+        Some(test) if test != "main" => format!("{binary}::{test}"),
+        _ => binary,
+    }
 }
 
 /// The workspace root (the directory holding the top-level `Cargo.toml`).
@@ -31,20 +99,26 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of a binary built by this workspace (`crashcart`, `crashcart-imgbuild`).
-///
-/// Integration tests live in `target/<profile>/deps/`; the binaries sit one level up.
-/// `cargo test --workspace` puts a binary there only for a package that has integration tests
-/// of its own (`CARGO_BIN_EXE_<name>`): hence `crates/inject/tests/`. A member whose binary the
-/// tests here need must have at least one such test.
-pub fn bin(name: &str) -> PathBuf {
+/// The directory holding the workspace's binaries (`target/<profile>/`): test executables
+/// live in its `deps/`.
+fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test executable in target/<profile>/deps/")
+        .to_path_buf()
+}
+
+/// Path of a binary built by this workspace (`crashcart`, `crashcart-imgbuild`); see the module
+/// docs for which cargo runs build it.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
     assert!(
         path.exists(),
-        "{} not built; run the tests with `cargo test --workspace` (its package needs an \
-         integration test of its own for cargo to build it), or `cargo build` first",
+        "{} not built. `cargo test --workspace` builds it, because its package has an \
+         integration test of its own (crates/*/tests/; keep one there). A narrower run \
+         (`cargo test -p crashcart-tests`, `--test NAME`) does not: run `cargo build --workspace` \
+         first.",
         path.display()
     );
     path
@@ -251,5 +325,58 @@ pub fn wait_until(timeout: std::time::Duration, mut check: impl FnMut() -> bool)
             return false;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REASON: &str = "the harness test skips on purpose";
+
+    /// A test that skips, run as a child process by [`a_skip_is_shown_and_counted`] exactly as
+    /// libtest runs any test: with its output captured.
+    #[test]
+    #[ignore = "run in a child process by a_skip_is_shown_and_counted"]
+    fn skipping_test() {
+        eprintln!("captured by libtest");
+        skip(REASON);
+    }
+
+    #[test]
+    fn a_skip_is_shown_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("skipped.tsv");
+        let exe = std::env::current_exe().expect("current_exe");
+        let out = run(Command::new(exe)
+            .args(["--ignored", "--exact", "tests::skipping_test"])
+            .env(SKIP_LOG_ENV, &log)
+            .env_remove("CI"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        let test = "crashcart_tests::tests::skipping_test";
+        // Shown: the capture was on (the eprintln! line is gone), the skip got past it.
+        assert!(!stderr.contains("captured by libtest"), "{stderr}");
+        assert!(!stdout.contains("captured by libtest"), "{stdout}");
+        assert!(
+            stderr.contains(&format!("SKIP: {test}: {REASON}\n")),
+            "{stderr}"
+        );
+        // Counted: the line is in the log tests/run.sh reads, and its summary counts it.
+        let logged = std::fs::read_to_string(&log).expect("read the skip log");
+        assert_eq!(logged, format!("{test}\t{REASON}\n"));
+        let summary = run_ok(
+            Command::new("bash")
+                .arg(workspace_root().join("tests/common/skipped.sh"))
+                .arg(&log),
+        );
+        assert_eq!(
+            summary.lines().collect::<Vec<_>>(),
+            [
+                "1 test skipped (under CI=true a skip is a failure):",
+                &format!("  {test}: {REASON}"),
+            ]
+        );
     }
 }
