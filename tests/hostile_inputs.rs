@@ -11,16 +11,16 @@
 //! The session tools are the host's own bash, ls, id, ... bundled with
 //! `crashcart-imgbuild --host`: busybox `sh` ignores most of bash's hooks.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crashcart_tests::{
     bin, busybox_tree, docker_build, docker_ready, have, loop_devices_for, mke2fs_image, run,
-    run_ok, skip, unique_name, wait_until, workspace_root, Container,
+    run_ok, skip, unique_name, wait_until, workspace_root, Container, Terminal,
 };
 
 /// Tag of the hostile container image built from `tests/fixtures/hostile-inputs`.
@@ -402,85 +402,6 @@ fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> std::process:
         panic!("{what}: still running after {limit:?}");
     }
     status.unwrap()
-}
-
-/// A command on a terminal (`script` gives it a pty) that the test types into.
-struct Terminal {
-    child: Child,
-    input: Option<std::process::ChildStdin>,
-    seen: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Terminal {
-    fn start(command: &str) -> Terminal {
-        let mut child = Command::new("script")
-            .args(["-q", "-e", "-c", command, "/dev/null"])
-            .env_remove("CRASHCART_IMAGE")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let seen = Arc::new(Mutex::new(String::new()));
-        let mut output = child.stdout.take().unwrap();
-        let reader = {
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = output.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    seen.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push_str(&text);
-                }
-            })
-        };
-        Terminal {
-            input: child.stdin.take(),
-            child,
-            seen,
-            reader: Some(reader),
-        }
-    }
-
-    fn output(&self) -> String {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Waits until the output shows `text`; panics with what it showed otherwise.
-    fn shows(&mut self, text: &str) {
-        let ok = wait_until(Duration::from_secs(20), || self.output().contains(text));
-        if !ok {
-            let _ = self.child.kill();
-            panic!("terminal never showed {text:?}:\n{:?}", self.output());
-        }
-    }
-
-    fn type_in(&mut self, text: &str) {
-        let input = self.input.as_mut().unwrap();
-        input.write_all(text.as_bytes()).unwrap();
-        input.flush().unwrap();
-    }
-
-    /// Closes the input and waits (at most 20 s) for the terminal's program to exit.
-    fn finish(mut self) -> (Option<i32>, String) {
-        drop(self.input.take());
-        let status = wait_bounded(&mut self.child, Duration::from_secs(20), "terminal");
-        self.reader.take().unwrap().join().unwrap();
-        (status.code(), self.output())
-    }
-}
-
-impl Drop for Terminal {
-    fn drop(&mut self) {
-        if self.reader.is_some() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// Runs the default command (the image's interactive bash, else its sh) on a pty, types

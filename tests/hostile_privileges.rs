@@ -272,28 +272,13 @@ fn user_namespaced_target(scene: &Scene) -> (Child, u32) {
         vol = scene.vol.display()
     );
     // An unprivileged user maps itself to root of the new namespace without newuidmap.
-    let mut child = Command::new("setpriv")
-        .args(["--reuid", "100000", "--regid", "100000", "--clear-groups"])
-        .args(["unshare", "-U", "-m", "-p", "-f", "--map-root-user"])
-        .args(["/bin/busybox", "sh", "-c", &script])
-        .spawn()
-        .expect("unshare");
-    let mut pid = 0;
-    let started = wait_until(Duration::from_secs(5), || {
-        pid = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
-            .unwrap_or_default()
-            .trim()
-            .parse()
-            .unwrap_or(0);
-        pid != 0
-            && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.contains("sleep"))
-    });
-    if !started {
-        let _ = child.kill();
-        panic!("user-namespaced target did not start");
-    }
-    (child, pid)
+    crashcart_tests::spawn_wrapped_target(
+        Command::new("setpriv")
+            .args(["--reuid", "100000", "--regid", "100000", "--clear-groups"])
+            .args(["unshare", "-U", "-m", "-p", "-f", "--map-root-user"])
+            .args(["/bin/busybox", "sh", "-c", &script]),
+        "user-namespaced target",
+    )
 }
 
 /// Shocker against a target in its own user namespace (no Docker): the session must not be

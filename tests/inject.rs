@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crashcart_tests::{
     bin, busybox_tree, docker_ready, is_root, loop_devices_for, mke2fs_image, run, run_ok, skip,
-    unique_name, wait_until, Container,
+    unique_name, wait_until, Container, Terminal,
 };
 
 /// A busybox tool image in its own temp dir.
@@ -708,77 +708,6 @@ fn signals_are_forwarded_to_the_command() {
     assert_no_trace(&image, c.pid());
 }
 
-/// A command running on a terminal (`script` gives it a pty) that the test types into.
-struct Terminal {
-    child: Child,
-    input: Option<std::process::ChildStdin>,
-    seen: std::sync::Arc<std::sync::Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Terminal {
-    fn start(command: &str) -> Terminal {
-        let mut child = Command::new("script")
-            .args(["-q", "-e", "-c", command, "/dev/null"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let mut output = child.stdout.take().unwrap();
-        let reader = {
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = output.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    seen.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push_str(&text);
-                }
-            })
-        };
-        Terminal {
-            input: child.stdin.take(),
-            child,
-            seen,
-            reader: Some(reader),
-        }
-    }
-
-    fn output(&self) -> String {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Waits until the output shows `text` `times` times in all.
-    fn shows_n(&self, text: &str, times: usize) {
-        let ok = wait_until(Duration::from_secs(20), || {
-            self.output().matches(text).count() >= times
-        });
-        assert!(ok, "terminal never showed {text:?}:\n{:?}", self.output());
-    }
-
-    fn shows(&self, text: &str) {
-        self.shows_n(text, 1)
-    }
-
-    fn type_in(&mut self, text: &str) {
-        let input = self.input.as_mut().unwrap();
-        input.write_all(text.as_bytes()).unwrap();
-        input.flush().unwrap();
-    }
-
-    fn wait(mut self) -> (Option<i32>, String) {
-        drop(self.input.take());
-        let status = self.child.wait().unwrap();
-        self.reader.take().unwrap().join().unwrap();
-        (status.code(), self.output())
-    }
-}
-
 fn have_script() -> bool {
     if crashcart_tests::have("script") {
         return true;
@@ -811,7 +740,7 @@ fn ctrl_c_at_an_interactive_shell_does_not_end_the_session() {
     term.type_in("echo alive-$((40+2))\n");
     term.shows("alive-42");
     term.type_in("exit 7\n");
-    let (code, output) = term.wait();
+    let (code, output) = term.finish();
     assert_eq!(code, Some(7), "{output:?}");
     assert_no_trace(&image, c.pid());
 }
@@ -849,7 +778,7 @@ fn ctrl_z_stops_the_session_and_fg_resumes_it() {
     term.type_in("echo rc=$?\n");
     term.shows("rc=130");
     term.type_in("exit\n");
-    let (_, output) = term.wait();
+    let (_, output) = term.finish();
     assert!(!output.contains("\r\nfinished\r\n"), "{output:?}");
     assert_no_trace(&image, c.pid());
 }
@@ -932,27 +861,10 @@ fn verbose_logs_each_step() {
 /// A process started by `unshare -m -p -f` (its own mount and PID namespaces), running `script`
 /// with busybox `sh`; returns the unshare child and the target's host PID once it runs.
 fn unshare_target(script: &str) -> (Child, u32) {
-    let mut child = Command::new("unshare")
-        .args(["-m", "-p", "-f", "/bin/busybox", "sh", "-c", script])
-        .spawn()
-        .expect("unshare");
-    let mut pid = 0;
-    let started = wait_until(Duration::from_secs(5), || {
-        pid = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
-            .unwrap_or_default()
-            .trim()
-            .parse()
-            .unwrap_or(0);
-        pid != 0
-            && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.ends_with("busybox"))
-            && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.contains("sleep"))
-    });
-    if !started {
-        let _ = child.kill();
-        panic!("unshare target did not start");
-    }
-    (child, pid)
+    crashcart_tests::spawn_wrapped_target(
+        Command::new("unshare").args(["-m", "-p", "-f", "/bin/busybox", "sh", "-c", script]),
+        "unshare target",
+    )
 }
 
 #[test]

@@ -27,6 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+mod terminal;
+pub use terminal::Terminal;
+
 /// Name of the distroless test image built from `tests/fixtures/distroless`.
 pub const DISTROLESS_IMAGE: &str = "crashcart-test-distroless:latest";
 
@@ -312,6 +315,31 @@ pub fn busybox_tree(dir: &Path) {
     for applet in list.lines().filter(|a| !a.is_empty() && *a != "busybox") {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet symlink");
     }
+}
+
+/// Spawns `cmd`, a wrapper such as `unshare ... -f` whose only child becomes the target, and
+/// waits (at most 5 s) until that child runs `sleep`; returns the wrapper and the target's host
+/// PID. Panics, naming `what`, if it does not start.
+pub fn spawn_wrapped_target(cmd: &mut Command, what: &str) -> (std::process::Child, u32) {
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let mut pid = 0;
+    let started = wait_until(std::time::Duration::from_secs(5), || {
+        pid = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        pid != 0
+            && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.contains("sleep"))
+    });
+    if !started {
+        let _ = child.kill();
+        panic!("{what} did not start");
+    }
+    (child, pid)
 }
 
 /// Polls `check` every 20 ms until it returns true or `timeout` passes; returns the last result.
