@@ -19,8 +19,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crashcart_tests::{
-    bin, busybox_tree, docker_build, docker_ready, have, loop_devices_for, mke2fs_image, run,
-    run_ok, skip, unique_name, wait_until, workspace_root, Container, Terminal,
+    assert_crashcart_error, bin, busybox_tree, docker_build, docker_ready, have, loop_devices_for,
+    mke2fs_image, run, run_ok, skip, unique_name, wait_until, workspace_root, Container, Terminal,
 };
 
 /// Tag of the hostile container image built from `tests/fixtures/hostile-inputs`.
@@ -328,19 +328,6 @@ impl ToolImage {
             self.loop_devices()
         );
     }
-}
-
-/// Asserts a crashcart error: exit 125, one `crashcart: ...` line on stderr containing `needle`.
-fn assert_crashcart_error(out: &Output, needle: &str) {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(125), "stderr: {err}");
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "one line expected, got: {err:?}");
-    assert!(lines[0].starts_with("crashcart: "), "{err:?}");
-    assert!(
-        lines[0].to_lowercase().contains(&needle.to_lowercase()),
-        "{err:?} should mention {needle:?}"
-    );
 }
 
 /// Runs `cmd` to completion with stdin from /dev/null, killing it after `limit`.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crashcart_tests::{
     bin, busybox_tree, docker_build, docker_ready, have, mke2fs_image, run, run_ok, skip,
-    unique_name, wait_until, workspace_root, Container,
+    wait_until, workspace_root, Container,
 };
 
 /// Tag of the hostile image built from `tests/fixtures/hostile/Dockerfile`.
@@ -74,16 +74,7 @@ fn hostile_image() -> &'static str {
 
 /// Starts the hostile image (PID 1 `busybox sleep`, or `cmd`) with `docker_args`.
 fn start_hostile(docker_args: &[&str], cmd: &[&str]) -> Container {
-    let image = hostile_image();
-    let name = unique_name("hostile");
-    let id = run_ok(
-        Command::new("docker")
-            .args(["run", "-d", "--name", &name])
-            .args(docker_args)
-            .arg(image)
-            .args(cmd),
-    );
-    Container { id, name }
+    Container::start_image(hostile_image(), docker_args, cmd)
 }
 
 /// The host side of one attack: VOL (mounted into the container at /vol) and SECRET (never

@@ -10,8 +10,8 @@ use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::Duration;
 
 use crashcart_tests::{
-    bin, busybox_tree, docker_ready, is_root, loop_devices_for, mke2fs_image, run, run_ok, skip,
-    unique_name, wait_until, Container, Terminal,
+    assert_crashcart_error, bin, busybox_tree, docker_ready, is_root, loop_devices_for,
+    mke2fs_image, run, run_ok, skip, unique_name, wait_until, Container, Terminal,
 };
 
 /// A busybox tool image in its own temp dir.
@@ -65,19 +65,6 @@ fn stdout(out: &Output) -> String {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Asserts a crashcart error: exit 125, one `crashcart: ...` line on stderr containing `needle`.
-fn assert_crashcart_error(out: &Output, needle: &str) {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(125), "stderr: {err}");
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "one line expected, got: {err:?}");
-    assert!(lines[0].starts_with("crashcart: "), "{err:?}");
-    assert!(
-        lines[0].to_lowercase().contains(&needle.to_lowercase()),
-        "{err:?} should mention {needle:?}"
-    );
 }
 
 /// Nothing of crashcart remains: no loop device for the image, no crashcart mount in the

@@ -236,7 +236,11 @@ impl Container {
     /// `docker_args` go before the image (e.g. `--read-only`); `cmd` replaces the default
     /// `sleep` when not empty (arguments to `/busybox`).
     pub fn start(docker_args: &[&str], cmd: &[&str]) -> Container {
-        let image = distroless_image();
+        Container::start_image(distroless_image(), docker_args, cmd)
+    }
+
+    /// Starts a container of `image` (one of the tests' FROM-scratch images) the same way.
+    pub fn start_image(image: &str, docker_args: &[&str], cmd: &[&str]) -> Container {
         let name = unique_name("cc");
         let id = run_ok(
             Command::new("docker")
@@ -340,6 +344,20 @@ pub fn spawn_wrapped_target(cmd: &mut Command, what: &str) -> (std::process::Chi
         panic!("{what} did not start");
     }
     (child, pid)
+}
+
+/// Asserts a crashcart error: exit 125, one `crashcart: ...` line on stderr containing
+/// `needle` (case-insensitively).
+pub fn assert_crashcart_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "stderr: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected, got: {err:?}");
+    assert!(lines[0].starts_with("crashcart: "), "{err:?}");
+    assert!(
+        lines[0].to_lowercase().contains(&needle.to_lowercase()),
+        "{err:?} should mention {needle:?}"
+    );
 }
 
 /// Polls `check` every 20 ms until it returns true or `timeout` passes; returns the last result.
