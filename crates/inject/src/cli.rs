@@ -31,8 +31,10 @@ Exit status: the command's; 128+N when it dies of signal N; 125 crashcart's own 
 ///
 /// crashcart attaches the tool image read-only, makes it visible at /dev/crashcart for the
 /// command only (unless -m), and runs the command in all of the target's namespaces, its
-/// cgroups, root, working directory and environment, with the image's bin and sbin first on
-/// PATH. When the command ends, nothing of the session remains in the container or on the host.
+/// cgroups, root and working directory, with the container's environment less what could run
+/// code, the image's bin and sbin first on PATH, a terminal of its own, and the privileges of
+/// --profile (default debug: nothing that reaches the host). When the command ends, nothing of
+/// the session remains in the container or on the host.
 #[derive(Debug, Parser)]
 #[command(
     name = "crashcart",
