@@ -299,6 +299,11 @@ impl Relay {
                     Ok(0) | Err(Errno::IO) => {
                         stdin_open = false;
                         self.close_input();
+                        if matches!(self.ends, Ends::Pty { .. }) {
+                            // The caller's terminal hung up (raw mode reads 0 bytes only
+                            // then): the command gets the hangup, as over ssh.
+                            let _ = kill_process(helper, Signal::HUP);
+                        }
                     }
                     Ok(n) => pending.buf.extend_from_slice(&buf[..n]),
                     Err(Errno::INTR | Errno::AGAIN) => {}
