@@ -51,7 +51,19 @@ pub fn ensure() -> Result<(), SealError> {
         .map_err(|e| SealError(e.into()))?;
     let mut copy = File::from(memfd);
     std::io::copy(&mut &exe, &mut copy).map_err(SealError)?;
-    fcntl_add_seals(&copy, seals()).map_err(|e| SealError(e.into()))?;
+    // Sealing against writes waits for transient references to the copy's pages to go (the
+    // copy was just written) and gives up with EBUSY if they do not: try again briefly.
+    let mut attempts = 0;
+    loop {
+        match fcntl_add_seals(&copy, seals()) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::BUSY) if attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(e) => return Err(SealError(e.into())),
+        }
+    }
     if let Ok(path) = std::env::current_exe() {
         // SAFETY of the environment change: crashcart is single-threaded here.
         std::env::set_var(ORIGINAL_EXE_VAR, path);
