@@ -8,20 +8,25 @@
 
 use std::path::Path;
 
-use crate::cgroupfs::{parse_membership, parse_mountinfo};
+use crate::cgroupfs::{parse_membership, parse_mountinfo, HierarchyMount};
 
 /// True when `pid`'s cgroup is frozen. Anything unreadable (no such process, hierarchy not
 /// mounted, a fake proc tree) counts as not frozen: this check only turns a hang into an
 /// error, it never decides whether a target exists.
 pub(crate) fn is_frozen(proc_root: &Path, pid: u32) -> bool {
+    let Ok(mountinfo) = std::fs::read_to_string(proc_root.join("self/mountinfo")) else {
+        return false;
+    };
+    is_frozen_in(proc_root, pid, &parse_mountinfo(&mountinfo))
+}
+
+/// [`is_frozen`] with the cgroup mounts already read (for callers that ask about many
+/// processes).
+pub(crate) fn is_frozen_in(proc_root: &Path, pid: u32, mounts: &[HierarchyMount]) -> bool {
     let Ok(cgroups) = std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup"))
     else {
         return false;
     };
-    let Ok(mountinfo) = std::fs::read_to_string(proc_root.join("self/mountinfo")) else {
-        return false;
-    };
-    let mounts = parse_mountinfo(&mountinfo);
     parse_membership(&cgroups).iter().any(|line| {
         let (file, frozen): (&str, fn(&str) -> bool) = if line.is_unified() {
             ("cgroup.events", |events| {

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::cgroupfs::parse_mountinfo;
+
 use super::{docker, freezer, kubernetes, state_files, Resolver, Runtime, POD_SCHEME};
 
 /// How long Docker may take to list its containers before the listing goes on without names.
@@ -60,7 +62,7 @@ pub struct Listing {
 /// Every container under the resolver's `/run`, sorted by name then ID.
 pub fn list(resolver: &Resolver) -> Vec<Listing> {
     let pods: HashMap<String, kubernetes::PodAnnotations> =
-        kubernetes::containers(&resolver.run_root, |_| true)
+        kubernetes::containers(&resolver.run_root, None, |_| true)
             .into_iter()
             .map(|c| (c.candidate.id, c.annotations))
             .collect();
@@ -78,13 +80,17 @@ pub fn list(resolver: &Resolver) -> Vec<Listing> {
             HashMap::new()
         };
 
+    // Read once: a node with many containers has a long mountinfo.
+    let mounts = std::fs::read_to_string(resolver.proc_root.join("self/mountinfo"))
+        .map(|text| parse_mountinfo(&text))
+        .unwrap_or_default();
     let mut listings: Vec<Listing> = entries
         .into_iter()
         .filter(|e| !pods.get(&e.id).is_some_and(|p| p.sandbox))
         .map(|entry| {
             let state = match resolver.live_stat(&entry, pods.contains_key(&entry.id)) {
                 None => ContainerState::Exited,
-                Some(_) if freezer::is_frozen(&resolver.proc_root, entry.pid) => {
+                Some(_) if freezer::is_frozen_in(&resolver.proc_root, entry.pid, &mounts) => {
                     ContainerState::Paused
                 }
                 Some(_) => ContainerState::Running,

@@ -386,7 +386,7 @@ impl Resolver {
     /// Resolves a pod reference from the CRI runtimes' bundles; see [`Resolver::resolve`].
     fn resolve_pod(&self, pod: &kubernetes::PodRef<'_>) -> Result<Target, ResolveError> {
         let pod_name = format!("{}/{}", pod.namespace, pod.pod);
-        let found = kubernetes::containers(&self.run_root, |a| {
+        let found = kubernetes::containers(&self.run_root, Some(pod.pod), |a| {
             a.namespace == pod.namespace && a.pod == pod.pod
         });
         if found.is_empty() {

@@ -495,3 +495,42 @@ fn listing_names_pods_and_skips_sandboxes() {
     assert_eq!(listings[1].image.as_deref(), Some("busybox"));
     assert_eq!(listings[1].state, ContainerState::Running);
 }
+
+#[test]
+fn crio_pods_from_containers_storage() {
+    let f = Fixture::new();
+    let labels = serde_json::json!({
+        "io.kubernetes.container.name": "api",
+        "io.kubernetes.pod.name": "api-1",
+        "io.kubernetes.pod.namespace": "dev",
+    });
+    for (id, kind, pid) in [(ID_A, "sandbox", 400), (ID_B, "container", 401)] {
+        let dir = format!("containers/storage/overlay-containers/{id}/userdata");
+        // Only the Labels JSON names the pod: the escaped form must still be found.
+        f.file(
+            &format!("{dir}/config.json"),
+            &serde_json::json!({"annotations": {
+                "io.kubernetes.cri-o.ContainerType": kind,
+                "io.kubernetes.cri-o.Labels": labels.to_string(),
+            }})
+            .to_string(),
+        );
+        f.file(&format!("{dir}/pidfile"), &pid.to_string());
+        f.process(
+            pid,
+            1,
+            'S',
+            9,
+            &format!("0::/kubepods.slice/crio-{id}.scope\n"),
+        );
+    }
+    assert_eq!(
+        f.resolver().resolve("k8s://dev/api-1").unwrap(),
+        Target {
+            pid: 401,
+            runtime: Runtime::CriO,
+            id: Some(ID_B.to_string()),
+            name: Some("dev/api-1/api".to_string()),
+        }
+    );
+}
