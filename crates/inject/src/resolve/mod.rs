@@ -26,7 +26,11 @@
 //! `NAMESPACE/POD[/CONTAINER]` is read the same way when each part is a valid Kubernetes
 //! name. Pods are found in the CRI runtimes' OCI bundles ([`kubernetes`]), never by asking
 //! the kubelet or the runtime: see [`Resolver::resolve`] for the rules. (kubectl's
-//! `pod/NAME` form is *not* special: it means namespace `pod`.)
+//! `pod/NAME` form is *not* special: it means namespace `pod`.) There is no CRI-socket
+//! fallback yet: a runtime whose bundles are not under `/run` (`CRASHCART_RUN`) in the
+//! containerd or CRI-O layout is not found. A gRPC client does not fit here (HTTP/2 and an
+//! async runtime's threads before `setns`); it would be a small blocking HTTP/2 client like
+//! the Docker one.
 
 mod cgroup_scan;
 mod docker;
