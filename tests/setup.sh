@@ -25,6 +25,7 @@ packages=(
     hyperfine time       # bench/
     attr libcap2-bin     # imgbuild tests: setfattr/getfattr, setcap (xattr fidelity)
     podman               # target resolution of Podman containers (tests/resolve.rs)
+    containerd runc containernetworking-plugins  # tests/k8s.rs: pods over CRI
 )
 missing=()
 for p in "${packages[@]}"; do

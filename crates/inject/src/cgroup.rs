@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 
+use crate::cgroupfs::{parse_membership, parse_mountinfo, HierarchyMount};
 use crate::process::{ProcessError, TargetProcess};
 use crate::step;
 
@@ -36,16 +37,6 @@ pub enum CgroupError {
         /// Why.
         source: std::io::Error,
     },
-}
-
-/// One cgroup hierarchy as `/proc/self/mountinfo` shows its mount.
-#[derive(Debug, PartialEq, Eq)]
-struct HierarchyMount {
-    /// Controllers (v1 super options, e.g. `cpu`, `name=systemd`); empty for cgroup2.
-    controllers: Vec<String>,
-    /// The cgroup mounted at the mount point (the `root` field).
-    root: String,
-    mount_point: PathBuf,
 }
 
 /// The opened `cgroup.procs` of each of the target's cgroups.
@@ -103,99 +94,25 @@ impl CgroupProcs {
 /// not mounted here, or whose cgroup lies outside the mounted part, are skipped.
 fn procs_paths(membership: &str, mounts: &[HierarchyMount]) -> Vec<PathBuf> {
     let mut paths = Vec::new();
-    for line in membership.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(_id), Some(controllers), Some(cgroup)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let wanted: Vec<&str> = controllers.split(',').filter(|c| !c.is_empty()).collect();
-        let mount = mounts.iter().find(|m| {
-            if wanted.is_empty() {
-                m.controllers.is_empty()
-            } else {
-                !m.controllers.is_empty()
-                    && wanted.iter().all(|w| m.controllers.iter().any(|c| c == w))
-            }
-        });
-        let Some(mount) = mount else {
-            step!("cgroup hierarchy {controllers:?} is not mounted here; skipped");
-            continue;
-        };
-        let relative = if mount.root == "/" {
-            Some(cgroup)
-        } else {
-            cgroup
-                .strip_prefix(mount.root.as_str())
-                .filter(|r| r.is_empty() || r.starts_with('/'))
-        };
-        let Some(relative) = relative else {
+    for line in parse_membership(membership) {
+        let Some(mount) = mounts.iter().find(|m| m.serves(&line)) else {
             step!(
-                "cgroup {cgroup} is outside the mounted {}; skipped",
+                "cgroup hierarchy {:?} is not mounted here; skipped",
+                line.controllers.join(",")
+            );
+            continue;
+        };
+        let Some(dir) = mount.dir_of(line.path) else {
+            step!(
+                "cgroup {} is outside the mounted {}; skipped",
+                line.path,
                 mount.root
             );
             continue;
         };
-        let relative = relative.trim_start_matches('/');
-        if relative.split('/').any(|c| c == "..") {
-            continue;
-        }
-        paths.push(mount.mount_point.join(relative).join("cgroup.procs"));
+        paths.push(dir.join("cgroup.procs"));
     }
     paths
-}
-
-/// The cgroup and cgroup2 mounts in mountinfo content, first mount of each hierarchy first.
-fn parse_mountinfo(text: &str) -> Vec<HierarchyMount> {
-    let mut mounts = Vec::new();
-    for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let fields: Vec<&str> = left.split(' ').collect();
-        let fs: Vec<&str> = right.split(' ').collect();
-        if fields.len() < 5 || fs.len() < 3 {
-            continue;
-        }
-        let controllers = match fs[0] {
-            "cgroup2" => Vec::new(),
-            "cgroup" => fs[2]
-                .split(',')
-                .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("release_agent"))
-                .map(str::to_string)
-                .collect(),
-            _ => continue,
-        };
-        mounts.push(HierarchyMount {
-            controllers,
-            root: unescape(fields[3]),
-            mount_point: PathBuf::from(unescape(fields[4])),
-        });
-    }
-    mounts
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' {
-            if let Some(v) = field
-                .get(i + 1..i + 4)
-                .and_then(|s| u8::from_str_radix(s, 8).ok())
-            {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

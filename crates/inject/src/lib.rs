@@ -13,6 +13,7 @@
 //! and bytes meanwhile; [`sweep`] ends whatever the session left running.
 
 pub mod cgroup;
+mod cgroupfs;
 pub mod cli;
 pub mod devdir;
 pub mod environment;

@@ -20,6 +20,7 @@ use std::path::Path;
 
 use super::procfs;
 use super::Runtime;
+use crate::cgroupfs::parse_membership;
 
 /// Length of a full container ID: 32 bytes, hex-encoded.
 pub(crate) const FULL_ID_LEN: usize = 64;
@@ -45,15 +46,9 @@ pub(crate) fn is_full_id(s: &str) -> bool {
 /// in another (Docker in Docker) belongs to the inner one.
 pub(crate) fn container_of(cgroup_file: &str) -> Option<CgroupContainer> {
     let mut v1_answer = None;
-    for line in cgroup_file.lines() {
-        // hierarchy-ID:controller-list:cgroup-path; the path may contain ':'.
-        let mut parts = line.splitn(3, ':');
-        let (Some(hierarchy), Some(_), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let found = container_in_path(path);
-        if hierarchy == "0" && found.is_some() {
+    for line in parse_membership(cgroup_file) {
+        let found = container_in_path(line.path);
+        if line.hierarchy == "0" && found.is_some() {
             return found;
         }
         if v1_answer.is_none() {

@@ -97,9 +97,6 @@ pub struct ContainerInfo {
 /// `.State` of an inspect response.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct ContainerState {
-    /// `created`, `running`, `paused`, `restarting`, `exited`, ...
-    #[serde(rename = "Status", default)]
-    pub status: String,
     /// True while the container's init runs (also when paused).
     #[serde(rename = "Running")]
     pub running: bool,
@@ -148,6 +145,39 @@ pub fn inspect_container(
             message: error_message(&body),
         }),
     }
+}
+
+/// A running container as `GET /containers/json` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ContainerSummary {
+    /// Full container ID.
+    #[serde(rename = "Id")]
+    pub id: String,
+    /// Names, each with Docker's leading `/`.
+    #[serde(rename = "Names", default)]
+    pub names: Vec<String>,
+    /// The image as the user named it.
+    #[serde(rename = "Image", default)]
+    pub image: String,
+}
+
+/// Docker's running containers (for names and images in a listing).
+pub fn list_containers(
+    socket: &Path,
+    timeout: Duration,
+) -> Result<Vec<ContainerSummary>, DockerError> {
+    let (status, body) = get(socket, "/containers/json", timeout)?;
+    if status != 200 {
+        return Err(DockerError::Api {
+            socket: socket.to_path_buf(),
+            status,
+            message: error_message(&body),
+        });
+    }
+    serde_json::from_slice(&body).map_err(|e| DockerError::Protocol {
+        socket: socket.to_path_buf(),
+        reason: format!("list body: {e}"),
+    })
 }
 
 /// Docker's error bodies are `{"message": "..."}`.

@@ -20,10 +20,23 @@
 //! from a file is only trusted while its process lives and, where the runtime records the
 //! init's start time, started at that time (so a recycled PID is never taken for the init).
 //! A paused (frozen) container or process is refused, since a command in it would hang.
+//!
+//! Kubernetes pods are named `k8s://NAMESPACE/POD[/CONTAINER]`, or without the scheme: no
+//! other target form contains a `/` inside it (Docker names and task IDs cannot), so
+//! `NAMESPACE/POD[/CONTAINER]` is read the same way when each part is a valid Kubernetes
+//! name. Pods are found in the CRI runtimes' OCI bundles ([`kubernetes`]), never by asking
+//! the kubelet or the runtime: see [`Resolver::resolve`] for the rules. (kubectl's
+//! `pod/NAME` form is *not* special: it means namespace `pod`.) There is no CRI-socket
+//! fallback yet: a runtime whose bundles are not under `/run` (`CRASHCART_RUN`) in the
+//! containerd or CRI-O layout is not found. A gRPC client does not fit here (HTTP/2 and an
+//! async runtime's threads before `setns`); it would be a small blocking HTTP/2 client like
+//! the Docker one.
 
 mod cgroup_scan;
 mod docker;
 mod freezer;
+mod kubernetes;
+mod listing;
 mod procfs;
 mod state_files;
 
@@ -33,6 +46,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use docker::DockerError;
+pub use listing::{list, render, ContainerState, Listing};
 
 /// The container runtime a target was found through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +138,38 @@ pub enum ResolveError {
         #[source]
         source: io::Error,
     },
+    /// No CRI container on this node belongs to the pod.
+    #[error("no pod {pod} on this node (none of its containers is in the runtimes' state under {}; deleted, not scheduled here, or not started yet)", run_root.display())]
+    PodNotFound {
+        /// `NAMESPACE/POD`.
+        pod: String,
+        /// The state directory searched.
+        run_root: PathBuf,
+    },
+    /// The pod exists on this node but none of its app containers runs.
+    #[error("pod {0} has no running container")]
+    PodNotRunning(String),
+    /// The pod has no container of the name given.
+    #[error("pod {pod} has no container {container:?}; its containers: {}", choices.join(", "))]
+    NoSuchContainer {
+        /// `NAMESPACE/POD`.
+        pod: String,
+        /// The name asked for.
+        container: String,
+        /// The names it has.
+        choices: Vec<String>,
+    },
+    /// No container was named and the pod runs several.
+    #[error("pod {pod} runs several containers; name one: {}", choices.join(", "))]
+    PodAmbiguous {
+        /// `NAMESPACE/POD`.
+        pod: String,
+        /// `k8s://NAMESPACE/POD/CONTAINER` for each running container.
+        choices: Vec<String>,
+    },
+    /// `k8s://` followed by something that is not `NAMESPACE/POD[/CONTAINER]`.
+    #[error("{0:?} is not k8s://NAMESPACE/POD or k8s://NAMESPACE/POD/CONTAINER with valid Kubernetes names")]
+    BadPodReference(String),
     /// Asking Docker failed.
     #[error(transparent)]
     Docker(#[from] DockerError),
@@ -160,6 +206,9 @@ impl Default for Resolver {
     }
 }
 
+/// The scheme of pod references.
+const POD_SCHEME: &str = "k8s://";
+
 /// Hex strings shorter than this may be Docker names (`db`, `cafe`); see the module docs.
 const NAME_LIKE_HEX_LEN: usize = 12;
 
@@ -190,13 +239,17 @@ impl Scope {
     }
 }
 
-/// A container some source reported, before its PID is checked.
-#[derive(Debug, Clone)]
-struct Candidate {
-    id: String,
-    runtime: Runtime,
-    pid: u32,
-    start_time: Option<u64>,
+/// A container some source (a state file, a cgroup path) reported, before its PID is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Candidate {
+    /// Container (task) ID as the runtime names it.
+    pub id: String,
+    /// The runtime the source belongs to.
+    pub runtime: Runtime,
+    /// Host PID of the init, as recorded.
+    pub pid: u32,
+    /// Start time of the init in clock ticks after boot, when the source records it.
+    pub start_time: Option<u64>,
 }
 
 impl Resolver {
@@ -216,6 +269,12 @@ impl Resolver {
     }
 
     /// Resolves `spec`; see the module documentation for the order.
+    ///
+    /// A pod (`k8s://NAMESPACE/POD[/CONTAINER]`) resolves to the init of one of its app
+    /// containers, never to the sandbox: the container named, or, when none is, the pod's only
+    /// running one (several are an error that lists them). A container restarted by the
+    /// kubelet (a new ID under the same name) resolves to the instance that runs; a PID is
+    /// trusted only while its process lives in that container's cgroup.
     pub fn resolve(&self, spec: &str) -> Result<Target, ResolveError> {
         if spec.is_empty() {
             return Err(ResolveError::Empty);
@@ -223,6 +282,23 @@ impl Resolver {
         if spec.bytes().all(|b| b.is_ascii_digit()) {
             if let Ok(pid) = spec.parse::<u32>() {
                 return self.resolve_pid(pid);
+            }
+        }
+        if let Some(rest) = spec.strip_prefix(POD_SCHEME) {
+            let pod = kubernetes::parse_pod_ref(rest)
+                .ok_or_else(|| ResolveError::BadPodReference(spec.to_string()))?;
+            return self.resolve_pod(&pod);
+        }
+        if !spec.contains("://") {
+            if let Some(pod) = kubernetes::parse_pod_ref(spec) {
+                // Without the scheme the user may not have meant a pod: a pod that is not
+                // here is "nothing matches", as for any other form.
+                return match self.resolve_pod(&pod) {
+                    Err(ResolveError::PodNotFound { .. }) => {
+                        Err(ResolveError::NotFound(spec.to_string()))
+                    }
+                    other => other,
+                };
             }
         }
         let (scope, query) = split_scheme(spec)?;
@@ -272,16 +348,7 @@ impl Resolver {
         // Exact IDs of any form (containerd task IDs can be names); prefixes of hex IDs.
         let wanted = |id: &str| id == query || (is_hex && id.starts_with(&query_lower));
 
-        let mut candidates: Vec<Candidate> =
-            state_files::find(&self.run_root, &self.proc_root, wanted)
-                .into_iter()
-                .map(|e| Candidate {
-                    id: e.id,
-                    runtime: e.runtime,
-                    pid: e.pid,
-                    start_time: e.start_time,
-                })
-                .collect();
+        let mut candidates = state_files::find(&self.run_root, &self.proc_root, wanted);
         // The cgroup path only guesses the runtime; a state file that knows the ID is
         // authoritative, even when its runtime is not the one asked for.
         let known_to_state_files = !candidates.is_empty();
@@ -317,6 +384,110 @@ impl Resolver {
                     .map(|c| format!("{} ({})", c.id, c.runtime))
                     .collect(),
             }),
+        }
+    }
+
+    /// Resolves a pod reference from the CRI runtimes' bundles; see [`Resolver::resolve`].
+    fn resolve_pod(&self, pod: &kubernetes::PodRef<'_>) -> Result<Target, ResolveError> {
+        let pod_name = format!("{}/{}", pod.namespace, pod.pod);
+        let found = kubernetes::containers(&self.run_root, Some(pod.pod), |a| {
+            a.namespace == pod.namespace && a.pod == pod.pod
+        });
+        if found.is_empty() {
+            return Err(ResolveError::PodNotFound {
+                pod: pod_name,
+                run_root: self.run_root.clone(),
+            });
+        }
+        let apps: Vec<&kubernetes::PodContainer> =
+            found.iter().filter(|c| !c.annotations.sandbox).collect();
+        let mut names: Vec<String> = apps
+            .iter()
+            .map(|c| c.annotations.container.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        let live: Vec<(&kubernetes::PodContainer, procfs::ProcStat)> = apps
+            .iter()
+            .filter_map(|c| Some((*c, self.live_stat(&c.candidate, true)?)))
+            .collect();
+        let container = match pod.container {
+            Some(name) if names.iter().any(|n| n == name) => name.to_string(),
+            Some(name) => {
+                return Err(ResolveError::NoSuchContainer {
+                    pod: pod_name,
+                    container: name.to_string(),
+                    choices: names,
+                })
+            }
+            None => {
+                let mut running: Vec<&str> = live
+                    .iter()
+                    .map(|(c, _)| c.annotations.container.as_str())
+                    .collect();
+                running.sort_unstable();
+                running.dedup();
+                match running.as_slice() {
+                    [] => return Err(ResolveError::PodNotRunning(pod_name)),
+                    [only] => only.to_string(),
+                    many => {
+                        return Err(ResolveError::PodAmbiguous {
+                            choices: many
+                                .iter()
+                                .map(|name| format!("{POD_SCHEME}{pod_name}/{name}"))
+                                .collect(),
+                            pod: pod_name,
+                        })
+                    }
+                }
+            }
+        };
+        let shown = format!("{pod_name}/{container}");
+        // A restarted container leaves its old instance behind until it is removed; the one
+        // that runs is the latest started.
+        let Some((chosen, _)) = live
+            .into_iter()
+            .filter(|(c, _)| c.annotations.container == container)
+            .max_by_key(|(_, stat)| stat.start_time)
+        else {
+            return Err(ResolveError::NotRunning(shown));
+        };
+        if freezer::is_frozen(&self.proc_root, chosen.candidate.pid) {
+            return Err(ResolveError::Paused(shown));
+        }
+        Ok(Target {
+            pid: chosen.candidate.pid,
+            runtime: chosen.candidate.runtime.clone(),
+            id: Some(chosen.candidate.id.clone()),
+            name: Some(shown),
+        })
+    }
+
+    /// The candidate's init as `/proc` shows it, if that process lives, started when the
+    /// runtime recorded (where it did), and is in the candidate's own cgroup: one whose path
+    /// names no other container, and with `id_in_cgroup` (CRI containers, whose state records
+    /// no start time) one whose path names this container's ID. A PID recycled after the
+    /// container exited is then not taken for it.
+    fn live_stat(&self, candidate: &Candidate, id_in_cgroup: bool) -> Option<procfs::ProcStat> {
+        if candidate.pid == 0 {
+            return None;
+        }
+        let stat = procfs::read_stat(&self.proc_root, candidate.pid).ok()?;
+        if stat.is_exiting() || candidate.start_time.is_some_and(|t| t != stat.start_time) {
+            return None;
+        }
+        let cgroup = std::fs::read_to_string(
+            self.proc_root
+                .join(candidate.pid.to_string())
+                .join("cgroup"),
+        )
+        .unwrap_or_default();
+        if id_in_cgroup && !cgroup.contains(candidate.id.as_str()) {
+            return None;
+        }
+        match cgroup_scan::container_of(&cgroup) {
+            Some(found) if found.id != candidate.id => None,
+            _ => Some(stat),
         }
     }
 

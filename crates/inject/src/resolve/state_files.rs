@@ -22,20 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::cgroup_scan;
-use super::Runtime;
-
-/// One container found in a state file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StateEntry {
-    /// Container (task) ID as the runtime names it.
-    pub id: String,
-    /// The runtime the file belongs to.
-    pub runtime: Runtime,
-    /// Host PID of the init, as recorded.
-    pub pid: u32,
-    /// Start time of the init in clock ticks after boot, when the file records it.
-    pub start_time: Option<u64>,
-}
+use super::{Candidate, Runtime};
 
 /// Every container under `run_root` whose ID satisfies `wanted`, one entry per ID (the first
 /// file found wins; a later one only contributes a start time for the same PID).
@@ -45,9 +32,9 @@ pub(crate) fn find(
     run_root: &Path,
     proc_root: &Path,
     wanted: impl Fn(&str) -> bool,
-) -> Vec<StateEntry> {
-    let mut found: Vec<StateEntry> = Vec::new();
-    let mut add = |entry: StateEntry| match found.iter_mut().find(|e| e.id == entry.id) {
+) -> Vec<Candidate> {
+    let mut found: Vec<Candidate> = Vec::new();
+    let mut add = |entry: Candidate| match found.iter_mut().find(|e| e.id == entry.id) {
         Some(existing) => {
             if existing.start_time.is_none() && existing.pid == entry.pid {
                 existing.start_time = entry.start_time;
@@ -67,7 +54,7 @@ pub(crate) fn find(
             for (namespace, id, dir) in namespaced_dirs(&containerd_state.join(shim), &wanted) {
                 let file = dir.join("init.pid");
                 if let Some(pid) = read_pid_file(&file) {
-                    add(StateEntry {
+                    add(Candidate {
                         runtime: containerd_runtime(&namespace),
                         id,
                         pid,
@@ -85,7 +72,7 @@ pub(crate) fn find(
         for (namespace, id, dir) in namespaced_dirs(&runc_root, &wanted) {
             let file = dir.join("state.json");
             if let Some((pid, start_time)) = read_runc_state(&file) {
-                add(StateEntry {
+                add(Candidate {
                     runtime: containerd_runtime(&namespace),
                     id,
                     pid,
@@ -98,7 +85,7 @@ pub(crate) fn find(
     for (id, userdata) in containers_storage_dirs(&run_root.join("containers/storage"), &wanted) {
         let file = userdata.join("pidfile");
         if let Some(pid) = read_pid_file(&file) {
-            add(StateEntry {
+            add(Candidate {
                 runtime: podman_or_crio(proc_root, pid, &userdata),
                 id,
                 pid,
@@ -116,7 +103,7 @@ pub(crate) fn find(
                 read_runc_state(&file)
             };
             if let Some((pid, start_time)) = state {
-                add(StateEntry {
+                add(Candidate {
                     runtime: runtime_from_cgroup(proc_root, pid),
                     id,
                     pid,
@@ -155,7 +142,10 @@ fn subdirs(dir: &Path, wanted: &impl Fn(&str) -> bool) -> Vec<(String, PathBuf)>
 }
 
 /// `(namespace, id, path)` for `<root>/<namespace>/<id>/` directories.
-fn namespaced_dirs(root: &Path, wanted: &impl Fn(&str) -> bool) -> Vec<(String, String, PathBuf)> {
+pub(super) fn namespaced_dirs(
+    root: &Path,
+    wanted: &impl Fn(&str) -> bool,
+) -> Vec<(String, String, PathBuf)> {
     subdirs(root, &|_: &str| true)
         .into_iter()
         .flat_map(|(namespace, dir)| {
@@ -167,7 +157,7 @@ fn namespaced_dirs(root: &Path, wanted: &impl Fn(&str) -> bool) -> Vec<(String, 
 }
 
 /// `(id, userdata dir)` for `<storage>/<driver>-containers/<id>/userdata`.
-fn containers_storage_dirs(
+pub(super) fn containers_storage_dirs(
     storage: &Path,
     wanted: &impl Fn(&str) -> bool,
 ) -> Vec<(String, PathBuf)> {
@@ -179,7 +169,7 @@ fn containers_storage_dirs(
 }
 
 /// A file holding a decimal PID (trailing newline allowed). PID 0 is no process.
-fn read_pid_file(path: &Path) -> Option<u32> {
+pub(super) fn read_pid_file(path: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(path).ok()?;
     text.trim().parse().ok().filter(|&pid| pid > 0)
 }
@@ -256,8 +246,8 @@ mod tests {
         std::fs::write(path, contents).unwrap();
     }
 
-    fn entry(id: &str, runtime: Runtime, pid: u32, start: Option<u64>) -> StateEntry {
-        StateEntry {
+    fn entry(id: &str, runtime: Runtime, pid: u32, start: Option<u64>) -> Candidate {
+        Candidate {
             id: id.into(),
             runtime,
             pid,

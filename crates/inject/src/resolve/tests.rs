@@ -352,3 +352,185 @@ fn from_env_defaults() {
     assert_eq!(defaults.run_root, Path::new("/run"));
     assert_eq!(defaults.docker_host, None);
 }
+
+/// A CRI container of containerd's k8s.io namespace: bundle annotations and `init.pid`.
+fn cri_task(f: &Fixture, id: &str, pid: u32, sandbox: bool, pod: (&str, &str), name: &str) {
+    let dir = format!("containerd/io.containerd.runtime.v2.task/k8s.io/{id}");
+    let kind = if sandbox { "sandbox" } else { "container" };
+    f.file(
+        &format!("{dir}/config.json"),
+        &serde_json::json!({"ociVersion": "1.0.2", "annotations": {
+            "io.kubernetes.cri.container-type": kind,
+            "io.kubernetes.cri.sandbox-namespace": pod.0,
+            "io.kubernetes.cri.sandbox-name": pod.1,
+            "io.kubernetes.cri.container-name": name,
+            "io.kubernetes.cri.image-name": "busybox",
+        }})
+        .to_string(),
+    );
+    f.file(&format!("{dir}/init.pid"), &pid.to_string());
+    f.process(
+        pid,
+        1,
+        'S',
+        u64::from(pid),
+        &format!("0::/kubepods/pod1/{id}\n"),
+    );
+}
+
+fn k8s(pid: u32, id: &str, name: &str) -> Target {
+    Target {
+        pid,
+        runtime: Runtime::Containerd {
+            namespace: "k8s.io".into(),
+        },
+        id: Some(id.to_string()),
+        name: Some(name.to_string()),
+    }
+}
+
+#[test]
+fn pods_resolve_to_their_app_containers() {
+    let id = |n: u8| format!("{:064x}", n);
+    let f = Fixture::new();
+    cri_task(&f, &id(1), 100, true, ("prod", "one"), "");
+    cri_task(&f, &id(2), 101, false, ("prod", "one"), "web");
+    cri_task(&f, &id(3), 200, true, ("prod", "two"), "");
+    cri_task(&f, &id(4), 201, false, ("prod", "two"), "web");
+    cri_task(&f, &id(5), 202, false, ("prod", "two"), "log");
+    // The same pod name in another namespace.
+    cri_task(&f, &id(6), 300, true, ("dev", "one"), "");
+    cri_task(&f, &id(7), 301, false, ("dev", "one"), "web");
+    let r = f.resolver();
+    assert_eq!(
+        r.resolve("k8s://prod/one").unwrap(),
+        k8s(101, &id(2), "prod/one/web")
+    );
+    assert_eq!(
+        r.resolve("prod/one/web").unwrap(),
+        k8s(101, &id(2), "prod/one/web")
+    );
+    assert_eq!(
+        r.resolve("k8s://dev/one").unwrap(),
+        k8s(301, &id(7), "dev/one/web")
+    );
+    assert_eq!(
+        r.resolve("k8s://prod/two/log").unwrap(),
+        k8s(202, &id(5), "prod/two/log")
+    );
+    match r.resolve("k8s://prod/two") {
+        Err(ResolveError::PodAmbiguous { pod, choices }) => {
+            assert_eq!(pod, "prod/two");
+            assert_eq!(choices, ["k8s://prod/two/log", "k8s://prod/two/web"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match r.resolve("k8s://prod/two/db") {
+        Err(ResolveError::NoSuchContainer { choices, .. }) => assert_eq!(choices, ["log", "web"]),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        r.resolve("k8s://prod/gone"),
+        Err(ResolveError::PodNotFound { pod, .. }) if pod == "prod/gone"
+    ));
+    assert!(matches!(
+        r.resolve("prod/gone"),
+        Err(ResolveError::NotFound(_))
+    ));
+    assert!(matches!(
+        r.resolve("k8s://Prod/x"),
+        Err(ResolveError::BadPodReference(_))
+    ));
+}
+
+#[test]
+fn restarted_and_stopped_pod_containers() {
+    let id = |n: u8| format!("{:064x}", n);
+    let f = Fixture::new();
+    cri_task(&f, &id(1), 100, true, ("prod", "one"), "");
+    // The first instance exited; its PID now belongs to some other process.
+    cri_task(&f, &id(2), 101, false, ("prod", "one"), "web");
+    f.process(101, 1, 'S', 101, "0::/system.slice/other.service\n");
+    cri_task(&f, &id(3), 102, false, ("prod", "one"), "web");
+    let r = f.resolver();
+    assert_eq!(
+        r.resolve("k8s://prod/one").unwrap(),
+        k8s(102, &id(3), "prod/one/web")
+    );
+    // The running instance exits too: a zombie.
+    f.process(102, 1, 'Z', 102, &format!("0::/kubepods/pod1/{}\n", id(3)));
+    assert!(matches!(
+        r.resolve("k8s://prod/one"),
+        Err(ResolveError::PodNotRunning(p)) if p == "prod/one"
+    ));
+    assert!(matches!(
+        r.resolve("k8s://prod/one/web"),
+        Err(ResolveError::NotRunning(p)) if p == "prod/one/web"
+    ));
+    // Only the sandbox: never a target.
+    let f = Fixture::new();
+    cri_task(&f, &id(1), 100, true, ("prod", "one"), "");
+    assert!(matches!(
+        f.resolver().resolve("k8s://prod/one"),
+        Err(ResolveError::PodNotRunning(_))
+    ));
+}
+
+#[test]
+fn listing_names_pods_and_skips_sandboxes() {
+    let id = |n: u8| format!("{:064x}", n);
+    let f = Fixture::new();
+    cri_task(&f, &id(1), 100, true, ("prod", "one"), "");
+    cri_task(&f, &id(2), 101, false, ("prod", "one"), "web");
+    f.file(
+        &format!("containerd/io.containerd.runtime.v2.task/default/{ID_A}/init.pid"),
+        "55",
+    );
+    let listings = list(&f.resolver());
+    assert_eq!(listings.len(), 2, "{listings:?}");
+    assert_eq!(listings[0].name, "");
+    assert_eq!(listings[0].state, ContainerState::Exited);
+    assert_eq!(listings[1].name, "k8s://prod/one/web");
+    assert_eq!(listings[1].pid, 101);
+    assert_eq!(listings[1].image.as_deref(), Some("busybox"));
+    assert_eq!(listings[1].state, ContainerState::Running);
+}
+
+#[test]
+fn crio_pods_from_containers_storage() {
+    let f = Fixture::new();
+    let labels = serde_json::json!({
+        "io.kubernetes.container.name": "api",
+        "io.kubernetes.pod.name": "api-1",
+        "io.kubernetes.pod.namespace": "dev",
+    });
+    for (id, kind, pid) in [(ID_A, "sandbox", 400), (ID_B, "container", 401)] {
+        let dir = format!("containers/storage/overlay-containers/{id}/userdata");
+        // Only the Labels JSON names the pod: the escaped form must still be found.
+        f.file(
+            &format!("{dir}/config.json"),
+            &serde_json::json!({"annotations": {
+                "io.kubernetes.cri-o.ContainerType": kind,
+                "io.kubernetes.cri-o.Labels": labels.to_string(),
+            }})
+            .to_string(),
+        );
+        f.file(&format!("{dir}/pidfile"), &pid.to_string());
+        f.process(
+            pid,
+            1,
+            'S',
+            9,
+            &format!("0::/kubepods.slice/crio-{id}.scope\n"),
+        );
+    }
+    assert_eq!(
+        f.resolver().resolve("k8s://dev/api-1").unwrap(),
+        Target {
+            pid: 401,
+            runtime: Runtime::CriO,
+            id: Some(ID_B.to_string()),
+            name: Some("dev/api-1/api".to_string()),
+        }
+    );
+}

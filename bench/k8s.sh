@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Resolution of a Kubernetes pod target on a node with 50 pods: crashcart's route (the CRI
+# runtime's OCI bundles under /run, no daemon) against the CRI socket (ListPodSandbox,
+# ListContainers, verbose ContainerStatus: what `crictl inspect` does), both timed in one
+# process by the ignored test `bench_resolution_with_50_pods` of tests/k8s.rs, against a
+# containerd of its own with the CRI plugin (tests/k8s/node.rs).
+# Writes the figures into the bench:k8s section of BENCHMARKS.md. Needs root, docker,
+# containerd, runc, containernetworking-plugins (tests/setup.sh installs them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+CRASHCART_BENCH_OUT=$out cargo test --release -q -p crashcart-tests --test k8s -- \
+    --ignored --exact bench_resolution_with_50_pods --nocapture
+write_section k8s "### Pod target resolution (\`bench/k8s.sh\`, $(date +%F), kernel $(uname -r))
+
+$(cat "$out")"

@@ -1,0 +1,193 @@
+//! What the kernel says about cgroups, read one way for every caller: a process's membership
+//! (`/proc/PID/cgroup`) and where each hierarchy is mounted (the `cgroup`/`cgroup2` lines of
+//! `/proc/self/mountinfo`).
+//!
+//! Joining the target's cgroups ([`crate::cgroup`]), telling a frozen container
+//! (`resolve/freezer`) and finding a container by the ID in its cgroup path
+//! (`resolve/cgroup_scan`) all need the same two parsers and the same mapping of a cgroup path
+//! into a mount; this module is a leaf they share, so the three cannot drift (mountinfo
+//! escapes `\040`-style octal in paths, for instance, and every caller must undo that).
+
+use std::path::PathBuf;
+
+/// One line of `/proc/PID/cgroup`: `hierarchy-ID:controller-list:cgroup-path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Membership<'a> {
+    /// Hierarchy ID; `0` for the unified (v2) hierarchy.
+    pub hierarchy: &'a str,
+    /// v1 controllers (`cpu`, `name=systemd`, ...); empty for the unified hierarchy.
+    pub controllers: Vec<&'a str>,
+    /// The cgroup, relative to the hierarchy's root (it may contain `:`).
+    pub path: &'a str,
+}
+
+impl Membership<'_> {
+    /// True for the unified (cgroup v2) hierarchy's line, `0::PATH`.
+    pub fn is_unified(&self) -> bool {
+        self.hierarchy == "0" && self.controllers.is_empty()
+    }
+}
+
+/// The lines of a `/proc/PID/cgroup` text, malformed ones skipped.
+pub(crate) fn parse_membership(text: &str) -> Vec<Membership<'_>> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (hierarchy, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(Membership {
+                hierarchy,
+                controllers: controllers.split(',').filter(|c| !c.is_empty()).collect(),
+                path,
+            })
+        })
+        .collect()
+}
+
+/// One cgroup hierarchy as mountinfo shows its mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HierarchyMount {
+    /// Controllers (v1 super options, e.g. `cpu`, `name=systemd`); empty for cgroup2.
+    pub controllers: Vec<String>,
+    /// The cgroup mounted at the mount point (the `root` field), unescaped.
+    pub root: String,
+    /// Where it is mounted, unescaped.
+    pub mount_point: PathBuf,
+}
+
+impl HierarchyMount {
+    /// True when this mount shows the hierarchy of `membership` (the unified one for a `0::`
+    /// line; for a v1 line, a v1 mount carrying all of its controllers).
+    pub fn serves(&self, membership: &Membership<'_>) -> bool {
+        if membership.controllers.is_empty() {
+            self.controllers.is_empty()
+        } else {
+            !self.controllers.is_empty()
+                && membership
+                    .controllers
+                    .iter()
+                    .all(|w| self.controllers.iter().any(|c| c == w))
+        }
+    }
+
+    /// Directory of cgroup `path` under this mount; `None` when the cgroup lies outside what
+    /// the mount shows (or the path would climb out of it).
+    pub fn dir_of(&self, path: &str) -> Option<PathBuf> {
+        let relative = if self.root == "/" {
+            path
+        } else {
+            path.strip_prefix(self.root.as_str())
+                .filter(|rest| rest.is_empty() || rest.starts_with('/'))?
+        };
+        let relative = relative.trim_start_matches('/');
+        // The kernel wrote this path, but keep it inside the mount regardless.
+        if relative.split('/').any(|c| c == "..") {
+            return None;
+        }
+        Some(self.mount_point.join(relative))
+    }
+}
+
+/// The cgroup and cgroup2 mounts in mountinfo text, in mount order.
+///
+/// A line reads `ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE
+/// SUPER_OPTIONS`; the optional fields end at the lone `-`.
+pub(crate) fn parse_mountinfo(text: &str) -> Vec<HierarchyMount> {
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let fields: Vec<&str> = left.split(' ').collect();
+            let fs: Vec<&str> = right.split(' ').collect();
+            if fields.len() < 5 || fs.len() < 3 {
+                return None;
+            }
+            let controllers = match fs[0] {
+                "cgroup2" => Vec::new(),
+                "cgroup" => fs[2]
+                    .split(',')
+                    .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("release_agent"))
+                    .map(str::to_string)
+                    .collect(),
+                _ => return None,
+            };
+            Some(HierarchyMount {
+                controllers,
+                root: unescape(fields[3]),
+                mount_point: PathBuf::from(unescape(fields[4])),
+            })
+        })
+        .collect()
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if let Some(v) = field
+                .get(i + 1..i + 4)
+                .and_then(|s| u8::from_str_radix(s, 8).ok())
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime shared:9 - cgroup cgroup rw,freezer
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+55 23 0:38 /nested /mnt/sub\\040dir rw,relatime - cgroup2 none rw
+34 25 254:0 / / rw - ext4 /dev/vda rw";
+
+    #[test]
+    fn mounts_with_escapes() {
+        let mounts = parse_mountinfo(MOUNTINFO);
+        assert_eq!(mounts.len(), 4);
+        assert_eq!(mounts[0].controllers, ["cpu"]);
+        assert_eq!(mounts[1].controllers, ["freezer"]);
+        assert!(mounts[2].controllers.is_empty());
+        assert_eq!(mounts[3].root, "/nested");
+        assert_eq!(mounts[3].mount_point, PathBuf::from("/mnt/sub dir"));
+    }
+
+    #[test]
+    fn membership_lines() {
+        let lines = parse_membership("9:name=systemd:/a:b\n1:cpu,cpuacct:/x\n0::/u\ngarbage\n");
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0].path, "/a:b");
+        assert_eq!(lines[1].controllers, ["cpu", "cpuacct"]);
+        assert!(lines[2].is_unified());
+        assert!(!lines[1].is_unified());
+        let mounts = parse_mountinfo(MOUNTINFO);
+        assert!(!mounts[0].serves(&lines[1])); // cpuacct missing on that mount
+        assert!(mounts[2].serves(&lines[2]));
+    }
+
+    #[test]
+    fn maps_paths_into_mounts() {
+        let mount = |root: &str| HierarchyMount {
+            controllers: Vec::new(),
+            root: root.into(),
+            mount_point: "/m".into(),
+        };
+        assert_eq!(mount("/").dir_of("/a/b"), Some("/m/a/b".into()));
+        assert_eq!(mount("/").dir_of("/"), Some("/m/".into()));
+        assert_eq!(mount("/nested").dir_of("/nested/c"), Some("/m/c".into()));
+        assert_eq!(mount("/nested").dir_of("/nestedX/c"), None);
+        assert_eq!(mount("/nested").dir_of("/other"), None);
+        assert_eq!(mount("/").dir_of("/a/../../etc"), None);
+    }
+}

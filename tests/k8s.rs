@@ -1,0 +1,398 @@
+//! Kubernetes pods as targets, against real pods: a containerd of the test's own with the
+//! CRI plugin, pods created over CRI as the kubelet creates them ([`node`]), resolved with
+//! the library and entered with the real `crashcart` binary.
+
+#[path = "k8s/cri.rs"]
+mod cri;
+#[path = "k8s/node.rs"]
+mod node;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crashcart::resolve::{list, render, ContainerState, ResolveError, Runtime, Target};
+use crashcart_tests::{bin, busybox_tree, mke2fs_image, run};
+
+use node::{sleep_seconds, Node, Pod, PodSpec};
+
+/// One node at a time: each test's containerd, shims and pods are a real load on a small
+/// machine, and a serial run keeps the timings meaningful.
+static ONE_NODE: Mutex<()> = Mutex::new(());
+
+fn node() -> Option<(std::sync::MutexGuard<'static, ()>, Node)> {
+    let guard = ONE_NODE.lock().unwrap_or_else(|e| e.into_inner());
+    Node::start().map(|node| (guard, node))
+}
+
+/// A busybox tool image for `crashcart -i`.
+struct ToolImage {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl ToolImage {
+    fn new() -> ToolImage {
+        let dir = tempfile::tempdir().unwrap();
+        busybox_tree(&dir.path().join("tree"));
+        let path = dir.path().join("tools.img");
+        mke2fs_image(&dir.path().join("tree"), &path, 16);
+        ToolImage { _dir: dir, path }
+    }
+
+    /// `crashcart -i IMAGE TARGET COMMAND...` reading `node`'s runtime state.
+    fn crashcart(&self, node: &Node, target: &str, command: &[&str]) -> Output {
+        run(Command::new(bin("crashcart"))
+            .arg("-i")
+            .arg(&self.path)
+            .arg(target)
+            .args(command)
+            .env("CRASHCART_RUN", &node.run_root)
+            .env_remove("CRASHCART_IMAGE")
+            .stdin(Stdio::null()))
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The target the library must find for `container` of `pod`, as the CRI reports it.
+fn expected(node: &mut Node, pod: &Pod, ns_pod: &str, container: &str) -> Target {
+    let id = pod.containers[container].clone();
+    Target {
+        pid: node.pid(&id),
+        runtime: Runtime::Containerd {
+            namespace: "k8s.io".into(),
+        },
+        id: Some(id),
+        name: Some(format!("{ns_pod}/{container}")),
+    }
+}
+
+/// `/proc/1/cmdline` of the container `crashcart` entered, spaces for NULs.
+fn init_cmdline(image: &ToolImage, node: &Node, target: &str) -> String {
+    let out = image.crashcart(node, target, &["cat", "/proc/1/cmdline"]);
+    assert!(
+        out.status.success(),
+        "crashcart {target}: {}\n{}",
+        out.status,
+        stderr(&out)
+    );
+    stdout(&out).replace('\0', " ").trim().to_string()
+}
+
+#[test]
+fn one_container_pod() {
+    let Some((_guard, mut node)) = node() else {
+        return;
+    };
+    let pod = node.run_pod(&PodSpec::simple("shop", "web-0"));
+    let want = expected(&mut node, &pod, "shop/web-0", "main");
+    let resolver = node.resolver();
+    for spec in [
+        "k8s://shop/web-0",
+        "k8s://shop/web-0/main",
+        "shop/web-0",
+        "shop/web-0/main",
+    ] {
+        assert_eq!(resolver.resolve(spec).unwrap(), want, "{spec}");
+    }
+    // The sandbox is never the answer, even by ID.
+    assert_ne!(want.id.as_deref(), Some(pod.sandbox_id.as_str()));
+
+    let image = ToolImage::new();
+    let sleep = format!("/busybox sleep {}", sleep_seconds("main"));
+    assert_eq!(init_cmdline(&image, &node, "k8s://shop/web-0"), sleep);
+    assert_eq!(init_cmdline(&image, &node, "shop/web-0/main"), sleep);
+    // The exit status is the command's, as for any target.
+    let out = image.crashcart(&node, "k8s://shop/web-0/main", &["sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+}
+
+#[test]
+fn two_containers_pick_each_and_the_bare_pod_is_ambiguous() {
+    let Some((_guard, mut node)) = node() else {
+        return;
+    };
+    let pod = node.run_pod(&PodSpec {
+        containers: &["app", "sidecar"],
+        ..PodSpec::simple("shop", "cart")
+    });
+    let resolver = node.resolver();
+    for name in ["app", "sidecar"] {
+        let want = expected(&mut node, &pod, "shop/cart", name);
+        assert_eq!(
+            resolver
+                .resolve(&format!("k8s://shop/cart/{name}"))
+                .unwrap(),
+            want
+        );
+    }
+    match resolver.resolve("k8s://shop/cart") {
+        Err(ResolveError::PodAmbiguous { pod, choices }) => {
+            assert_eq!(pod, "shop/cart");
+            assert_eq!(choices, ["k8s://shop/cart/app", "k8s://shop/cart/sidecar"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match resolver.resolve("k8s://shop/cart/db") {
+        Err(ResolveError::NoSuchContainer { choices, .. }) => {
+            assert_eq!(choices, ["app", "sidecar"]);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let image = ToolImage::new();
+    for name in ["app", "sidecar"] {
+        assert_eq!(
+            init_cmdline(&image, &node, &format!("k8s://shop/cart/{name}")),
+            format!("/busybox sleep {}", sleep_seconds(name))
+        );
+    }
+    let out = image.crashcart(&node, "k8s://shop/cart", &["true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("k8s://shop/cart/app, k8s://shop/cart/sidecar"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn shared_pid_namespace_pod_shows_the_whole_pod() {
+    let Some((_guard, mut node)) = node() else {
+        return;
+    };
+    let pod = node.run_pod(&PodSpec {
+        containers: &["app", "sidecar"],
+        share_pid: true,
+        ..PodSpec::simple("shop", "shared")
+    });
+    let want = expected(&mut node, &pod, "shop/shared", "sidecar");
+    assert_eq!(
+        node.resolver()
+            .resolve("k8s://shop/shared/sidecar")
+            .unwrap(),
+        want
+    );
+    let image = ToolImage::new();
+    let out = image.crashcart(
+        &node,
+        "k8s://shop/shared/sidecar",
+        &["ps", "-o", "pid,args"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ps = stdout(&out);
+    // The sandbox's process is PID 1; both containers' processes are there.
+    for needle in [
+        format!("sleep {}", sleep_seconds("app")),
+        format!("sleep {}", sleep_seconds("sidecar")),
+        "sleep 2147483647".to_string(),
+    ] {
+        assert!(ps.contains(&needle), "{needle} not in\n{ps}");
+    }
+}
+
+#[test]
+fn host_network_pod() {
+    let Some((_guard, mut node)) = node() else {
+        return;
+    };
+    let pod = node.run_pod(&PodSpec {
+        host_network: true,
+        ..PodSpec::simple("kube-system", "agent")
+    });
+    let want = expected(&mut node, &pod, "kube-system/agent", "main");
+    assert_eq!(
+        node.resolver().resolve("k8s://kube-system/agent").unwrap(),
+        want
+    );
+    let image = ToolImage::new();
+    let out = image.crashcart(
+        &node,
+        "k8s://kube-system/agent",
+        &["readlink", "/proc/self/ns/net"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(stdout(&out).trim(), host_net.to_str().unwrap());
+    // And not the host's mount namespace: the container's root has no /usr.
+    let out = image.crashcart(&node, "k8s://kube-system/agent", &["ls", "/"]);
+    assert!(!stdout(&out).contains("usr"), "{}", stdout(&out));
+}
+
+#[test]
+fn restarted_container_resolves_to_the_running_instance() {
+    let Some((_guard, mut node)) = node() else {
+        return;
+    };
+    let mut pod = node.run_pod(&PodSpec::simple("shop", "flaky"));
+    let first = pod.containers["main"].clone();
+    // The container dies; the kubelet starts a new one (new ID, same name, attempt 1).
+    node.cri.stop_container(&first, 0).unwrap();
+    let second = node.start_container(&mut pod, "main");
+    assert_ne!(first, second);
+    let want = expected(&mut node, &pod, "shop/flaky", "main");
+    assert_eq!(want.id.as_deref(), Some(second.as_str()));
+    assert_eq!(node.resolver().resolve("k8s://shop/flaky").unwrap(), want);
+    let image = ToolImage::new();
+    let out = image.crashcart(&node, "k8s://shop/flaky/main", &["true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Stopped and not restarted: a clear error.
+    node.cri.stop_container(&second, 0).unwrap();
+    assert!(matches!(
+        node.resolver().resolve("k8s://shop/flaky"),
+        Err(ResolveError::PodNotRunning(p)) if p == "shop/flaky"
+    ));
+}
+
+#[test]
+fn same_pod_name_in_two_namespaces() {
+    let Some((_guard, mut node)) = node() else {
+        return;
+    };
+    let staging = node.run_pod(&PodSpec::simple("staging", "api"));
+    let production = node.run_pod(&PodSpec::simple("production", "api"));
+    let resolver = node.resolver();
+    for (ns, pod) in [("staging", &staging), ("production", &production)] {
+        let want = expected(&mut node, pod, &format!("{ns}/api"), "main");
+        assert_eq!(resolver.resolve(&format!("k8s://{ns}/api")).unwrap(), want);
+    }
+    let image = ToolImage::new();
+    let out = image.crashcart(&node, "k8s://production/api", &["hostname"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "api");
+}
+
+#[test]
+fn deleted_pod_is_a_clear_error() {
+    let Some((_guard, mut node)) = node() else {
+        return;
+    };
+    let pod = node.run_pod(&PodSpec::simple("shop", "gone"));
+    assert!(node.resolver().resolve("k8s://shop/gone").is_ok());
+    node.delete_pod(&pod);
+    let err = node.resolver().resolve("k8s://shop/gone").unwrap_err();
+    assert!(
+        matches!(&err, ResolveError::PodNotFound { pod, .. } if pod == "shop/gone"),
+        "{err:?}"
+    );
+    let image = ToolImage::new();
+    let out = image.crashcart(&node, "k8s://shop/gone", &["true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("no pod shop/gone on this node"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn list_shows_app_containers_not_sandboxes() {
+    let Some((_guard, mut node)) = node() else {
+        return;
+    };
+    let pod = node.run_pod(&PodSpec {
+        containers: &["app", "sidecar"],
+        ..PodSpec::simple("shop", "cart")
+    });
+    let listings = list(&node.resolver());
+    let names: Vec<&str> = listings.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["k8s://shop/cart/app", "k8s://shop/cart/sidecar"]);
+    for listing in &listings {
+        let name = listing.name.rsplit('/').next().unwrap();
+        assert_eq!(listing.id, pod.containers[name]);
+        assert_eq!(listing.pid, node.pid(&listing.id));
+        assert_eq!(listing.state, ContainerState::Running);
+        assert_eq!(listing.image.as_deref(), Some(node::IMAGE));
+    }
+    let table = render(&listings, true);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert_eq!(render(&listings, false).lines().count(), 2);
+}
+
+/// Median of `runs` timings of `f`.
+fn median(runs: usize, mut f: impl FnMut()) -> Duration {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[runs / 2]
+}
+
+/// The figure for BENCHMARKS.md (bench/k8s.sh): resolving one pod's container among 50 pods,
+/// from the bundles vs over the CRI socket. Writes the section to `$CRASHCART_BENCH_OUT`.
+#[test]
+#[ignore = "benchmark: run by bench/k8s.sh"]
+fn bench_resolution_with_50_pods() {
+    let Some((_guard, mut node)) = node() else {
+        return;
+    };
+    const PODS: usize = 50;
+    let started = Instant::now();
+    let pods: Vec<Pod> = (0..PODS)
+        .map(|i| node.run_pod(&PodSpec::simple("bench", &format!("pod-{i}"))))
+        .collect();
+    let setup = started.elapsed();
+    let target = format!("k8s://bench/pod-{}/main", PODS / 2);
+    let resolver = node.resolver();
+    let want = resolver.resolve(&target).unwrap();
+    assert_eq!(
+        want.pid,
+        node.cri
+            .resolve("bench", &format!("pod-{}", PODS / 2), "main")
+            .unwrap()
+    );
+    const RUNS: usize = 201;
+    let library = median(RUNS, || {
+        resolver.resolve(&target).unwrap();
+    });
+    let socket = node.socket.clone();
+    // A client per lookup, as a fresh crashcart process would need (connect included).
+    let cri_fresh = median(RUNS, || {
+        let mut client = cri::Client::connect(&socket).unwrap();
+        client
+            .resolve("bench", &format!("pod-{}", PODS / 2), "main")
+            .unwrap();
+    });
+    let cri_warm = median(RUNS, || {
+        node.cri
+            .resolve("bench", &format!("pod-{}", PODS / 2), "main")
+            .unwrap();
+    });
+    let listing = median(21, || {
+        assert_eq!(list(&resolver).len(), PODS);
+    });
+    drop(pods);
+    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+    let section = format!(
+        "Resolving `{target}` on a node with {PODS} pods (containerd 1.6 CRI, {PODS} sandboxes \
+         + {PODS} app containers; median of {RUNS}, in one process, page cache warm; \
+         `tests/k8s.rs`, `bench/k8s.sh`):\n\n\
+         | route | time |\n| --- | --- |\n\
+         | OCI bundles under `/run` (`resolve::resolve`, no daemon) | {} |\n\
+         | CRI socket, new connection (ListPodSandbox, ListContainers, verbose ContainerStatus: what `crictl inspect` does) | {} |\n\
+         | CRI socket, connection reused | {} |\n\
+         | `resolve::list` of all {PODS} containers | {} |\n\n\
+         Creating the {PODS} pods over CRI took {:.1} s.",
+        ms(library),
+        ms(cri_fresh),
+        ms(cri_warm),
+        ms(listing),
+        setup.as_secs_f64()
+    );
+    println!("{section}");
+    if let Some(out) = std::env::var_os("CRASHCART_BENCH_OUT") {
+        std::fs::write(Path::new(&out), section).unwrap();
+    }
+}
