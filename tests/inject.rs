@@ -957,3 +957,24 @@ fn joins_a_cgroup_v2_group_of_the_target() {
         .loop_devices()
         .is_empty()));
 }
+
+#[test]
+fn list_shows_running_containers_one_line_each_when_piped() {
+    if !ready() {
+        return;
+    }
+    let c = Container::start(&[], &[]);
+    let out = run_ok(Command::new(bin("crashcart")).arg("--list"));
+    let line = out
+        .lines()
+        .find(|l| l.split('\t').next() == Some(c.name.as_str()))
+        .unwrap_or_else(|| panic!("{} not listed:\n{out}", c.name));
+    let fields: Vec<&str> = line.split('\t').collect();
+    assert_eq!(fields.len(), 6, "{line:?}");
+    assert_eq!(fields[1], "docker", "{line:?}");
+    assert_eq!(fields[2], c.id, "{line:?}");
+    assert_eq!(fields[3], c.pid().to_string(), "{line:?}");
+    assert_eq!(fields[5], "running", "{line:?}");
+    let out = run(Command::new(bin("crashcart")).args(["--list", &c.id]));
+    assert_crashcart_error(&out, "--list");
+}

@@ -77,16 +77,23 @@ pub struct Cli {
     #[arg(short, long)]
     pub verbose: bool,
 
+    /// List what can be targeted on this machine (pods' containers, Docker, Podman, containerd
+    /// and CRI-O containers): name, runtime, ID, PID, image, state; a table on a terminal,
+    /// tab-separated lines otherwise.
+    #[arg(long, exclusive = true)]
+    pub list: bool,
+
     /// Print shell completions or the man page on stdout.
     #[arg(long, value_name = "WHAT", hide = true, exclusive = true)]
     pub generate: Option<Generate>,
 
-    /// TARGET (PID, container ID or unique prefix, name, or docker://ID, containerd://ID,
-    /// cri-o://ID, podman://ID), then the COMMAND and its arguments (default: the image's bash,
-    /// else its sh). Everything after TARGET belongs to the command, flags included.
+    /// TARGET (PID, container ID or unique prefix, name, docker://ID, containerd://ID,
+    /// cri-o://ID, podman://ID, or a pod's container on this node: k8s://NAMESPACE/POD[/CONTAINER]
+    /// or NAMESPACE/POD[/CONTAINER]), then the COMMAND and its arguments (default: the image's
+    /// bash, else its sh). Everything after TARGET belongs to the command, flags included.
     #[arg(
         value_name = "TARGET [COMMAND [ARG...]]",
-        required_unless_present = "generate",
+        required_unless_present_any = ["generate", "list"],
         num_args = 1..,
         trailing_var_arg = true,
         allow_hyphen_values = true
@@ -128,7 +135,9 @@ impl Cli {
     /// mode runs one. [`parse`] has rejected the combinations that have no meaning.
     pub fn request(&self) -> Request {
         let command = self.command_args().to_vec();
-        let mode = if self.unmount {
+        let mode = if self.list {
+            Mode::List
+        } else if self.unmount {
             Mode::Unmount
         } else if self.exec {
             Mode::DockerExec { command }
@@ -280,6 +289,7 @@ mod tests {
         );
         assert_eq!(parse(&["-m", "web-1"]).request().mode, Mode::Mount);
         assert_eq!(parse(&["-u", "web-1"]).request().mode, Mode::Unmount);
+        assert_eq!(parse(&["--list"]).request().mode, Mode::List);
         assert_eq!(
             parse(&["-e", "web-1"]).request().mode,
             Mode::DockerExec { command: vec![] }

@@ -35,6 +35,8 @@ pub enum Mode {
     Mount,
     /// `-u`: remove what `-m` mounted.
     Unmount,
+    /// `--list`: print what can be targeted on this machine.
+    List,
     /// `-e`: `-m`, then the command (empty: the image's shell) through `docker exec`.
     DockerExec {
         /// The command and its arguments.

@@ -140,6 +140,12 @@ pub fn run(request: &Request) -> Result<u8, SessionError> {
     if !rustix::process::geteuid().is_root() {
         return Err(SessionError::NotRoot);
     }
+    if request.mode == request::Mode::List {
+        let listings = resolve::list(&resolve::Resolver::from_env());
+        let table = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        print!("{}", resolve::render(&listings, table));
+        return Ok(0);
+    }
     sealed::ensure()?;
     let exe = sealed::original_exe();
     let spec = request.target.as_str();
@@ -198,7 +204,9 @@ pub fn run(request: &Request) -> Result<u8, SessionError> {
             };
             session(&process, image_mount, &manifest, plan)
         }
-        request::Mode::Unmount => unreachable!("handled before the image is opened"),
+        request::Mode::Unmount | request::Mode::List => {
+            unreachable!("handled before the image is opened")
+        }
     }
 }
 
