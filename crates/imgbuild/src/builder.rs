@@ -10,16 +10,19 @@ use std::time::Instant;
 
 use crate::cli::Cli;
 use crate::confine::Confinement;
-use crate::ext2::{Geometry, BLOCK_SIZE};
+use crate::ext2::{FsKind, Geometry, BLOCK_SIZE};
 use crate::image::{journal_blocks, Content, ImageWriter, WriteError, WriteOptions};
 use crate::input::{self, InputError};
-use crate::manifest::{self, Manifest, ProgramRecord, RelocationRecord};
+use crate::manifest;
 use crate::output::{self, OutputError, PendingImage};
 use crate::progress::Progress;
-use crate::relocate::Relocation;
 use crate::sizing::Estimate;
 use crate::tree::Attributes;
 use crate::{host, nix};
+use crashcart_layout::{
+    exportable_env_name, Manifest, Program, Relocation, BIN_DIR, FORMAT, MANIFEST_PATH, META_DIR,
+    PROFILE_LINK, RC_PATH, SBIN_DIR, STORE_DIR,
+};
 
 /// Inode density of an image of a given `--size` (mke2fs's default ratio).
 const BYTES_PER_INODE: u64 = 16 * 1024;
@@ -253,7 +256,7 @@ fn real_path(real_root: &Path, p: &Path) -> PathBuf {
 
 fn image_store_path(p: &Path) -> PathBuf {
     // check_closure made sure every store path has a last component.
-    Path::new("store").join(p.file_name().unwrap_or_default())
+    Path::new(STORE_DIR).join(p.file_name().unwrap_or_default())
 }
 
 /// Everything a build reads, resolved before anything is written.
@@ -266,7 +269,7 @@ struct Inputs {
     /// The store directory of closure and tar inputs (`/nix/store`, or the relocation's FROM).
     store_dir: String,
     env: BTreeMap<String, String>,
-    programs: Vec<ProgramRecord>,
+    programs: Vec<Program>,
     /// What is cut out of the ELF files (the `--host` libc's gconv directory among it).
     confinement: Confinement,
     /// The `--host` staging directory, removed when the build ends.
@@ -333,7 +336,7 @@ fn resolve_inputs(cli: &Cli) -> Result<Inputs, BuildError> {
         programs = bundle
             .programs
             .into_iter()
-            .map(|p| ProgramRecord {
+            .map(|p| Program {
                 name: p.name,
                 host_path: p.host_path.display().to_string(),
                 package: p.package,
@@ -342,7 +345,7 @@ fn resolve_inputs(cli: &Cli) -> Result<Inputs, BuildError> {
             .collect();
         Some(staging)
     };
-    if let Some(bad) = env.keys().find(|k| !manifest::valid_env_name(k)) {
+    if let Some(bad) = env.keys().find(|k| !exportable_env_name(k)) {
         return Err(BuildError::Usage(format!(
             "environment variable name {bad:?} cannot be exported"
         )));
@@ -468,7 +471,7 @@ fn size_image(cli: &Cli, inputs: &mut Inputs) -> Result<(Geometry, Estimate), Bu
     // The manifest and the rc file.
     estimate.generated(4096 + estimate.store_paths * 160 + inputs.programs.len() as u64 * 256);
     estimate.generated(4096);
-    let computed = estimate.geometry(cli.fs, cli.headroom);
+    let computed = estimate.geometry(cli.fs.into(), cli.headroom);
     let Some(size) = cli.size else {
         return Ok((computed, estimate));
     };
@@ -530,14 +533,14 @@ fn write_generated(
     inputs: &Inputs,
 ) -> Result<(String, crate::image::Totals), BuildError> {
     let origin = writer.add_origin("the builder".into());
-    if writer.exists(Path::new(manifest::MANIFEST_PATH)) {
-        return Err(InputError::Reserved(manifest::MANIFEST_PATH.into()).into());
+    if writer.exists(Path::new(MANIFEST_PATH)) {
+        return Err(InputError::Reserved(MANIFEST_PATH.into()).into());
     }
-    if !writer.exists(Path::new(manifest::RC_PATH)) {
+    if !writer.exists(Path::new(RC_PATH)) {
         let rc = manifest::rc_file(&inputs.env);
         let size = rc.len() as u64;
         writer.file(
-            Path::new(manifest::RC_PATH),
+            Path::new(RC_PATH),
             plain(0o644),
             size,
             Content::Bytes(&rc),
@@ -553,7 +556,7 @@ fn write_generated(
         .flat_map(|c| c.store_paths.iter().map(|p| p.display().to_string()))
         .collect();
     if inputs.tar.is_some() {
-        for name in writer.names_in(Path::new("store")) {
+        for name in writer.names_in(Path::new(STORE_DIR)) {
             let name = String::from_utf8_lossy(&name);
             store_paths.push(format!("{}/{name}", inputs.store_dir));
         }
@@ -565,14 +568,11 @@ fn write_generated(
     let digest = writer.digest();
     let relocation = inputs.relocation.as_ref();
     let record = Manifest {
-        format: manifest::FORMAT,
+        format: FORMAT,
         builder: format!("crashcart-imgbuild {}", env!("CARGO_PKG_VERSION")),
-        fs: cli.fs,
+        fs: FsKind::from(cli.fs).into(),
         store_alias: relocation.map(|r| r.to.clone()),
-        relocation: relocation.map(|r| RelocationRecord {
-            from: r.from.clone(),
-            to: r.to.clone(),
-        }),
+        relocation: relocation.cloned(),
         env: inputs.env.clone(),
         ignores: inputs.confinement.ignores().to_vec(),
         store_paths,
@@ -582,10 +582,10 @@ fn write_generated(
         digest: digest.clone(),
     };
     let json = record.to_json();
-    writer.dir(Path::new(".crashcart"), plain(0o755), origin)?;
+    writer.dir(Path::new(META_DIR), plain(0o755), origin)?;
     let size = json.len() as u64;
     writer.file(
-        Path::new(manifest::MANIFEST_PATH),
+        Path::new(MANIFEST_PATH),
         plain(0o644),
         size,
         Content::Bytes(&json),
@@ -616,7 +616,7 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
     let pending = PendingImage::create(&cli.output, image_bytes)?;
     let show = !cli.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let opts = WriteOptions {
-        kind: cli.fs,
+        kind: cli.fs.into(),
         time,
         keep_owner: cli.keep_owner,
         relocation: inputs.relocation.clone(),
@@ -658,14 +658,14 @@ fn link_profile(writer: &mut ImageWriter, profile: &Path) -> Result<(), BuildErr
         )));
     }
     writer.symlink(
-        Path::new("profile"),
+        Path::new(PROFILE_LINK),
         plain(0o777),
         in_store.as_os_str().as_bytes(),
         origin,
     )?;
-    for sub in ["bin", "sbin"] {
+    for sub in [BIN_DIR, SBIN_DIR] {
         if writer.exists(&in_store.join(sub)) {
-            let target = format!("profile/{sub}");
+            let target = format!("{PROFILE_LINK}/{sub}");
             writer.symlink(Path::new(sub), plain(0o777), target.as_bytes(), origin)?;
         }
     }

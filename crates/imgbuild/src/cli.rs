@@ -5,12 +5,31 @@ use std::path::PathBuf;
 use crate::ext2::FsKind;
 use crate::host::HostArgs;
 use crate::nix::NixArgs;
-use crate::relocate::Relocation;
+use crashcart_layout::Relocation;
 
-/// Build crashcart's tool image (an ext3 filesystem) from directories, a nix closure or a tar
-/// stream, without root and reproducibly.
+/// `--fs`: the flag's spelling of [`FsKind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FsType {
+    /// Journal and block-mapped files.
+    Ext3,
+    /// ext3 plus extent-mapped files.
+    Ext4,
+}
+
+impl From<FsType> for FsKind {
+    fn from(fs: FsType) -> FsKind {
+        match fs {
+            FsType::Ext3 => FsKind::Ext3,
+            FsType::Ext4 => FsKind::Ext4,
+        }
+    }
+}
+
+/// Build crashcart's tool image (an ext3 or ext4 filesystem) from directories, host programs
+/// (--host), nix packages (--packages) or a closure, and a tar stream, without root and
+/// reproducibly.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "crashcart-imgbuild", version, about, long_about = None)]
+#[command(name = "crashcart-imgbuild", version, long_about = None)]
 #[command(after_help = "Exit status: 0 image written, 2 usage, 3 bad input, \
     4 image or disk too small, 5 cannot write the output, 6 --host/--packages failed, \
     1 anything else. SOURCE_DATE_EPOCH sets every timestamp (default 0).")]
@@ -55,8 +74,8 @@ pub struct Cli {
     pub headroom: u32,
 
     /// Filesystem type.
-    #[arg(long = "fs", value_enum, default_value_t = FsKind::Ext3)]
-    pub fs: FsKind,
+    #[arg(long = "fs", value_enum, default_value_t = FsType::Ext3)]
+    pub fs: FsType,
 
     /// Keep the inputs' owners (default: everything is owned by 0:0).
     #[arg(long)]
@@ -125,7 +144,7 @@ mod tests {
         .unwrap();
         assert_eq!(cli.dirs.len(), 2);
         assert_eq!(cli.size, Some(64 << 20));
-        assert_eq!(cli.fs, FsKind::Ext4);
+        assert_eq!(FsKind::from(cli.fs), FsKind::Ext4);
         assert!(
             Cli::try_parse_from(["crashcart-imgbuild", "--dir", "a"]).is_err(),
             "-o required"

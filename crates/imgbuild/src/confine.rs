@@ -388,4 +388,11 @@ mod tests {
         assert_eq!(compiled_gconv_dir(libc.as_bytes()).as_deref(), Some(DIR));
         assert_eq!(compiled_gconv_dir(b"\0/usr/lib/gconv\0"), None);
     }
+
+    #[test]
+    fn preload_files_are_neutralised() {
+        for file in crashcart_layout::PRELOAD_FILES {
+            assert!(NEUTRALISED_PATHS.contains(&file), "{file}");
+        }
+    }
 }

@@ -89,8 +89,7 @@ fn inode_ptr(raw: &mut sys::ext2_inode_large) -> *mut sys::ext2_inode {
 }
 
 /// Which ext flavour the image is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsKind {
     /// Journal and block-mapped files (what the seed built).
     Ext3,

@@ -21,8 +21,9 @@ use crate::digest::{entry_record, ContentHasher, Record};
 use crate::dirblock::{self, DirEntry, FileType};
 use crate::ext2::{Ext2Error, Filesystem, FsKind, Geometry, InodeRecord, BLOCK_SIZE};
 use crate::progress::Progress;
-use crate::relocate::{Relocation, Rewriter};
+use crate::relocate::{self, Rewriter};
 use crate::tree::{Attributes, DirId, Tree, TreeError, ROOT};
+use crashcart_layout::Relocation;
 
 /// Bytes read from an input per step: large sequential writes, bounded memory.
 const CHUNK: usize = 1 << 20;
@@ -435,7 +436,7 @@ impl ImageWriter {
         let image_path = self.tree.child_path(parent, name);
         let mut target = target.to_vec();
         if let Some(r) = self.active_relocation() {
-            r.apply(&mut target);
+            relocate::apply(&r, &mut target);
         }
         if target.len() >= BLOCK_SIZE as usize {
             return Err(WriteError::LongSymlink {

@@ -8,80 +8,12 @@
 
 use memchr::memmem::Finder;
 
-/// Why a relocation spec was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RelocateError {
-    /// No `=` in the spec.
-    #[error("--relocate {0:?}: expected FROM=TO")]
-    Syntax(String),
-    /// FROM and TO differ in length (offsets inside binaries would move).
-    #[error("--relocate {spec:?}: FROM and TO must have the same length ({from} vs {to} bytes)")]
-    Length {
-        /// The spec as given.
-        spec: String,
-        /// Length of FROM.
-        from: usize,
-        /// Length of TO.
-        to: usize,
-    },
-    /// Not absolute paths without a trailing slash.
-    #[error("--relocate {0:?}: FROM and TO must be absolute paths without a trailing slash")]
-    NotAbsolute(String),
-}
+use crashcart_layout::Relocation;
 
-/// An equal-length path replacement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Relocation {
-    /// The store directory the content was built for, e.g. `/nix/store`.
-    pub from: String,
-    /// The path that replaces it, e.g. `/dev/.cart`.
-    pub to: String,
-}
-
-impl std::str::FromStr for Relocation {
-    type Err = RelocateError;
-
-    fn from_str(spec: &str) -> Result<Self, Self::Err> {
-        let (from, to) = spec
-            .split_once('=')
-            .ok_or_else(|| RelocateError::Syntax(spec.to_string()))?;
-        Relocation::new(from, to).map_err(|e| match e {
-            RelocateError::Length { from, to, .. } => RelocateError::Length {
-                spec: spec.to_string(),
-                from,
-                to,
-            },
-            _ => RelocateError::NotAbsolute(spec.to_string()),
-        })
-    }
-}
-
-impl Relocation {
-    /// Checks and builds a relocation.
-    pub fn new(from: &str, to: &str) -> Result<Relocation, RelocateError> {
-        let spec = format!("{from}={to}");
-        let ok = |p: &str| p.len() > 1 && p.starts_with('/') && !p.ends_with('/');
-        if !ok(from) || !ok(to) {
-            return Err(RelocateError::NotAbsolute(spec));
-        }
-        if from.len() != to.len() {
-            return Err(RelocateError::Length {
-                spec,
-                from: from.len(),
-                to: to.len(),
-            });
-        }
-        Ok(Relocation {
-            from: from.to_string(),
-            to: to.to_string(),
-        })
-    }
-
-    /// Replaces every occurrence of FROM in `bytes` (a complete value, e.g. a symlink target).
-    pub fn apply(&self, bytes: &mut [u8]) {
-        let finder = Finder::new(self.from.as_bytes());
-        replace_all(&finder, self.to.as_bytes(), bytes);
-    }
+/// Replaces every occurrence of FROM in `bytes` (a complete value, e.g. a symlink target).
+pub fn apply(relocation: &Relocation, bytes: &mut [u8]) {
+    let finder = Finder::new(relocation.from.as_bytes());
+    replace_all(&finder, relocation.to.as_bytes(), bytes);
 }
 
 /// Replaces matches left to right, without overlaps; returns where the last match ended.
@@ -152,30 +84,6 @@ mod tests {
     }
 
     #[test]
-    fn parses_and_checks_specs() {
-        assert_eq!(
-            "/nix/store=/dev/.cart".parse::<Relocation>().unwrap(),
-            reloc()
-        );
-        assert!(matches!(
-            "/nix/store=/dev/x".parse::<Relocation>(),
-            Err(RelocateError::Length {
-                from: 10,
-                to: 6,
-                ..
-            })
-        ));
-        assert!(matches!(
-            "nix".parse::<Relocation>(),
-            Err(RelocateError::Syntax(_))
-        ));
-        assert!(matches!(
-            "nix/store=dev/.cart".parse::<Relocation>(),
-            Err(RelocateError::NotAbsolute(_))
-        ));
-    }
-
-    #[test]
     fn matches_across_every_chunk_boundary_are_replaced() {
         let input = b"xx/nix/store/abc-bash/bin/bash\0/nix/store/def\0tail/nix/stor".to_vec();
         let want = b"xx/dev/.cart/abc-bash/bin/bash\0/dev/.cart/def\0tail/nix/stor".to_vec();
@@ -190,7 +98,7 @@ mod tests {
         // is not an occurrence of the input and must stay.
         let r = Relocation::new("/q/x", "/x/q").unwrap();
         let mut v = b"/q/x/x".to_vec();
-        r.apply(&mut v);
+        apply(&r, &mut v);
         assert_eq!(v, b"/x/q/x");
         for size in 1..=6 {
             let rw = Rewriter::new(&r);
@@ -224,7 +132,7 @@ mod tests {
     #[test]
     fn symlink_target_is_rewritten() {
         let mut t = b"/nix/store/x-coreutils/bin/ls".to_vec();
-        reloc().apply(&mut t);
+        apply(&reloc(), &mut t);
         assert_eq!(t, b"/dev/.cart/x-coreutils/bin/ls");
     }
 }

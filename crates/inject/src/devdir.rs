@@ -27,10 +27,9 @@ use rustix::mount::{move_mount, open_tree, MoveMountFlags, OpenTreeFlags};
 use crate::mount::{self, MountError};
 use crate::step;
 
-/// The name of the image's mount point under `/dev`.
-pub const MOUNT_NAME: &str = "crashcart";
-/// Where a store alias points (see the image contract in ARCHITECTURE.md).
-pub const STORE_ALIAS_TARGET: &str = "/dev/crashcart/store";
+/// Where a store alias points: the image's store in the container.
+pub use crashcart_layout::IMAGE_STORE as STORE_ALIAS_TARGET;
+pub use crashcart_layout::MOUNT_NAME;
 
 /// Why `/dev/crashcart` could not be set up or removed.
 #[derive(Debug, thiserror::Error)]

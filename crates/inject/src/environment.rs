@@ -14,15 +14,13 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-/// The image's root inside the container.
-pub const IMAGE_ROOT: &str = "/dev/crashcart";
-/// Prepended to the container's `PATH`.
-pub const IMAGE_PATH: &str = "/dev/crashcart/bin:/dev/crashcart/sbin";
+/// The image's root inside the container (`HOME`), and what is prepended to its `PATH`.
+pub use crashcart_layout::{IMAGE_PATH, IMAGE_ROOT};
 /// `PATH` when the container sets none (what Docker gives a container by default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// readline reads only this file when `INPUTRC` is set, even when it does not exist: never the
 /// container's `/etc/inputrc` or `~/.inputrc`.
-pub const IMAGE_INPUTRC: &str = "/dev/crashcart/.crashcart/inputrc";
+pub use crashcart_layout::IMAGE_INPUTRC;
 
 /// Variables dropped by exact name: each makes some program load, source or run a file or
 /// command it names.

@@ -7,14 +7,13 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crashcart_layout::{SessionManifest, MANIFEST_PATH};
 use rustix::fs::{fcntl_getfl, fcntl_setfl, openat2, Mode, OFlags, ResolveFlags};
 
 /// Byte offset of `s_magic` in an ext2/3/4 image (superblock at 1024, magic at +56).
 const EXT_MAGIC_OFFSET: u64 = 1024 + 56;
 /// `EXT2_SUPER_MAGIC`, little-endian on disk.
 const EXT_MAGIC: u16 = 0xEF53;
-/// Where the manifest lives inside the image.
-const MANIFEST_PATH: &str = ".crashcart/manifest.json";
 /// Refuse manifests larger than this: the image may come from anywhere.
 const MANIFEST_MAX_BYTES: u64 = 16 << 20;
 
@@ -181,17 +180,17 @@ impl Image {
     }
 }
 
-/// What crashcart reads from `.crashcart/manifest.json` (everything else is for auditors).
+/// The manifest of a mounted image: what a session takes from it
+/// ([`SessionManifest`], parsed and checked by the contract crate), read through the mount.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Manifest {
-    /// Name of the `/dev` entry to point at `/dev/crashcart/store` (e.g. `.cart`), checked to be
-    /// one plain component.
-    pub store_alias: Option<String>,
-    /// Variables to set for the command, in manifest order.
-    pub env: Vec<(String, String)>,
-    /// Container paths the image's programs were built never to read (`ignores`), such as
-    /// `/etc/ld.so.preload`.
-    pub ignores: Vec<String>,
+pub struct Manifest(pub SessionManifest);
+
+impl std::ops::Deref for Manifest {
+    type Target = SessionManifest;
+
+    fn deref(&self) -> &SessionManifest {
+        &self.0
+    }
 }
 
 impl Manifest {
@@ -219,101 +218,12 @@ impl Manifest {
             .take(MANIFEST_MAX_BYTES)
             .read_to_string(&mut text)
             .map_err(|e| bad(e.to_string()))?;
-        Manifest::parse(&text).map_err(bad)
+        SessionManifest::parse(&text).map(Manifest).map_err(bad)
     }
-
-    /// Parses manifest JSON (pure; unit-tested).
-    pub fn parse(text: &str) -> Result<Manifest, String> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let obj = value.as_object().ok_or("not a JSON object")?;
-        let store_alias = match obj.get("store_alias") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => Some(alias_name(s)?),
-            Some(_) => return Err("store_alias is not a string".into()),
-        };
-        let mut env = Vec::new();
-        if let Some(vars) = obj.get("env").filter(|v| !v.is_null()) {
-            let vars = vars.as_object().ok_or("env is not an object")?;
-            for (k, v) in vars {
-                let v = v.as_str().ok_or(format!("env {k} is not a string"))?;
-                if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                    return Err(format!("env has an invalid variable {k:?}"));
-                }
-                env.push((k.clone(), v.to_string()));
-            }
-        }
-        let mut ignores = Vec::new();
-        if let Some(paths) = obj.get("ignores").filter(|v| !v.is_null()) {
-            let paths = paths.as_array().ok_or("ignores is not an array")?;
-            for p in paths {
-                ignores.push(p.as_str().ok_or("ignores has a non-string")?.to_string());
-            }
-        }
-        Ok(Manifest {
-            store_alias,
-            env,
-            ignores,
-        })
-    }
-}
-
-/// `/dev/NAME` → `NAME`, refusing anything but one plain component other than `crashcart`.
-fn alias_name(alias: &str) -> Result<String, String> {
-    let name = alias
-        .strip_prefix("/dev/")
-        .ok_or(format!("store_alias {alias:?} is not under /dev"))?;
-    if name.is_empty()
-        || name == "."
-        || name == ".."
-        || name == "crashcart"
-        || name.contains('/')
-        || name.contains('\0')
-    {
-        return Err(format!(
-            "store_alias {alias:?} is not one plain name under /dev"
-        ));
-    }
-    Ok(name.to_string())
 }
 
 impl AsFd for Image {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn manifest_fields() {
-        let m = Manifest::parse(
-            r#"{"format":1,"store_alias":"/dev/.cart","env":{"A":"1","TERMINFO_DIRS":"/x"},"files":3}"#,
-        )
-        .unwrap();
-        assert_eq!(m.store_alias.as_deref(), Some(".cart"));
-        assert_eq!(m.env.len(), 2);
-        let m = Manifest::parse(r#"{"ignores":["/etc/ld.so.preload"]}"#).unwrap();
-        assert_eq!(m.ignores, ["/etc/ld.so.preload"]);
-        assert!(Manifest::parse(r#"{"ignores":"x"}"#).is_err());
-        assert_eq!(Manifest::parse("{}").unwrap(), Manifest::default());
-    }
-
-    #[test]
-    fn hostile_aliases_are_refused() {
-        for a in [
-            "/dev/../etc",
-            "/dev/a/b",
-            "/tmp/x",
-            "/dev/",
-            "/dev/crashcart",
-            "/dev/..",
-        ] {
-            let text = format!(r#"{{"store_alias":"{a}"}}"#);
-            assert!(Manifest::parse(&text).is_err(), "{a}");
-        }
-        assert!(Manifest::parse(r#"{"env":{"A=B":"x"}}"#).is_err());
-        assert!(Manifest::parse("[1]").is_err());
     }
 }

@@ -20,7 +20,7 @@ use crate::mount::{self, MountError};
 use crate::step;
 
 /// The files glibc's loaders read before running any program.
-pub const PRELOAD_FILES: [&str; 2] = ["/etc/ld.so.preload", "/etc/ld-nix.so.preload"];
+pub use crashcart_layout::PRELOAD_FILES;
 
 /// Why the container's preload file could not be covered.
 #[derive(Debug, thiserror::Error)]

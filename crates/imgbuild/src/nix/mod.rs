@@ -23,13 +23,14 @@ mod store;
 
 use std::path::PathBuf;
 
+use crashcart_layout::{Relocation, DEFAULT_STORE_ALIAS};
+
 pub use packages::read_packages_file;
 pub use store::{NATIVE_STORE_DIR, NIX_STORE_DIR};
 
-/// The path crashcart makes resolve to `/dev/crashcart/store` in a session: `/nix/store`
-/// is rewritten to it in relocated images. Same length, so every offset stays valid.
-pub const STORE_ALIAS: &str = "/dev/.cart";
-const _: () = assert!(STORE_ALIAS.len() == NIX_STORE_DIR.len());
+// `/nix/store` is rewritten to the store alias in relocated images: same length, so every
+// offset stays valid.
+const _: () = assert!(DEFAULT_STORE_ALIAS.len() == NIX_STORE_DIR.len());
 
 /// How store paths are made to work from inside the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -62,15 +63,6 @@ pub struct NixArgs {
     /// The engine running --nix-container [default: podman if installed, else docker].
     #[arg(long, value_name = "PROGRAM", requires = "nix_container")]
     pub container_engine: Option<PathBuf>,
-}
-
-/// Replace `from` with `to` (same length) in contents and symlink targets while writing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Relocation {
-    /// The store directory the closure was built for, e.g. `/nix/store`.
-    pub from: String,
-    /// The equal-length path crashcart makes resolve to `/dev/crashcart/store`.
-    pub to: String,
 }
 
 /// A built closure, ready for the image writer.
@@ -316,7 +308,7 @@ pub fn build(args: &NixArgs) -> Result<NixClosure, NixError> {
         real_root: location.root,
         relocate: (args.store_mode == StoreMode::Relocated).then(|| Relocation {
             from: NIX_STORE_DIR.to_string(),
-            to: STORE_ALIAS.to_string(),
+            to: DEFAULT_STORE_ALIAS.to_string(),
         }),
         keep: vec![Box::new(work_dir)],
     })

@@ -15,7 +15,7 @@ use super::{NixError, StoreMode};
 /// The logical store dir of relocated builds.
 pub const NIX_STORE_DIR: &str = "/nix/store";
 /// The logical store dir of native builds: the image's `store/` as crashcart mounts it.
-pub const NATIVE_STORE_DIR: &str = "/dev/crashcart/store";
+pub const NATIVE_STORE_DIR: &str = crashcart_layout::IMAGE_STORE;
 
 /// A store for one mode: nix's store URL and where its files really are.
 #[derive(Debug, Clone, PartialEq, Eq)]
