@@ -8,16 +8,16 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::attributes::Attributes;
 use crate::cli::Cli;
 use crate::confine::Confinement;
-use crate::ext2::{FsKind, Geometry, BLOCK_SIZE};
-use crate::image::{journal_blocks, Content, ImageWriter, WriteError, WriteOptions};
+use crate::ext2::{FsKind, Geometry, BLOCK_SIZE, JOURNAL_BLOCKS};
+use crate::image::{Content, ImageWriter, WriteError, WriteOptions};
 use crate::input::{self, InputError};
 use crate::manifest;
 use crate::output::{self, OutputError, PendingImage};
 use crate::progress::Progress;
 use crate::sizing::Estimate;
-use crate::tree::Attributes;
 use crate::{host, nix};
 use crashcart_layout::{
     exportable_env_name, Manifest, Program, Relocation, BIN_DIR, FORMAT, MANIFEST_PATH, META_DIR,
@@ -475,7 +475,7 @@ fn size_image(cli: &Cli, inputs: &mut Inputs) -> Result<(Geometry, Estimate), Bu
     let Some(size) = cli.size else {
         return Ok((computed, estimate));
     };
-    let min = (journal_blocks() + MIN_FREE_BLOCKS) * u64::from(BLOCK_SIZE);
+    let min = (u64::from(JOURNAL_BLOCKS) + MIN_FREE_BLOCKS) * u64::from(BLOCK_SIZE);
     if size < min {
         return Err(BuildError::SizeTooSmall { size, min });
     }

@@ -14,7 +14,7 @@
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
 
-use crate::tree::Attributes;
+use crate::attributes::Attributes;
 
 /// Chunk buffers in circulation per hashing thread (plus two for the writer).
 const POOL_PER_THREAD: usize = 2;

@@ -11,7 +11,9 @@
 //! being written), plus libext2fs's own message.
 
 use std::ffi::{CStr, CString};
+use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::ptr;
 use std::sync::Once;
@@ -20,6 +22,8 @@ use ext2fs_sys as sys;
 
 /// Block size of every image: the page size, which any kernel mounts.
 pub const BLOCK_SIZE: u32 = 4096;
+/// Blocks in the ext3 journal: the smallest jbd2 accepts; the image is mounted read-only.
+pub const JOURNAL_BLOCKS: u32 = 1024;
 /// On-disk inode size: room for nanosecond-free timestamps past 2038 and small in-inode xattrs.
 pub const INODE_SIZE: u16 = 256;
 /// `i_extra_isize` for [`INODE_SIZE`] inodes: the fields of `ext2_inode_large` past the first 128
@@ -485,5 +489,59 @@ impl Drop for Filesystem {
             // SAFETY: a live handle that was not closed; ext2fs_free releases it without writing.
             unsafe { sys::ext2fs_free(self.fs) };
         }
+    }
+}
+
+/// Whether group `g` holds a superblock backup under `sparse_super` (0, 1, powers of 3, 5, 7).
+pub fn has_super_backup(g: u64) -> bool {
+    if g <= 1 {
+        return true;
+    }
+    [3u64, 5, 7].iter().any(|&base| {
+        let mut n = base;
+        while n < g {
+            n *= base;
+        }
+        n == g
+    })
+}
+
+/// Sets `s_wtime` of every superblock copy to `time`.
+///
+/// libext2fs stamps the last write time from the clock when its notion of "now" is 0, which is
+/// exactly the `SOURCE_DATE_EPOCH` default; the superblocks of ext3 images carry no checksum,
+/// so the field is simply rewritten in place.
+pub fn stamp_write_time(file: &File, blocks: u64, time: u32) -> std::io::Result<()> {
+    const S_WTIME: usize = 0x30;
+    const S_MAGIC: usize = 0x38;
+    let bs = u64::from(BLOCK_SIZE);
+    let per_group = bs * 8;
+    for group in 0..blocks.div_ceil(per_group) {
+        if !has_super_backup(group) {
+            continue;
+        }
+        let offset = if group == 0 {
+            1024
+        } else {
+            group * per_group * bs
+        };
+        let mut sb = [0u8; 1024];
+        file.read_exact_at(&mut sb, offset)?;
+        if sb[S_MAGIC..S_MAGIC + 2] != 0xEF53u16.to_le_bytes() {
+            continue;
+        }
+        file.write_all_at(&time.to_le_bytes(), offset + S_WTIME as u64)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backups_follow_sparse_super() {
+        let with: Vec<u64> = (0..30).filter(|&g| has_super_backup(g)).collect();
+        assert_eq!(with, vec![0, 1, 3, 5, 7, 9, 25, 27]);
     }
 }

@@ -15,22 +15,23 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::attributes::Attributes;
 use crate::blockmap::{BlockMap, MapError, Node, Run};
 use crate::confine::{Confinement, Next, ELF_MAGIC};
 use crate::digest::{entry_record, ContentHasher, Record};
 use crate::dirblock::{self, DirEntry, FileType};
-use crate::ext2::{Ext2Error, Filesystem, FsKind, Geometry, InodeRecord, BLOCK_SIZE};
+use crate::ext2::{
+    self, Ext2Error, Filesystem, FsKind, Geometry, InodeRecord, BLOCK_SIZE, JOURNAL_BLOCKS,
+};
 use crate::progress::Progress;
 use crate::relocate::{self, Rewriter};
-use crate::tree::{Attributes, DirId, Tree, TreeError, ROOT};
+use crate::tree::{DirId, Tree, TreeError, ROOT};
 use crashcart_layout::Relocation;
 
 /// Bytes read from an input per step: large sequential writes, bounded memory.
 const CHUNK: usize = 1 << 20;
 /// Longest symlink target kept inside the inode ("fast" symlink).
 const FAST_SYMLINK_MAX: usize = 59;
-/// Blocks in the ext3 journal: the smallest jbd2 accepts; the image is mounted read-only.
-const JOURNAL_BLOCKS: u32 = 1024;
 /// `lost+found` mode, as mke2fs makes it.
 const LOST_FOUND_PERM: u32 = 0o700;
 
@@ -777,7 +778,7 @@ impl ImageWriter {
         }
         let blocks = self.fs.blocks_count();
         self.fs.close()?;
-        stamp_write_time(&self.file, blocks, self.opts.time).map_err(|source| {
+        ext2::stamp_write_time(&self.file, blocks, self.opts.time).map_err(|source| {
             WriteError::Image {
                 image: self.image.clone(),
                 source,
@@ -826,35 +827,6 @@ impl ImageWriter {
         self.fs.set_xattrs(ino, &attrs.xattrs, &path)?;
         Ok(())
     }
-}
-
-/// Sets `s_wtime` of every superblock copy to `time`.
-///
-/// libext2fs stamps the last write time from the clock when its notion of "now" is 0, which is
-/// exactly the `SOURCE_DATE_EPOCH` default; the superblocks of ext3 images carry no checksum,
-/// so the field is simply rewritten in place.
-fn stamp_write_time(file: &File, blocks: u64, time: u32) -> std::io::Result<()> {
-    const S_WTIME: usize = 0x30;
-    const S_MAGIC: usize = 0x38;
-    let bs = u64::from(BLOCK_SIZE);
-    let per_group = bs * 8;
-    for group in 0..blocks.div_ceil(per_group) {
-        if !crate::sizing::has_super_backup(group) {
-            continue;
-        }
-        let offset = if group == 0 {
-            1024
-        } else {
-            group * per_group * bs
-        };
-        let mut sb = [0u8; 1024];
-        file.read_exact_at(&mut sb, offset)?;
-        if sb[S_MAGIC..S_MAGIC + 2] != 0xEF53u16.to_le_bytes() {
-            continue;
-        }
-        file.write_all_at(&time.to_le_bytes(), offset + S_WTIME as u64)?;
-    }
-    Ok(())
 }
 
 /// Adds directory `id` (at `path`) and everything below it to the digest.
@@ -1018,11 +990,6 @@ fn derive_uuid(digest: &str) -> [u8; 16] {
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The journal size every image gets, for size estimates.
-pub const fn journal_blocks() -> u64 {
-    JOURNAL_BLOCKS as u64
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! crashcart-imgbuild: write crashcart's tool image through libext2fs, without root.
 //!
-//! The pipeline ([`builder`]) sizes the image ([`sizing`]), feeds every input ([`input`]) to
+//! The pipeline ([`builder`]) sizes the image ([`sizing`]), feeds every input ([`input`], its
+//! owner and mode in [`attributes`]) to
 //! the writer ([`image`]), which keeps the namespace in [`tree`], lays out directories with
 //! [`dirblock`] and block maps with [`blockmap`], rewrites store paths with [`relocate`], cuts
 //! container configuration paths out of ELF files with [`confine`], and reaches libext2fs only through the safe handle in [`ext2`]. The output appears at `-o` only
@@ -8,6 +9,7 @@
 
 #![deny(missing_docs)]
 
+pub mod attributes;
 pub mod blockmap;
 pub mod builder;
 pub mod cli;

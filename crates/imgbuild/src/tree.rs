@@ -11,6 +11,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::attributes::Attributes;
 use crate::digest::Record;
 use crate::dirblock::FileType;
 
@@ -18,22 +19,6 @@ use crate::dirblock::FileType;
 pub type DirId = usize;
 /// The root directory.
 pub const ROOT: DirId = 0;
-
-/// Extended attributes: (name, value) pairs sorted by name.
-pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// Who the metadata of an inode belongs to.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Attributes {
-    /// Permission bits, including setuid, setgid and sticky (`0o7777` mask).
-    pub perm: u32,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// Extended attributes, sorted by name.
-    pub xattrs: Xattrs,
-}
 
 /// A name in a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,6 +29,7 @@
 //! `LD_PRELOAD` in the session's environment; filtering that is the session's job.
 
 mod elf_deps;
+mod files;
 mod ld_cache;
 mod locate;
 mod pkginfo;

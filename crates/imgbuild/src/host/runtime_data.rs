@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::stage::copy_file;
+use super::files::copy_file;
 use super::{HostError, MOUNT_POINT};
 use crate::confine::GconvRedirect;
 

@@ -5,10 +5,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::elf_deps::{Closure, ElfObject, LibraryResolver, Machine};
+use super::files::{copy_file, write_file};
 use super::locate::{classify, find_program, Executable};
 use super::relocate::{rewrite_all, Rewrite};
 use super::{runtime_data, HostError, MOUNT_POINT};
@@ -291,37 +291,10 @@ pub fn write(plan: &Plan, staging: &Path) -> Result<Staged, HostError> {
     Ok(Staged { env, gconv })
 }
 
-/// Copies a host file into the staging tree with a fixed mode (the host's may be read-only,
-/// which patchelf could not rewrite, and fixed modes keep images reproducible).
-pub fn copy_file(from: &Path, to: &Path, mode: u32) -> Result<(), HostError> {
-    let write_err = |source| HostError::Write {
-        path: to.to_path_buf(),
-        source,
-    };
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(write_err)?;
-    }
-    std::fs::copy(from, to).map_err(|source| HostError::Read {
-        path: from.to_path_buf(),
-        source,
-    })?;
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).map_err(write_err)
-}
-
-fn write_file(to: &Path, content: &[u8], mode: u32) -> Result<(), HostError> {
-    let write_err = |source| HostError::Write {
-        path: to.to_path_buf(),
-        source,
-    };
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(write_err)?;
-    }
-    std::fs::write(to, content).map_err(write_err)?;
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).map_err(write_err)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn script(dir: &Path, name: &str, content: &str) -> PathBuf {
