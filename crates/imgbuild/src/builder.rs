@@ -490,8 +490,8 @@ fn size_image(cli: &Cli, inputs: &mut Inputs) -> Result<(Geometry, Estimate), Bu
     Ok((geometry, estimate))
 }
 
-/// Writes every input: trees first, then the closure and the tar stream (relocated), then the
-/// profile links.
+/// Writes every input: trees first, then the closure and the tar stream (each store input
+/// carries the relocation), then the profile links.
 fn write_inputs(
     writer: &mut ImageWriter,
     cli: &Cli,
@@ -501,21 +501,21 @@ fn write_inputs(
         let origin = writer.add_origin(name.clone());
         input::add_tree(writer, dir, Path::new(""), origin, true)?;
     }
-    writer.set_relocating(true);
+    let relocation = &inputs.relocation;
     if let Some(c) = &inputs.closure {
         for p in &c.store_paths {
-            let origin = writer.add_origin(format!("store path {}", p.display()));
+            let name = format!("store path {}", p.display());
+            let origin = writer.add_input(name, relocation.clone());
             let source = real_path(&c.real_root, p);
             input::add_tree(writer, &source, &image_store_path(p), origin, false)?;
         }
     }
     if let Some(t) = inputs.tar.as_mut() {
         let name = format!("--tar {}", t.name());
-        let origin = writer.add_origin(name.clone());
+        let origin = writer.add_input(name.clone(), relocation.clone());
         let stream = t.open()?;
         input::add_tar(writer, stream, inputs.store_dir.as_bytes(), origin, &name)?;
     }
-    writer.set_relocating(false);
     let profile = match &inputs.closure {
         Some(c) => c.profile.clone(),
         None => cli.profile.clone(),
@@ -619,7 +619,6 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
         kind: cli.fs.into(),
         time,
         keep_owner: cli.keep_owner,
-        relocation: inputs.relocation.clone(),
         confinement: inputs.confinement.clone(),
     };
     let progress = Progress::new(show, estimate.bytes);

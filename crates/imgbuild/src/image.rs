@@ -9,20 +9,20 @@
 //! owners, UUID, hash seed, directory order, inode numbers — is fixed by the inputs and the
 //! options, so the same inputs give the same image bytes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::attributes::Attributes;
-use crate::blockmap::{BlockMap, MapError, Node, Run};
 use crate::confine::{Confinement, Next, ELF_MAGIC};
 use crate::digest::{entry_record, ContentHasher, Record};
 use crate::dirblock::{self, DirEntry, FileType};
 use crate::ext2::{
     self, Ext2Error, Filesystem, FsKind, Geometry, InodeRecord, BLOCK_SIZE, JOURNAL_BLOCKS,
 };
+use crate::placement::{BlockFields, PlaceError, Placed, Placement};
 use crate::progress::Progress;
 use crate::relocate::{self, Rewriter};
 use crate::tree::{DirId, Tree, TreeError, ROOT};
@@ -49,6 +49,9 @@ pub enum WriteError {
     /// libext2fs refused.
     #[error(transparent)]
     Ext2(#[from] Ext2Error),
+    /// Placing blocks failed.
+    #[error(transparent)]
+    Place(#[from] PlaceError),
     /// Writing the image file failed.
     #[error("cannot write {}: {source}", image.display())]
     Image {
@@ -78,14 +81,6 @@ pub enum WriteError {
     /// Name clash or bad path.
     #[error(transparent)]
     Tree(#[from] TreeError),
-    /// The block map of a file cannot be built.
-    #[error("{}: {source}", path.display())]
-    Map {
-        /// Path in the image.
-        path: PathBuf,
-        /// Why.
-        source: MapError,
-    },
     /// A hard link to a path that is not (yet) a file in the image.
     #[error("hard link {} points at {}, which is not a file written before it", path.display(), target.display())]
     LinkTarget {
@@ -107,15 +102,23 @@ pub enum WriteError {
 impl WriteError {
     /// True when the filesystem in the image has no block or inode left.
     pub fn is_image_full(&self) -> bool {
-        matches!(self, WriteError::Ext2(e) if e.is_alloc_failure())
+        matches!(
+            self,
+            WriteError::Ext2(e) | WriteError::Place(PlaceError::Ext2(e)) if e.is_alloc_failure()
+        )
     }
 
     /// True when the disk holding the image is full.
     pub fn is_disk_full(&self) -> bool {
         let enospc = Some(libc_enospc());
         match self {
-            WriteError::Ext2(e) => i32::try_from(e.code).ok() == enospc,
-            WriteError::Image { source, .. } => source.raw_os_error() == enospc,
+            WriteError::Ext2(e) | WriteError::Place(PlaceError::Ext2(e)) => {
+                i32::try_from(e.code).ok() == enospc
+            }
+            WriteError::Image { source, .. }
+            | WriteError::Place(PlaceError::Image { source, .. }) => {
+                source.raw_os_error() == enospc
+            }
             _ => false,
         }
     }
@@ -134,9 +137,6 @@ pub struct WriteOptions {
     pub time: u32,
     /// Keep input owners instead of making everything 0:0.
     pub keep_owner: bool,
-    /// Store directory rewrite for contents and symlink targets of the inputs it is switched
-    /// on for ([`ImageWriter::set_relocating`]).
-    pub relocation: Option<Relocation>,
     /// Container paths cut out of every ELF file written, from any input ([`crate::confine`]).
     pub confinement: Confinement,
 }
@@ -176,22 +176,34 @@ pub struct Totals {
 /// A filesystem being filled.
 pub struct ImageWriter {
     fs: Filesystem,
-    file: File,
+    placement: Placement,
     image: PathBuf,
-    map: BlockMap,
     opts: WriteOptions,
     tree: Tree,
-    /// Where the next allocation starts looking: keeps the image sequential.
-    goal: u64,
+    /// The relocation of each input (by origin), applied to its contents and symlink targets.
+    relocations: Vec<Option<Relocation>>,
     /// Hashes file contents off the write path; owns the chunk buffers.
     hasher: ContentHasher,
     totals: Totals,
     /// Inputs' (device, inode) of multiply-linked files → image inode and its record.
     links: HashMap<(u64, u64), (u32, Record)>,
     progress: Progress,
-    relocating: bool,
     /// Device and inode of the image file, so that a walk never copies it into itself.
     own_id: Option<(u64, u64)>,
+}
+
+/// A name claimed for a new entry: its directory, its name there, its image path.
+struct Slot<'p> {
+    parent: DirId,
+    name: &'p [u8],
+    path: PathBuf,
+}
+
+/// What writing an entry's contents gives its inode and the digest.
+struct Body {
+    size: u64,
+    blocks: BlockFields,
+    record: Record,
 }
 
 fn default_dir_attrs() -> Attributes {
@@ -215,35 +227,26 @@ impl ImageWriter {
         // Placed first, in the middle of the empty filesystem as mke2fs does, so it is
         // contiguous; the data is allocated around it.
         fs.add_journal(JOURNAL_BLOCKS)?;
-        let map = match opts.kind {
-            FsKind::Ext3 => BlockMap::Indirect {
-                block_size: BLOCK_SIZE,
-            },
-            FsKind::Ext4 => BlockMap::Extents {
-                block_size: BLOCK_SIZE,
-            },
+        let own_id = {
+            use std::os::unix::fs::MetadataExt;
+            file.metadata().ok().map(|m| (m.dev(), m.ino()))
         };
+        let placement = Placement::new(file, image, opts.kind);
         let tree = Tree::new(ext2fs_sys::EXT2_ROOT_INO, default_dir_attrs());
         let mut writer = ImageWriter {
             fs,
-            file,
+            placement,
             image: image.to_path_buf(),
-            map,
             opts,
             tree,
-            goal: 0,
+            relocations: Vec::new(),
             hasher: ContentHasher::start(CHUNK),
             totals: Totals::default(),
             links: HashMap::new(),
             progress,
-            relocating: false,
-            own_id: None,
+            own_id,
         };
-        writer.own_id = {
-            use std::os::unix::fs::MetadataExt;
-            writer.file.metadata().ok().map(|m| (m.dev(), m.ino()))
-        };
-        let origin = writer.tree.add_origin("the builder".into());
+        let origin = writer.add_origin("the builder".into());
         writer.dir(
             Path::new("lost+found"),
             Attributes {
@@ -255,25 +258,23 @@ impl ImageWriter {
         Ok(writer)
     }
 
-    /// Applies the relocation (if any) to what is written next: on for closure and tar inputs,
-    /// off for directories and for what the builder generates.
-    pub fn set_relocating(&mut self, on: bool) {
-        self.relocating = on;
-    }
-
-    /// The relocation in force for the entry being written.
-    fn active_relocation(&self) -> Option<Relocation> {
-        self.opts.relocation.clone().filter(|_| self.relocating)
-    }
-
     /// Whether (`dev`, `ino`) is the image file being written.
     pub fn is_own_file(&self, dev: u64, ino: u64) -> bool {
         self.own_id == Some((dev, ino))
     }
 
-    /// Registers an input by name (used in error messages about it).
+    /// Registers an input by name (used in error messages about it), written as it is.
     pub fn add_origin(&mut self, name: String) -> usize {
-        self.tree.add_origin(name)
+        self.add_input(name, None)
+    }
+
+    /// Registers an input by name whose contents and symlink targets pass `relocation`
+    /// (closure and tar inputs, built for the relocation's FROM).
+    pub fn add_input(&mut self, name: String, relocation: Option<Relocation>) -> usize {
+        let origin = self.tree.add_origin(name);
+        debug_assert_eq!(origin, self.relocations.len());
+        self.relocations.push(relocation);
+        origin
     }
 
     /// Whether the image already has something at `path`.
@@ -340,6 +341,64 @@ impl ImageWriter {
         Ok(())
     }
 
+    /// Claims the name `path` for `origin`: its directory (made on the way), free.
+    fn slot<'p>(&mut self, path: &'p Path, origin: usize) -> Result<Slot<'p>, WriteError> {
+        let (parent, name) = self.parent_of(path, origin)?;
+        self.tree.check_free(parent, name, origin)?;
+        let path = self.tree.child_path(parent, name);
+        Ok(Slot { parent, name, path })
+    }
+
+    /// Adds `slot` as a further name of inode `ino`.
+    fn link(
+        &mut self,
+        slot: Slot<'_>,
+        ino: u32,
+        kind: FileType,
+        record: Record,
+        origin: usize,
+    ) -> Result<(), WriteError> {
+        self.fs.add_link(ino, &slot.path)?;
+        self.tree
+            .insert(slot.parent, slot.name, ino, kind, origin, record)?;
+        self.totals.files += 1;
+        Ok(())
+    }
+
+    /// The steps of every new non-directory inode: owner, inode, contents (`write`, handed the
+    /// image path and the attributes as written), inode record, xattrs, name, count. Returns
+    /// the inode and its digest record.
+    fn new_entry(
+        &mut self,
+        slot: Slot<'_>,
+        kind: FileType,
+        mode: u32,
+        attrs: Attributes,
+        origin: usize,
+        write: impl FnOnce(&mut Self, &Path, &Attributes) -> Result<Body, WriteError>,
+    ) -> Result<(u32, Record), WriteError> {
+        let attrs = self.owned(attrs);
+        let ino = self.fs.new_inode(false, &slot.path)?;
+        let body = write(self, &slot.path, &attrs)?;
+        let record = InodeRecord {
+            mode,
+            uid: attrs.uid,
+            gid: attrs.gid,
+            size: body.size,
+            time: self.opts.time,
+            links: 1,
+            blocks: body.blocks.blocks,
+            flags: body.blocks.flags,
+            block: body.blocks.block,
+        };
+        self.fs.write_inode(ino, &record, &slot.path)?;
+        self.fs.set_xattrs(ino, &attrs.xattrs, &slot.path)?;
+        self.tree
+            .insert(slot.parent, slot.name, ino, kind, origin, body.record)?;
+        self.totals.files += 1;
+        Ok((ino, body.record))
+    }
+
     /// Writes a regular file of `size` bytes. `link_key` is the input's (device, inode) when
     /// the input has further names for it; a later call with the same key becomes a hard link.
     pub fn file(
@@ -351,43 +410,31 @@ impl ImageWriter {
         link_key: Option<(u64, u64)>,
         origin: usize,
     ) -> Result<(), WriteError> {
-        let (parent, name) = self.parent_of(path, origin)?;
-        self.tree.check_free(parent, name, origin)?;
-        let image_path = self.tree.child_path(parent, name);
-        if let Some(key) = link_key {
-            if let Some(&(ino, record)) = self.links.get(&key) {
-                self.fs.add_link(ino, &image_path)?;
-                self.tree
-                    .insert(parent, name, ino, FileType::Regular, origin, record)?;
-                self.totals.files += 1;
-                return Ok(());
-            }
+        let slot = self.slot(path, origin)?;
+        if let Some(&(ino, record)) = link_key.and_then(|key| self.links.get(&key)) {
+            return self.link(slot, ino, FileType::Regular, record, origin);
         }
-        let attrs = self.owned(attrs);
-        let ino = self.fs.new_inode(false, &image_path)?;
-        self.hasher.begin(size);
-        let placed = self.write_content(&image_path, size, content)?;
-        let (block, blocks, flags) = self.finish_map(&image_path, &placed)?;
-        let record = InodeRecord {
-            mode: S_IFREG | (attrs.perm & 0o7777),
-            uid: attrs.uid,
-            gid: attrs.gid,
-            size,
-            time: self.opts.time,
-            links: 1,
-            blocks,
-            flags,
-            block,
-        };
-        self.fs.write_inode(ino, &record, &image_path)?;
-        self.fs.set_xattrs(ino, &attrs.xattrs, &image_path)?;
-        let digest = self.hasher.end(b'f', &attrs, size);
-        self.tree
-            .insert(parent, name, ino, FileType::Regular, origin, digest)?;
+        let mode = S_IFREG | (attrs.perm & 0o7777);
+        let (ino, record) = self.new_entry(
+            slot,
+            FileType::Regular,
+            mode,
+            attrs,
+            origin,
+            |w, path, attrs| {
+                w.hasher.begin(size);
+                let placed = w.write_content(path, size, content, origin)?;
+                let blocks = w.placement.finish_map(&mut w.fs, path, &placed)?;
+                Ok(Body {
+                    size,
+                    blocks,
+                    record: w.hasher.end(b'f', attrs, size),
+                })
+            },
+        )?;
         if let Some(key) = link_key {
-            self.links.insert(key, (ino, digest));
+            self.links.insert(key, (ino, record));
         }
-        self.totals.files += 1;
         self.totals.bytes += size;
         self.progress.file_done();
         Ok(())
@@ -408,23 +455,11 @@ impl ImageWriter {
                 path: path.to_path_buf(),
                 target: target.to_path_buf(),
             })?;
-        let (parent, name) = self.parent_of(path, origin)?;
-        self.tree.check_free(parent, name, origin)?;
-        let image_path = self.tree.child_path(parent, name);
-        self.fs.add_link(existing.ino, &image_path)?;
-        self.tree.insert(
-            parent,
-            name,
-            existing.ino,
-            existing.kind,
-            origin,
-            existing.record,
-        )?;
-        self.totals.files += 1;
-        Ok(())
+        let slot = self.slot(path, origin)?;
+        self.link(slot, existing.ino, existing.kind, existing.record, origin)
     }
 
-    /// Writes a symbolic link (its target relocated when a relocation is set).
+    /// Writes a symbolic link (its target relocated when its input is).
     pub fn symlink(
         &mut self,
         path: &Path,
@@ -432,55 +467,51 @@ impl ImageWriter {
         target: &[u8],
         origin: usize,
     ) -> Result<(), WriteError> {
-        let (parent, name) = self.parent_of(path, origin)?;
-        self.tree.check_free(parent, name, origin)?;
-        let image_path = self.tree.child_path(parent, name);
+        let slot = self.slot(path, origin)?;
         let mut target = target.to_vec();
-        if let Some(r) = self.active_relocation() {
-            relocate::apply(&r, &mut target);
+        if let Some(r) = &self.relocations[origin] {
+            relocate::apply(r, &mut target);
         }
         if target.len() >= BLOCK_SIZE as usize {
             return Err(WriteError::LongSymlink {
-                path: image_path,
+                path: slot.path,
                 len: target.len(),
             });
         }
-        let attrs = self.owned(attrs);
-        let ino = self.fs.new_inode(false, &image_path)?;
-        let (block, blocks, flags) = if target.len() <= FAST_SYMLINK_MAX {
-            let mut raw = [0u8; 60];
-            raw[..target.len()].copy_from_slice(&target);
-            let mut block = [0u32; 15];
-            for (w, b) in block.iter_mut().zip(raw.chunks_exact(4)) {
-                *w = u32::from_le_bytes(b.try_into().expect("4 bytes"));
-            }
-            (block, 0, 0)
-        } else {
-            let placed = self.write_blocks(&image_path, &[target.clone()])?;
-            self.finish_map(&image_path, &placed)?
-        };
-        let record = InodeRecord {
-            mode: S_IFLNK | 0o777,
-            uid: attrs.uid,
-            gid: attrs.gid,
-            size: target.len() as u64,
-            time: self.opts.time,
-            links: 1,
-            blocks,
-            flags,
-            block,
-        };
-        self.fs.write_inode(ino, &record, &image_path)?;
-        self.fs.set_xattrs(ino, &attrs.xattrs, &image_path)?;
-        let digest = Record::Ready(entry_record(
-            b'l',
-            &attrs,
-            0,
-            blake3::hash(&target).as_bytes(),
-        ));
-        self.tree
-            .insert(parent, name, ino, FileType::Symlink, origin, digest)?;
-        self.totals.files += 1;
+        let kind = FileType::Symlink;
+        self.new_entry(
+            slot,
+            kind,
+            S_IFLNK | 0o777,
+            attrs,
+            origin,
+            |w, path, attrs| {
+                let blocks = if target.len() <= FAST_SYMLINK_MAX {
+                    let mut raw = [0u8; 60];
+                    raw[..target.len()].copy_from_slice(&target);
+                    let mut block = [0u32; 15];
+                    for (w, b) in block.iter_mut().zip(raw.chunks_exact(4)) {
+                        *w = u32::from_le_bytes(b.try_into().expect("4 bytes"));
+                    }
+                    BlockFields {
+                        block,
+                        blocks: 0,
+                        flags: 0,
+                    }
+                } else {
+                    let placed = w
+                        .placement
+                        .write_blocks(&mut w.fs, path, &[target.clone()])?;
+                    w.placement.finish_map(&mut w.fs, path, &placed)?
+                };
+                let hash = blake3::hash(&target);
+                Ok(Body {
+                    size: target.len() as u64,
+                    blocks,
+                    record: Record::Ready(entry_record(b'l', attrs, 0, hash.as_bytes())),
+                })
+            },
+        )?;
         Ok(())
     }
 
@@ -492,35 +523,29 @@ impl ImageWriter {
         special: Special,
         origin: usize,
     ) -> Result<(), WriteError> {
-        let (parent, name) = self.parent_of(path, origin)?;
-        self.tree.check_free(parent, name, origin)?;
-        let image_path = self.tree.child_path(parent, name);
-        let attrs = self.owned(attrs);
-        let ino = self.fs.new_inode(false, &image_path)?;
-        let mut block = [0u32; 15];
+        let slot = self.slot(path, origin)?;
         let (fmt, kind, rdev) = match special {
             Special::CharDevice(r) => (S_IFCHR, FileType::CharDevice, r),
             Special::BlockDevice(r) => (S_IFBLK, FileType::BlockDevice, r),
             Special::Fifo => (S_IFIFO, FileType::Fifo, 0),
             Special::Socket => (S_IFSOCK, FileType::Socket, 0),
         };
-        if matches!(special, Special::CharDevice(_) | Special::BlockDevice(_)) {
-            encode_rdev(rdev, &mut block);
-        }
-        let record = InodeRecord {
-            mode: fmt | (attrs.perm & 0o7777),
-            uid: attrs.uid,
-            gid: attrs.gid,
-            time: self.opts.time,
-            links: 1,
-            block,
-            ..InodeRecord::default()
-        };
-        self.fs.write_inode(ino, &record, &image_path)?;
-        self.fs.set_xattrs(ino, &attrs.xattrs, &image_path)?;
-        let digest = Record::Ready(entry_record(kind as u8 + b'0', &attrs, rdev, &[0; 32]));
-        self.tree.insert(parent, name, ino, kind, origin, digest)?;
-        self.totals.files += 1;
+        let mode = fmt | (attrs.perm & 0o7777);
+        self.new_entry(slot, kind, mode, attrs, origin, |_, _, attrs| {
+            let mut block = [0u32; 15];
+            if matches!(special, Special::CharDevice(_) | Special::BlockDevice(_)) {
+                encode_rdev(rdev, &mut block);
+            }
+            Ok(Body {
+                size: 0,
+                blocks: BlockFields {
+                    block,
+                    blocks: 0,
+                    flags: 0,
+                },
+                record: Record::Ready(entry_record(kind as u8 + b'0', attrs, rdev, &[0; 32])),
+            })
+        })?;
         Ok(())
     }
 
@@ -542,7 +567,7 @@ impl ImageWriter {
     /// Streams `content` into newly allocated blocks, skipping all-zero blocks, and hands each
     /// written chunk to the digest thread; returns where its blocks went.
     ///
-    /// The bytes pass the relocation (when on), then, in ELF files, the confinement; each may
+    /// The bytes pass the relocation of input `origin` (if any), then, in ELF files, the confinement; each may
     /// hold back the tail of a chunk until it has seen the next one. Only bytes the
     /// relocation has settled go on to the confinement, so it never sees a store path that
     /// may still change.
@@ -551,10 +576,11 @@ impl ImageWriter {
         path: &Path,
         size: u64,
         mut content: Content<'_>,
+        origin: usize,
     ) -> Result<Placed, WriteError> {
         let bs = BLOCK_SIZE as u64;
         let mut placed = Placed::default();
-        let relocation = self.active_relocation();
+        let relocation = self.relocations[origin].clone();
         let rewriter = relocation.as_ref().map(Rewriter::new);
         let confinement = self.opts.confinement.clone();
         let strings = confinement.rewriter();
@@ -612,7 +638,14 @@ impl ImageWriter {
                     done = done / bs as usize * bs as usize;
                 }
                 if done > 0 {
-                    self.write_data(path, pending, &buf[..done], true, &mut placed)?;
+                    self.placement.write_data(
+                        &mut self.fs,
+                        path,
+                        pending,
+                        &buf[..done],
+                        true,
+                        &mut placed,
+                    )?;
                     self.progress.bytes(done as u64);
                     after_nul = buf[done - 1] == 0;
                     settled = relocated - done;
@@ -634,134 +667,6 @@ impl ImageWriter {
         Ok(placed)
     }
 
-    /// Writes `blocks` (each at most a block) as consecutive logical blocks from 0, none
-    /// skipped: directory and symlink contents.
-    fn write_blocks(&mut self, path: &Path, blocks: &[Vec<u8>]) -> Result<Placed, WriteError> {
-        let bs = BLOCK_SIZE as usize;
-        let mut joined = Vec::with_capacity(blocks.len() * bs);
-        for b in blocks {
-            joined.extend_from_slice(b);
-            joined.resize(joined.len().next_multiple_of(bs), 0);
-        }
-        let mut placed = Placed::default();
-        self.write_data(path, 0, &joined, false, &mut placed)?;
-        Ok(placed)
-    }
-
-    /// Places `data` (starting at block-aligned file offset `offset`) in the image.
-    fn write_data(
-        &mut self,
-        path: &Path,
-        offset: u64,
-        data: &[u8],
-        skip_zero: bool,
-        placed: &mut Placed,
-    ) -> Result<(), WriteError> {
-        let bs = BLOCK_SIZE as usize;
-        let first_lblk = offset / bs as u64;
-        let blocks: Vec<&[u8]> = data.chunks(bs).collect();
-        let mut i = 0;
-        while i < blocks.len() {
-            if skip_zero && is_zero(blocks[i]) {
-                i += 1;
-                continue;
-            }
-            let mut j = i + 1;
-            while j < blocks.len() && !(skip_zero && is_zero(blocks[j])) {
-                j += 1;
-            }
-            // Blocks i..j are data: allocate them as few runs as the free space allows, each
-            // preceded by the indirect blocks it is the first to need.
-            let mut done = i;
-            while done < j {
-                let lblk = first_lblk + done as u64;
-                self.place_map_nodes(path, lblk, placed)?;
-                let want = ((j - done) as u64).min(self.map.span_end(lblk) - lblk);
-                let (pblk, got) = self.fs.allocate_run(self.goal, want, path)?;
-                let got = got as usize;
-                let bytes = &data[done * bs..((done + got) * bs).min(data.len())];
-                self.file
-                    .write_all_at(bytes, pblk * bs as u64)
-                    .map_err(|source| WriteError::Image {
-                        image: self.image.clone(),
-                        source,
-                    })?;
-                push_run(
-                    &mut placed.runs,
-                    Run {
-                        logical: first_lblk + done as u64,
-                        physical: pblk,
-                        len: got as u64,
-                    },
-                );
-                self.goal = pblk + got as u64;
-                done += got;
-            }
-            i = j;
-        }
-        Ok(())
-    }
-
-    /// Allocates the indirect blocks logical block `lblk` needs and does not have yet.
-    fn place_map_nodes(
-        &mut self,
-        path: &Path,
-        lblk: u64,
-        placed: &mut Placed,
-    ) -> Result<(), WriteError> {
-        let nodes = self.map.nodes_for(lblk).map_err(|source| WriteError::Map {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        for node in nodes {
-            if let std::collections::btree_map::Entry::Vacant(slot) = placed.nodes.entry(node) {
-                let (pblk, _) = self.fs.allocate_run(self.goal, 1, path)?;
-                slot.insert(pblk);
-                self.goal = pblk + 1;
-            }
-        }
-        Ok(())
-    }
-
-    /// Allocates (extent leaves) and writes the block map of a file; returns `i_block`, blocks
-    /// held, flags.
-    fn finish_map(
-        &mut self,
-        path: &Path,
-        placed: &Placed,
-    ) -> Result<([u32; 15], u64, u32), WriteError> {
-        let map_err = |source| WriteError::Map {
-            path: path.to_path_buf(),
-            source,
-        };
-        let runs = &placed.runs;
-        let needed = self.map.meta_blocks(runs).map_err(map_err)?;
-        // ext3's indirect blocks were placed with the data, in `Node` order.
-        let mut meta: Vec<u64> = placed.nodes.values().copied().collect();
-        while (meta.len() as u64) < needed {
-            let (pblk, got) = self
-                .fs
-                .allocate_run(self.goal, needed - meta.len() as u64, path)?;
-            meta.extend(pblk..pblk + got);
-            self.goal = pblk + got;
-        }
-        let built = self.map.build(runs, &meta).map_err(map_err)?;
-        for b in &built.blocks {
-            self.file
-                .write_all_at(&b.data, b.physical * u64::from(BLOCK_SIZE))
-                .map_err(|source| WriteError::Image {
-                    image: self.image.clone(),
-                    source,
-                })?;
-        }
-        let data: u64 = runs.iter().map(|r| r.len).sum();
-        let flags = match self.map {
-            BlockMap::Extents { .. } => ext2fs_sys::EXT4_EXTENTS_FL,
-            BlockMap::Indirect { .. } => 0,
-        };
-        Ok((built.i_block, data + needed, flags))
-    }
-
     /// Lays out every directory, sets the identity derived from `digest` (unless `uuid` is
     /// given), writes all metadata and closes the filesystem. Returns the image file.
     pub fn finish(mut self, uuid: Option<[u8; 16]>) -> Result<File, WriteError> {
@@ -778,13 +683,14 @@ impl ImageWriter {
         }
         let blocks = self.fs.blocks_count();
         self.fs.close()?;
-        ext2::stamp_write_time(&self.file, blocks, self.opts.time).map_err(|source| {
+        let file = self.placement.into_file();
+        ext2::stamp_write_time(&file, blocks, self.opts.time).map_err(|source| {
             WriteError::Image {
                 image: self.image.clone(),
                 source,
             }
         })?;
-        Ok(self.file)
+        Ok(file)
     }
 
     fn write_dir(&mut self, id: DirId, seed: &[u32; 4]) -> Result<(), WriteError> {
@@ -807,8 +713,14 @@ impl ImageWriter {
         let ino = dir.ino;
         let attrs = dir.attrs.clone();
         let links = 2 + self.tree.subdirs(id);
-        let placed = self.write_blocks(&path, &laid.blocks)?;
-        let (block, blocks, mut flags) = self.finish_map(&path, &placed)?;
+        let placed = self
+            .placement
+            .write_blocks(&mut self.fs, &path, &laid.blocks)?;
+        let BlockFields {
+            block,
+            blocks,
+            mut flags,
+        } = self.placement.finish_map(&mut self.fs, &path, &placed)?;
         if laid.indexed {
             flags |= ext2fs_sys::EXT2_INDEX_FL;
         }
@@ -855,31 +767,6 @@ fn digest_dir(
         }
         path.truncate(len);
     }
-}
-
-/// Where a file's blocks went: its data runs and (ext3) its indirect blocks.
-#[derive(Debug, Default)]
-struct Placed {
-    runs: Vec<Run>,
-    nodes: BTreeMap<Node, u64>,
-}
-
-/// Appends a run, merging it with the previous one when both continue each other.
-fn push_run(runs: &mut Vec<Run>, run: Run) {
-    if let Some(last) = runs.last_mut() {
-        if last.logical + last.len == run.logical && last.physical + last.len == run.physical {
-            last.len += run.len;
-            return;
-        }
-    }
-    runs.push(run);
-}
-
-/// Whether a block (or the tail of one) is all zero bytes.
-fn is_zero(block: &[u8]) -> bool {
-    static ZERO: [u8; BLOCK_SIZE as usize] = [0; BLOCK_SIZE as usize];
-    // A comparison with a zero block compiles to memcmp, the fastest scan available.
-    block == &ZERO[..block.len()]
 }
 
 /// Reads exactly `buf.len()` bytes at `pos` from `content`.
@@ -1036,63 +923,6 @@ mod tests {
         assert_eq!(
             new[1],
             (70000 & 0xff) | (300 << 8) | ((70000 & !0xff) << 12)
-        );
-    }
-
-    #[test]
-    fn runs_merge_only_when_both_sides_continue() {
-        let mut runs = Vec::new();
-        push_run(
-            &mut runs,
-            Run {
-                logical: 0,
-                physical: 10,
-                len: 2,
-            },
-        );
-        push_run(
-            &mut runs,
-            Run {
-                logical: 2,
-                physical: 12,
-                len: 3,
-            },
-        );
-        push_run(
-            &mut runs,
-            Run {
-                logical: 5,
-                physical: 20,
-                len: 1,
-            },
-        );
-        push_run(
-            &mut runs,
-            Run {
-                logical: 7,
-                physical: 21,
-                len: 1,
-            },
-        );
-        assert_eq!(
-            runs,
-            vec![
-                Run {
-                    logical: 0,
-                    physical: 10,
-                    len: 5
-                },
-                Run {
-                    logical: 5,
-                    physical: 20,
-                    len: 1
-                },
-                Run {
-                    logical: 7,
-                    physical: 21,
-                    len: 1
-                },
-            ]
         );
     }
 }

@@ -1,11 +1,12 @@
 //! crashcart-imgbuild: write crashcart's tool image through libext2fs, without root.
 //!
-//! The pipeline ([`builder`]) sizes the image ([`sizing`]), feeds every input ([`input`], its
-//! owner and mode in [`attributes`]) to
-//! the writer ([`image`]), which keeps the namespace in [`tree`], lays out directories with
-//! [`dirblock`] and block maps with [`blockmap`], rewrites store paths with [`relocate`], cuts
-//! container configuration paths out of ELF files with [`confine`], and reaches libext2fs only through the safe handle in [`ext2`]. The output appears at `-o` only
-//! when complete ([`output`]).
+//! The pipeline ([`builder`]) sizes the image ([`sizing`]), feeds every input ([`input`]; mode,
+//! owner and xattrs in [`attributes`]) to the writer ([`image`]), which keeps the namespace in
+//! [`tree`], lays out directories with [`dirblock`] and block maps with [`blockmap`], rewrites
+//! store paths with [`relocate`], cuts container configuration paths out of ELF files with
+//! [`confine`], and reaches libext2fs only through the safe handle in [`ext2`]. The output
+//! appears at `-o` only when complete ([`output`]). The paths and the manifest it writes are
+//! the image contract of [`crashcart_layout`].
 
 #![deny(missing_docs)]
 
@@ -23,6 +24,7 @@ pub mod input;
 pub mod manifest;
 pub mod nix;
 pub mod output;
+pub mod placement;
 pub mod progress;
 pub mod relocate;
 pub mod sizing;
