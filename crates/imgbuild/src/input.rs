@@ -314,9 +314,9 @@ pub fn add_tar(
         }
         let kind = header.entry_type();
         let rdev = || -> Result<u64, InputError> {
-            let major = u64::from(header.device_major().map_err(tar_err)?.unwrap_or(0));
-            let minor = u64::from(header.device_minor().map_err(tar_err)?.unwrap_or(0));
-            Ok(makedev(major, minor))
+            let major = header.device_major().map_err(tar_err)?.unwrap_or(0);
+            let minor = header.device_minor().map_err(tar_err)?.unwrap_or(0);
+            Ok(rustix::fs::makedev(major, minor))
         };
         match kind {
             tar::EntryType::Directory => writer.dir(&target, attrs, origin)?,
@@ -368,14 +368,6 @@ pub fn add_tar(
     Ok(())
 }
 
-/// Linux `makedev`.
-fn makedev(major: u64, minor: u64) -> u64 {
-    ((major & 0xffff_f000) << 32)
-        | ((major & 0xfff) << 8)
-        | ((minor & 0xffff_ff00) << 12)
-        | (minor & 0xff)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +408,7 @@ mod tests {
 
     #[test]
     fn makedev_matches_the_kernel_encoding() {
+        use rustix::fs::makedev;
         assert_eq!(makedev(1, 3), 0x103);
         assert_eq!(
             makedev(259, 70000),
