@@ -51,10 +51,10 @@ pub enum BuildError {
         at: PathBuf,
     },
     /// The filesystem in the image ran out of blocks or inodes.
-    #[error("{source}: the image is too small for its inputs{hint}")]
+    #[error("{full}: the image is too small for its inputs{hint}")]
     ImageFull {
-        /// What ran out.
-        source: WriteError,
+        /// What ran out (the start of the message, so not a source).
+        full: WriteError,
         /// Advice about --size.
         hint: &'static str,
     },
@@ -73,10 +73,10 @@ pub enum BuildError {
     #[error(transparent)]
     Output(#[from] OutputError),
     /// `--host` failed.
-    #[error("--host: {0}")]
+    #[error("--host")]
     Host(#[from] host::HostError),
     /// `--packages` failed.
-    #[error("--packages: {0}")]
+    #[error("--packages")]
     Nix(#[from] nix::NixError),
     /// Writing failed for another reason.
     #[error(transparent)]
@@ -92,10 +92,7 @@ impl From<WriteError> for BuildError {
             | WriteError::LinkTarget { .. }
             | WriteError::LongSymlink { .. } => BuildError::Input(InputError::Write(e)),
             e if e.is_disk_full() => BuildError::DiskFull(e),
-            e if e.is_image_full() => BuildError::ImageFull {
-                source: e,
-                hint: "",
-            },
+            e if e.is_image_full() => BuildError::ImageFull { full: e, hint: "" },
             e => BuildError::Write(e),
         }
     }
@@ -609,7 +606,7 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
         ""
     };
     let with_hint = |e: BuildError| match e {
-        BuildError::ImageFull { source, .. } => BuildError::ImageFull { source, hint },
+        BuildError::ImageFull { full, .. } => BuildError::ImageFull { full, hint },
         e => e,
     };
 

@@ -253,12 +253,6 @@ impl Filesystem {
         u64::from(sb.s_blocks_count) | (u64::from(sb.s_blocks_count_hi) << 32)
     }
 
-    /// Blocks still free.
-    pub fn free_blocks(&self) -> u64 {
-        let sb = self.super_ref();
-        u64::from(sb.s_free_blocks_count) | (u64::from(sb.s_free_blocks_hi) << 32)
-    }
-
     /// Allocates the next free inode (lowest number first, so the order of calls decides the
     /// numbers and the image is reproducible).
     pub fn new_inode(&mut self, is_dir: bool, path: &Path) -> Result<u32, Ext2Error> {

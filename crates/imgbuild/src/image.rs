@@ -53,7 +53,7 @@ pub enum WriteError {
     #[error(transparent)]
     Place(#[from] PlaceError),
     /// Writing the image file failed.
-    #[error("cannot write {}: {source}", image.display())]
+    #[error("cannot write {}", image.display())]
     Image {
         /// The image file.
         image: PathBuf,
@@ -61,7 +61,7 @@ pub enum WriteError {
         source: std::io::Error,
     },
     /// Reading an input file failed.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         /// The input file.
         path: PathBuf,
@@ -872,11 +872,6 @@ fn derive_uuid(digest: &str) -> [u8; 16] {
     u[6] = (u[6] & 0x0f) | 0x40;
     u[8] = (u[8] & 0x3f) | 0x80;
     u
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

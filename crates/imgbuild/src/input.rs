@@ -24,7 +24,7 @@ const READ_AHEAD_FILES: usize = 8;
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     /// The input does not exist or cannot be read.
-    #[error("cannot read input {}: {source}", path.display())]
+    #[error("cannot read input {}", path.display())]
     Unreadable {
         /// The path that failed.
         path: PathBuf,
@@ -38,7 +38,7 @@ pub enum InputError {
     #[error("--dir {}: not a directory", .0.display())]
     NotADirectory(PathBuf),
     /// The tar stream is malformed.
-    #[error("{origin}: bad tar stream: {source}")]
+    #[error("{origin}: bad tar stream")]
     Tar {
         /// Which input.
         origin: String,

@@ -23,10 +23,23 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("crashcart-imgbuild: {}", one_line(&e.to_string()));
+            eprintln!("crashcart-imgbuild: {}", one_line(&chain(&e)));
             ExitCode::from(e.exit_code() as u8)
         }
     }
+}
+
+/// The error and its causes, each printed once: `error: cause: cause of the cause`. Library
+/// errors name what failed and leave the cause to [`std::error::Error::source`].
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
 }
 
 /// The message with control characters escaped: names and tar headers come from the inputs and

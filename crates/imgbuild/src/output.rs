@@ -10,7 +10,7 @@ use tempfile::NamedTempFile;
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     /// The output's directory does not accept a new file.
-    #[error("cannot create the image in {}: {source}", dir.display())]
+    #[error("cannot create the image in {}", dir.display())]
     Create {
         /// The directory of `-o`.
         dir: PathBuf,
@@ -18,7 +18,7 @@ pub enum OutputError {
         source: std::io::Error,
     },
     /// Sizing the new image file failed (e.g. the size exceeds the filesystem's limit).
-    #[error("cannot size {} to {size} bytes: {source}", path.display())]
+    #[error("cannot size {} to {size} bytes", path.display())]
     Size {
         /// The temporary file.
         path: PathBuf,
@@ -28,7 +28,7 @@ pub enum OutputError {
         source: std::io::Error,
     },
     /// The rename into place failed.
-    #[error("cannot move the finished image to {}: {source}", path.display())]
+    #[error("cannot move the finished image to {}", path.display())]
     Publish {
         /// `-o`.
         path: PathBuf,

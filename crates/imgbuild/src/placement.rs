@@ -22,7 +22,7 @@ pub enum PlaceError {
     #[error(transparent)]
     Ext2(#[from] Ext2Error),
     /// Writing the image file failed.
-    #[error("cannot write {}: {source}", image.display())]
+    #[error("cannot write {}", image.display())]
     Image {
         /// The image file.
         image: PathBuf,
@@ -30,7 +30,7 @@ pub enum PlaceError {
         source: std::io::Error,
     },
     /// The block map of a file cannot be built.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Map {
         /// Path in the image.
         path: PathBuf,
@@ -83,11 +83,6 @@ impl Placement {
             map,
             goal: 0,
         }
-    }
-
-    /// The image file.
-    pub fn file(&self) -> &File {
-        &self.file
     }
 
     /// The image file, placement done.

@@ -25,11 +25,6 @@ impl Progress {
         Progress { bar, files: 0 }
     }
 
-    /// A bar that never draws.
-    pub fn hidden() -> Progress {
-        Progress::new(false, 0)
-    }
-
     /// Counts written content bytes.
     pub fn bytes(&mut self, n: u64) {
         if let Some(bar) = &self.bar {

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use crashcart_layout::{Relocation, DEFAULT_STORE_ALIAS};
 
 pub use packages::read_packages_file;
-pub use store::{NATIVE_STORE_DIR, NIX_STORE_DIR};
+pub use store::NIX_STORE_DIR;
 
 // `/nix/store` is rewritten to the store alias in relocated images: same length, so every
 // offset stays valid.
@@ -101,7 +101,7 @@ struct BuiltProfile {
 #[derive(Debug, thiserror::Error)]
 pub enum NixError {
     /// The packages file cannot be read.
-    #[error("cannot read packages file {path}: {source}")]
+    #[error("cannot read packages file {path}")]
     PackagesUnreadable {
         /// The file.
         path: PathBuf,
@@ -131,7 +131,7 @@ pub enum NixError {
         names: Vec<String>,
     },
     /// `--nixpkgs` does not exist.
-    #[error("--nixpkgs {path}: {source}")]
+    #[error("--nixpkgs {path}")]
     Nixpkgs {
         /// The path given.
         path: PathBuf,
@@ -155,7 +155,7 @@ pub enum NixError {
         engine: String,
     },
     /// A program could not be started for another reason than being absent.
-    #[error("cannot run {program}: {source}")]
+    #[error("cannot run {program}")]
     Spawn {
         /// The program.
         program: String,
@@ -179,7 +179,7 @@ pub enum NixError {
         output: String,
     },
     /// The nix container did not leave its result files.
-    #[error("cannot read the nix container's result {path}: {source}")]
+    #[error("cannot read the nix container's result {path}")]
     ContainerResult {
         /// The expected file.
         path: PathBuf,
@@ -200,7 +200,7 @@ pub enum NixError {
     )]
     NoCacheDir,
     /// The store or a scratch directory cannot be created.
-    #[error("cannot create directory {path}: {source}")]
+    #[error("cannot create directory {path}")]
     StoreDir {
         /// The directory.
         path: PathBuf,
@@ -208,7 +208,7 @@ pub enum NixError {
         source: std::io::Error,
     },
     /// The nix expressions cannot be written out.
-    #[error("cannot write nix expression {path}: {source}")]
+    #[error("cannot write nix expression {path}")]
     Expressions {
         /// The file.
         path: PathBuf,
