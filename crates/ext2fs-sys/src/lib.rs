@@ -6,7 +6,18 @@
 //! mismatch between these structs and the installed headers a compile error. No logic lives
 //! here: the safe wrapper is `crashcart_imgbuild::ext2`.
 
-#![allow(non_camel_case_types, non_snake_case, non_upper_case_globals)]
-#![allow(clippy::all)]
+#![deny(missing_docs)]
 
-include!("bindings.rs");
+pub use bindings::*;
+
+/// bindgen's output, as generated: its items carry the C headers' names and no docs.
+#[allow(
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    missing_docs
+)]
+#[allow(clippy::all)]
+mod bindings {
+    include!("bindings.rs");
+}
