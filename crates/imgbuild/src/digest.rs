@@ -2,10 +2,10 @@
 //!
 //! BLAKE3 rather than SHA-256: SHA-256 of every byte cost more CPU than copying it into the
 //! image (with SHA-NI), BLAKE3 a quarter of that. Still, the writer hands each chunk it has
-//! written to a hashing thread and carries on with the next; files up to [`INLINE_MAX`] it
+//! written to a hashing thread and carries on with the next; files up to `INLINE_MAX` it
 //! hashes itself. A file's content hash is the BLAKE3 of its bytes (holes read as zeros: what
 //! `b3sum` prints for the file), whatever the input made sparse.
-//! Files go to the threads in turn (one per core, at most [`MAX_THREADS`], so several files
+//! Files go to the threads in turn (one per core, at most `MAX_THREADS`, so several files
 //! hash at once); the chunk buffers come back through a small pool, which bounds memory to a
 //! few chunks however large the tree. A file's record (type, mode, owner, xattrs, size, BLAKE3
 //! of its contents) lands in a numbered slot; the digest walks every path in name order with
