@@ -8,6 +8,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crashcart_layout::{
+    exportable_env_name, Manifest, Program, Relocation, BIN_DIR, FORMAT, MANIFEST_PATH, META_DIR,
+    PROFILE_LINK, RC_PATH, SBIN_DIR, STORE_DIR,
+};
+
 use crate::attributes::Attributes;
 use crate::cli::Cli;
 use crate::confine::Confinement;
@@ -19,10 +24,6 @@ use crate::output::{self, OutputError, PendingImage};
 use crate::progress::Progress;
 use crate::sizing::Estimate;
 use crate::{host, nix};
-use crashcart_layout::{
-    exportable_env_name, Manifest, Program, Relocation, BIN_DIR, FORMAT, MANIFEST_PATH, META_DIR,
-    PROFILE_LINK, RC_PATH, SBIN_DIR, STORE_DIR,
-};
 
 /// Inode density of an image of a given `--size` (mke2fs's default ratio).
 const BYTES_PER_INODE: u64 = 16 * 1024;

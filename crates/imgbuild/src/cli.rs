@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
+use crashcart_layout::Relocation;
+
 use crate::ext2::FsKind;
 use crate::host::HostArgs;
 use crate::nix::NixArgs;
-use crashcart_layout::Relocation;
 
 /// `--fs`: the flag's spelling of [`FsKind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -15,6 +15,8 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crashcart_layout::Relocation;
+
 use crate::attributes::Attributes;
 use crate::confine::{Confinement, Next, ELF_MAGIC};
 use crate::digest::{entry_record, ContentHasher, Record};
@@ -26,7 +28,6 @@ use crate::placement::{BlockFields, PlaceError, Placed, Placement};
 use crate::progress::Progress;
 use crate::relocate::{self, Rewriter};
 use crate::tree::{DirId, Tree, TreeError, ROOT};
-use crashcart_layout::Relocation;
 
 /// Bytes read from an input per step: large sequential writes, bounded memory.
 const CHUNK: usize = 1 << 20;

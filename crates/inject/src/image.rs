@@ -152,7 +152,7 @@ impl Image {
         // once the file is known to be regular (where it would mean nothing anyway).
         let file = File::options()
             .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .custom_flags((OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32)
             .open(path)
             .map_err(open_err)?;
         let meta = file.metadata().map_err(open_err)?;

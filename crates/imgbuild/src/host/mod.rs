@@ -40,9 +40,6 @@ mod stage;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-/// Where the image's root appears inside the container; every rewritten path points here.
-pub const MOUNT_POINT: &str = crashcart_layout::IMAGE_ROOT;
-
 /// Command-line flags owned by this module (flattened into the builder's CLI).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct HostArgs {

@@ -8,8 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crashcart_layout::IMAGE_ROOT;
+
 use super::files::copy_file;
-use super::{HostError, MOUNT_POINT};
+use super::HostError;
 use crate::confine::GconvRedirect;
 
 /// Terminals people debug from; entries a host lacks are skipped (Debian's `ncurses-base`
@@ -87,7 +89,7 @@ pub fn copy_terminfo(staging: &Path) -> Result<Vec<(String, String)>, HostError>
     } else {
         vec![(
             "TERMINFO_DIRS".to_string(),
-            format!("{MOUNT_POINT}/share/terminfo:"),
+            format!("{IMAGE_ROOT}/share/terminfo:"),
         )]
     })
 }
@@ -106,7 +108,7 @@ pub fn libc_dlopened(libc: &Path) -> Vec<(String, PathBuf)> {
 
 /// Where [`copy_gconv`] puts glibc's gconv modules, as the container sees it.
 pub fn image_gconv_dir() -> String {
-    format!("{MOUNT_POINT}/lib/gconv")
+    format!("{IMAGE_ROOT}/lib/gconv")
 }
 
 /// Copies glibc's gconv modules (next to `libc`) into `lib/gconv/`, for programs that call
@@ -154,7 +156,7 @@ pub fn gconv_redirect(libc: &Path) -> Result<Option<GconvRedirect>, HostError> {
     let Some(from) = crate::confine::compiled_gconv_dir(&bytes) else {
         return Ok(None);
     };
-    Ok([image_gconv_dir(), MOUNT_POINT.to_string()]
+    Ok([image_gconv_dir(), IMAGE_ROOT.to_string()]
         .iter()
         .find_map(|to| GconvRedirect::new(&from, to).ok()))
 }
@@ -176,7 +178,7 @@ pub fn copy_ca_bundle(staging: &Path) -> Result<Vec<(String, String)>, HostError
     };
     let relative = "etc/ssl/certs/ca-certificates.crt";
     copy_file(source, &staging.join(relative), 0o644)?;
-    let in_image = format!("{MOUNT_POINT}/{relative}");
+    let in_image = format!("{IMAGE_ROOT}/{relative}");
     Ok(vec![
         ("CURL_CA_BUNDLE".to_string(), in_image.clone()),
         ("SSL_CERT_FILE".to_string(), in_image),
@@ -267,7 +269,7 @@ pub fn copy_magic<'a>(
     copy_file(source, &staging.join(relative), 0o644)?;
     Ok(vec![(
         "MAGIC".to_string(),
-        format!("{MOUNT_POINT}/{relative}"),
+        format!("{IMAGE_ROOT}/{relative}"),
     )])
 }
 

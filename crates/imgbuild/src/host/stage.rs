@@ -7,11 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use crashcart_layout::IMAGE_ROOT;
+
 use super::elf_deps::{Closure, ElfObject, LibraryResolver, Machine};
 use super::files::{copy_file, write_file};
 use super::locate::{classify, find_program, Executable};
 use super::relocate::{rewrite_all, Rewrite};
-use super::{runtime_data, HostError, MOUNT_POINT};
+use super::{runtime_data, HostError};
 use crate::confine::GconvRedirect;
 
 /// How many scripts may name scripts as their interpreter; the kernel's binfmt recursion
@@ -110,7 +112,7 @@ impl Planner {
                 let interpreter_name = self.add_program(&interpreter, depth + 1)?;
                 let argument = argument.map(|a| format!(" {a}")).unwrap_or_default();
                 ProgramKind::Script {
-                    shebang: format!("#!{MOUNT_POINT}/bin/{interpreter_name}{argument}\n"),
+                    shebang: format!("#!{IMAGE_ROOT}/bin/{interpreter_name}{argument}\n"),
                     body_offset: shebang.body_offset,
                 }
             }
@@ -194,7 +196,7 @@ pub struct Staged {
 pub fn write(plan: &Plan, staging: &Path) -> Result<Staged, HostError> {
     let bin = staging.join("bin");
     let lib = staging.join("lib");
-    let lib_in_image = format!("{MOUNT_POINT}/lib");
+    let lib_in_image = format!("{IMAGE_ROOT}/lib");
     let mut programs_by_loader: BTreeMap<Option<String>, Vec<PathBuf>> = BTreeMap::new();
     let mut uses_iconv = false;
     for program in &plan.programs {
