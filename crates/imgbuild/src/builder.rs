@@ -16,8 +16,9 @@ use crashcart_layout::{
 use crate::attributes::Attributes;
 use crate::cli::Cli;
 use crate::confine::Confinement;
+use crate::content::Content;
 use crate::ext2::{FsKind, Geometry, BLOCK_SIZE, JOURNAL_BLOCKS};
-use crate::image::{Content, ImageWriter, WriteError, WriteOptions};
+use crate::image::{ImageWriter, WriteError, WriteOptions};
 use crate::input::{self, InputError};
 use crate::manifest;
 use crate::output::{self, OutputError, PendingImage};
@@ -88,8 +89,7 @@ impl From<WriteError> for BuildError {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::Tree(_)
-            | WriteError::Read { .. }
-            | WriteError::ShortInput { .. }
+            | WriteError::Content(_)
             | WriteError::LinkTarget { .. }
             | WriteError::LongSymlink { .. } => BuildError::Input(InputError::Write(e)),
             e if e.is_disk_full() => BuildError::DiskFull(e),

@@ -1,7 +1,10 @@
 //! The image writer: takes entries from any input (directory walk, closure, tar stream) and
-//! puts them into the filesystem.
+//! puts them into the filesystem. Every new name takes the same path (a free slot, an inode,
+//! its contents, its inode record and xattrs, the name, the count); a hard link only adds the
+//! name. Each input is registered with the relocation that applies to it, if any.
 //!
-//! File bytes go straight from the input into the image file with `pwrite`, in runs of
+//! File bytes go straight from the input ([`crate::content`]) through the relocation and the
+//! confinement into the image file with `pwrite` ([`crate::placement`]), in runs of
 //! contiguous blocks that libext2fs allocates (so its bitmaps stay the single truth about
 //! which block is used); all-zero blocks become holes, so sparse files stay sparse and a
 //! file's blocks do not depend on how its input stored the zeros. Directories are laid out at
@@ -11,14 +14,13 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crashcart_layout::Relocation;
 
 use crate::attributes::Attributes;
 use crate::confine::{Confinement, Next, ELF_MAGIC};
+use crate::content::{Content, ContentError};
 use crate::digest::{entry_record, ContentHasher, Record};
 use crate::dirblock::{self, DirEntry, FileType};
 use crate::ext2::{
@@ -53,6 +55,9 @@ pub enum WriteError {
     /// Placing blocks failed.
     #[error(transparent)]
     Place(#[from] PlaceError),
+    /// Reading the input failed.
+    #[error(transparent)]
+    Content(#[from] ContentError),
     /// Writing the image file failed.
     #[error("cannot write {}", image.display())]
     Image {
@@ -60,24 +65,6 @@ pub enum WriteError {
         image: PathBuf,
         /// The I/O error.
         source: std::io::Error,
-    },
-    /// Reading an input file failed.
-    #[error("cannot read {}", path.display())]
-    Read {
-        /// The input file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The input ended before the size it announced.
-    #[error("{} ended after {got} of {want} bytes", path.display())]
-    ShortInput {
-        /// The input file.
-        path: PathBuf,
-        /// Bytes received.
-        got: u64,
-        /// Bytes announced.
-        want: u64,
     },
     /// Name clash or bad path.
     #[error(transparent)]
@@ -140,16 +127,6 @@ pub struct WriteOptions {
     pub keep_owner: bool,
     /// Container paths cut out of every ELF file written, from any input ([`crate::confine`]).
     pub confinement: Confinement,
-}
-
-/// Where a regular file's bytes come from.
-pub enum Content<'a> {
-    /// An open file: holes are skipped without reading them.
-    File(&'a File),
-    /// A stream of exactly `size` bytes (a tar member).
-    Stream(&'a mut dyn Read),
-    /// Bytes the builder generated.
-    Bytes(&'a [u8]),
 }
 
 /// What a special file is.
@@ -585,10 +562,7 @@ impl ImageWriter {
         let rewriter = relocation.as_ref().map(Rewriter::new);
         let confinement = self.opts.confinement.clone();
         let strings = confinement.rewriter();
-        let segments = match &content {
-            Content::File(f) => data_segments(f, size, path)?,
-            _ => vec![(0, size)],
-        };
+        let segments = content.data_segments(size, path)?;
         // Decided on the first bytes: a file whose first block is a hole is no ELF file.
         let mut elf = false;
         // `buf` holds file bytes [pending, pending + buf.len()) read but not yet written.
@@ -607,7 +581,7 @@ impl ImageWriter {
                     let want = ((end - read_pos) as usize).min(room);
                     let old = buf.len();
                     buf.resize(old + want, 0);
-                    fill(&mut content, &mut buf[old..], read_pos, path, size)?;
+                    content.fill(&mut buf[old..], read_pos, path, size)?;
                     if read_pos == 0 {
                         elf = buf.starts_with(ELF_MAGIC);
                     }
@@ -770,90 +744,6 @@ fn digest_dir(
     }
 }
 
-/// Reads exactly `buf.len()` bytes at `pos` from `content`.
-fn fill(
-    content: &mut Content<'_>,
-    buf: &mut [u8],
-    pos: u64,
-    path: &Path,
-    size: u64,
-) -> Result<(), WriteError> {
-    match content {
-        Content::File(f) => read_full(buf, pos, path, size, |chunk, at| f.read_at(chunk, at)),
-        Content::Stream(r) => read_full(buf, pos, path, size, |chunk, _| r.read(chunk)),
-        Content::Bytes(b) => {
-            buf.copy_from_slice(&b[pos as usize..pos as usize + buf.len()]);
-            Ok(())
-        }
-    }
-}
-
-/// Fills `buf` (the input's bytes from `pos` on) by calling `read(chunk, offset)` until it is
-/// full; an input that ends early (shorter than its `size` said) is an error.
-fn read_full(
-    buf: &mut [u8],
-    pos: u64,
-    path: &Path,
-    size: u64,
-    mut read: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
-) -> Result<(), WriteError> {
-    let mut done = 0;
-    while done < buf.len() {
-        let at = pos + done as u64;
-        let n = read(&mut buf[done..], at).map_err(|source| WriteError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        if n == 0 {
-            return Err(WriteError::ShortInput {
-                path: path.to_path_buf(),
-                got: at,
-                want: size,
-            });
-        }
-        done += n;
-    }
-    Ok(())
-}
-
-/// The block-aligned ranges of `f` that hold data (everything when the file is not sparse).
-fn data_segments(f: &File, size: u64, path: &Path) -> Result<Vec<(u64, u64)>, WriteError> {
-    use std::os::unix::fs::MetadataExt;
-    let bs = u64::from(BLOCK_SIZE);
-    let meta = f.metadata().map_err(|source| WriteError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if size == 0 {
-        return Ok(Vec::new());
-    }
-    if meta.blocks() * 512 >= size {
-        return Ok(vec![(0, size)]);
-    }
-    let mut segments: Vec<(u64, u64)> = Vec::new();
-    let mut pos = 0;
-    while pos < size {
-        let start = match rustix::fs::seek(f, rustix::fs::SeekFrom::Data(pos)) {
-            Ok(s) => s,
-            Err(rustix::io::Errno::NXIO) => break,
-            // No SEEK_DATA on this filesystem: read it all, zero blocks still become holes.
-            Err(_) => return Ok(vec![(0, size)]),
-        };
-        let end = match rustix::fs::seek(f, rustix::fs::SeekFrom::Hole(start)) {
-            Ok(e) => e.min(size),
-            Err(_) => size,
-        };
-        let a = start / bs * bs;
-        let b = end.next_multiple_of(bs).min(size);
-        match segments.last_mut() {
-            Some(last) if last.1 >= a => last.1 = last.1.max(b),
-            _ => segments.push((a, b)),
-        }
-        pos = end;
-    }
-    Ok(segments)
-}
-
 /// `i_block` encoding of a device number (old 16-bit form when it fits, as the kernel does).
 fn encode_rdev(rdev: u64, block: &mut [u32; 15]) {
     let major = ((rdev >> 8) & 0xfff) as u32 | ((rdev >> 32) & !0xfff) as u32;
@@ -878,32 +768,6 @@ fn derive_uuid(digest: &str) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn holes_are_not_read() {
-        let f = tempfile::tempfile().unwrap();
-        f.set_len(10 << 20).unwrap();
-        f.write_all_at(b"start", 0).unwrap();
-        f.write_all_at(b"middle", 5 << 20).unwrap();
-        let segments = data_segments(&f, 10 << 20, Path::new("sparse")).unwrap();
-        // Filesystems report data at their own granularity; what matters is that the holes
-        // between the two islands are left out and everything stays block-aligned.
-        assert!(segments.len() >= 2, "{segments:?}");
-        let covered: u64 = segments.iter().map(|(a, b)| b - a).sum();
-        assert!(covered < 2 << 20, "{segments:?}");
-        assert!(segments.iter().all(|(a, _)| a % u64::from(BLOCK_SIZE) == 0));
-        assert_eq!(segments[0].0, 0);
-    }
-
-    #[test]
-    fn dense_file_is_one_segment() {
-        let f = tempfile::tempfile().unwrap();
-        f.write_all_at(&[7u8; 10_000], 0).unwrap();
-        assert_eq!(
-            data_segments(&f, 10_000, Path::new("dense")).unwrap(),
-            vec![(0, 10_000)]
-        );
-    }
 
     #[test]
     fn device_numbers_use_the_kernel_encodings() {

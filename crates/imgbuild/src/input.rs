@@ -15,7 +15,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::attributes::{Attributes, Xattrs};
-use crate::image::{Content, ImageWriter, Special, WriteError};
+use crate::content::Content;
+use crate::image::{ImageWriter, Special, WriteError};
 
 /// Regular files opened and read ahead of the one being written.
 const READ_AHEAD_FILES: usize = 8;
