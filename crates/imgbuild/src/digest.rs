@@ -65,7 +65,7 @@ pub struct ContentHasher {
 }
 
 impl ContentHasher {
-    /// Starts one thread per core (at most [`MAX_THREADS`]) with buffers of `chunk` bytes.
+    /// Starts one thread per core (at most `MAX_THREADS`) with buffers of `chunk` bytes.
     pub fn start(chunk: usize) -> ContentHasher {
         let threads = std::thread::available_parallelism()
             .map_or(1, usize::from)

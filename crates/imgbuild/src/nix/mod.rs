@@ -12,7 +12,7 @@
 //! The build itself: the packages file is parsed here (so typos get a line number), the
 //! expressions of the repository's `nix/` turn the names into one profile from a pinned
 //! nixpkgs (or `--nixpkgs`), and nix runs either on the host against a chroot store under
-//! the user's cache directory ([`local`]) or inside a container ([`container`]).
+//! the user's cache directory (`local`) or inside a container (`container`).
 
 mod container;
 mod expr;
