@@ -17,10 +17,10 @@ pub enum CgroupError {
     #[error(transparent)]
     Process(#[from] ProcessError),
     /// `/proc/self/mountinfo` cannot be read.
-    #[error("cannot read /proc/self/mountinfo: {0}")]
-    Mountinfo(std::io::Error),
+    #[error("cannot read /proc/self/mountinfo")]
+    Mountinfo(#[source] std::io::Error),
     /// Opening a `cgroup.procs` failed.
-    #[error("cannot open {}: {source}", path.display())]
+    #[error("cannot open {}", path.display())]
     Open {
         /// The file.
         path: PathBuf,
@@ -28,7 +28,7 @@ pub enum CgroupError {
         source: std::io::Error,
     },
     /// Writing the PID failed.
-    #[error("cannot move pid {pid} into {}: {source}", path.display())]
+    #[error("cannot move pid {pid} into {}", path.display())]
     Join {
         /// The process.
         pid: i32,

@@ -38,8 +38,8 @@ pub enum DevError {
     #[error("the container's /dev is a symlink; refusing to follow it")]
     DevIsSymlink,
     /// `/dev` cannot be opened.
-    #[error("cannot open the container's /dev: {0}")]
-    OpenDev(Errno),
+    #[error("cannot open the container's /dev")]
+    OpenDev(#[source] Errno),
     /// `/dev/crashcart` is a symlink the container planted.
     #[error("/dev/crashcart in the container is a symlink; refusing to mount through it")]
     PlantedSymlink,
@@ -63,7 +63,7 @@ pub enum DevError {
     #[error("nothing is mounted at /dev/crashcart in the container")]
     NotMounted,
     /// A step on an entry failed.
-    #[error("cannot {what} /dev/{name} in the container: {source}")]
+    #[error("cannot {what} /dev/{name} in the container")]
     Entry {
         /// The step.
         what: &'static str,

@@ -24,7 +24,7 @@ pub enum ImageError {
     #[error("no image: pass -i PATH or set CRASHCART_IMAGE (looked for {})", .0.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     NotFound(Vec<PathBuf>),
     /// The image cannot be opened.
-    #[error("cannot open image {}: {source}", path.display())]
+    #[error("cannot open image {}", path.display())]
     Open {
         /// The image path.
         path: PathBuf,

@@ -30,3 +30,16 @@ pub fn say(message: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "crashcart: {message}");
 }
+
+/// An error and its causes on one line, each printed once: `error: cause: cause of the cause`.
+/// Errors name what failed and leave the cause to [`std::error::Error::source`].
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
+}

@@ -24,44 +24,44 @@ const CONFIGURE_ATTEMPTS: usize = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum LoopError {
     /// `flock` on the image failed.
-    #[error("cannot lock image {}: {cause}", path.display())]
+    #[error("cannot lock image {}", path.display())]
     Lock {
         /// The image.
         path: PathBuf,
         /// Why.
-        cause: Errno,
+        source: Errno,
     },
     /// The image cannot be stat'ed.
-    #[error("cannot stat image {}: {cause}", path.display())]
+    #[error("cannot stat image {}", path.display())]
     Stat {
         /// The image.
         path: PathBuf,
         /// Why.
-        cause: std::io::Error,
+        source: std::io::Error,
     },
     /// `/dev/loop-control` is missing or refused.
-    #[error("cannot get a free loop device from /dev/loop-control: {0}")]
-    Control(Errno),
+    #[error("cannot get a free loop device from /dev/loop-control")]
+    Control(#[source] Errno),
     /// Opening a loop device failed.
-    #[error("cannot open {}: {cause}", path.display())]
+    #[error("cannot open {}", path.display())]
     Open {
         /// The device.
         path: PathBuf,
         /// Why.
-        cause: Errno,
+        source: Errno,
     },
     /// `LOOP_CONFIGURE` is unknown to this kernel.
     #[error("cannot attach image to {}: LOOP_CONFIGURE needs Linux 5.8 or later", .0.display())]
     NoConfigure(PathBuf),
     /// `LOOP_CONFIGURE` failed.
-    #[error("cannot attach image {} to {}: {cause}", image.display(), device.display())]
+    #[error("cannot attach image {} to {}", image.display(), device.display())]
     Configure {
         /// The image.
         image: PathBuf,
         /// The device.
         device: PathBuf,
         /// Why.
-        cause: Errno,
+        source: Errno,
     },
     /// Every free device was taken by someone else before we could configure it.
     #[error("cannot attach image {}: loop devices kept being taken by other programs", .0.display())]
@@ -79,9 +79,9 @@ impl Drop for ImageLock<'_> {
 
 /// Takes the per-image lock that makes "find or attach" atomic across crashcart runs.
 pub fn lock(image: &Image) -> Result<ImageLock<'_>, LoopError> {
-    flock(image.as_fd(), FlockOperation::LockExclusive).map_err(|cause| LoopError::Lock {
+    flock(image.as_fd(), FlockOperation::LockExclusive).map_err(|source| LoopError::Lock {
         path: image.path.clone(),
-        cause,
+        source,
     })?;
     Ok(ImageLock(image.as_fd()))
 }
@@ -103,9 +103,9 @@ impl AsFd for LoopDevice {
 /// Finds the loop device already backing `image`, or attaches it to a free one.
 /// Call with the [`lock`] held.
 pub fn attach_read_only(image: &Image, _lock: &ImageLock<'_>) -> Result<LoopDevice, LoopError> {
-    let meta = image.file.metadata().map_err(|cause| LoopError::Stat {
+    let meta = image.file.metadata().map_err(|source| LoopError::Stat {
         path: image.path.clone(),
-        cause,
+        source,
     })?;
     if let Some(dev) = find_existing(meta.dev(), meta.ino()) {
         step!("reusing loop device {}", dev.path.display());
@@ -120,10 +120,10 @@ pub fn attach_read_only(image: &Image, _lock: &ImageLock<'_>) -> Result<LoopDevi
     for _ in 0..CONFIGURE_ATTEMPTS {
         let n = sys::loop_get_free(control.as_fd()).map_err(LoopError::Control)?;
         let path = PathBuf::from(format!("/dev/loop{n}"));
-        let fd = open(&path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(|cause| {
+        let fd = open(&path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(|source| {
             LoopError::Open {
                 path: path.clone(),
-                cause,
+                source,
             }
         })?;
         match sys::loop_configure(
@@ -142,11 +142,11 @@ pub fn attach_read_only(image: &Image, _lock: &ImageLock<'_>) -> Result<LoopDevi
             // Another program configured it between GET_FREE and now: ask again.
             Err(Errno::BUSY) => continue,
             Err(Errno::INVAL | Errno::NOTTY) => return Err(LoopError::NoConfigure(path)),
-            Err(cause) => {
+            Err(source) => {
                 return Err(LoopError::Configure {
                     image: image.path.clone(),
                     device: path,
-                    cause,
+                    source,
                 })
             }
         }

@@ -24,21 +24,21 @@ pub enum MountError {
     #[error("the new mount API (fsopen) is missing: crashcart needs Linux 5.2 or later")]
     NoMountApi,
     /// Mounting the image failed.
-    #[error("cannot mount {} read-only as ext4: {cause}{}", device.display(), detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    #[error("cannot mount {} read-only as ext4{}", device.display(), detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Image {
         /// The loop device.
         device: std::path::PathBuf,
         /// Why.
-        cause: Errno,
+        source: Errno,
         /// The kernel's own message from the filesystem context, when it gave one.
         detail: Option<String>,
     },
     /// Making a tmpfs failed.
-    #[error("cannot create a tmpfs: {0}")]
-    Tmpfs(Errno),
+    #[error("cannot create a tmpfs")]
+    Tmpfs(#[source] Errno),
     /// `unshare(CLONE_NEWNS)` or making the copy a slave failed.
-    #[error("cannot make a private copy of the mount namespace: {0}")]
-    PrivateCopy(Errno),
+    #[error("cannot make a private copy of the mount namespace")]
+    PrivateCopy(#[source] Errno),
 }
 
 /// Mounts the ext2/3/4 filesystem on `device` read-only, `nodev`, `nosuid`, detached: the
@@ -46,15 +46,15 @@ pub enum MountError {
 pub fn mount_image_detached(device: &Path) -> Result<OwnedFd, MountError> {
     let fs = fsopen("ext4", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| match e {
         Errno::NOSYS => MountError::NoMountApi,
-        cause => MountError::Image {
+        source => MountError::Image {
             device: device.to_path_buf(),
-            cause,
+            source,
             detail: None,
         },
     })?;
-    let failed = |cause| MountError::Image {
+    let failed = |source| MountError::Image {
         device: device.to_path_buf(),
-        cause,
+        source,
         detail: fs_context_message(fs.as_fd()),
     };
     fsconfig_set_string(fs.as_fd(), "source", device).map_err(failed)?;

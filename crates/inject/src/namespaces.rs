@@ -84,14 +84,14 @@ pub enum NamespaceError {
     #[error(transparent)]
     Open(#[from] ProcessError),
     /// `setns` failed.
-    #[error("cannot enter the {} namespace of pid {pid}: {cause}", kind.name())]
+    #[error("cannot enter the {} namespace of pid {pid}", kind.name())]
     Enter {
         /// Which.
         kind: Kind,
         /// The target PID.
         pid: u32,
         /// Why.
-        cause: rustix::io::Errno,
+        source: rustix::io::Errno,
     },
 }
 
@@ -143,11 +143,11 @@ impl Namespaces {
             return Ok(());
         };
         let (_, fd) = self.differing.remove(i);
-        move_into_link_name_space(fd.as_fd(), Some(kind.link_type())).map_err(|cause| {
+        move_into_link_name_space(fd.as_fd(), Some(kind.link_type())).map_err(|source| {
             NamespaceError::Enter {
                 kind,
                 pid: self.pid,
-                cause,
+                source,
             }
         })
     }

@@ -108,12 +108,12 @@ pub enum PrivilegeError {
     #[error(transparent)]
     Process(#[from] ProcessError),
     /// `/proc/PID/status` lacks a line or holds one we cannot parse.
-    #[error("cannot parse /proc/{pid}/status: {cause}")]
+    #[error("cannot parse /proc/{pid}/status")]
     Status {
         /// The target's PID.
         pid: u32,
         /// What is wrong with it.
-        cause: StatusError,
+        source: StatusError,
     },
     /// A host ID of the target has no ID in the target's user namespace.
     #[error("{kind} {id} of pid {pid} is not mapped in its user namespace")]
@@ -138,14 +138,14 @@ pub enum PrivilegeError {
         tracer: u32,
     },
     /// A `ptrace` request on the target failed.
-    #[error("cannot read the seccomp filters of pid {pid}: {request}: {cause}")]
+    #[error("cannot read the seccomp filters of pid {pid}: {request}")]
     Ptrace {
         /// The target's PID.
         pid: u32,
         /// The request or step that failed.
         request: &'static str,
         /// Why.
-        cause: Errno,
+        source: Errno,
     },
     /// The target is in seccomp strict mode, which a new process cannot copy.
     #[error("pid {0} runs in seccomp strict mode; --profile target cannot copy it")]
@@ -172,11 +172,11 @@ pub enum PrivilegeError {
     #[error("cannot build the debug seccomp filter: {0}")]
     DebugFilter(String),
     /// `/proc/sys/kernel/cap_last_cap` is unreadable.
-    #[error("cannot read /proc/sys/kernel/cap_last_cap: {0}")]
-    CapLastCap(std::io::Error),
+    #[error("cannot read /proc/sys/kernel/cap_last_cap")]
+    CapLastCap(#[source] std::io::Error),
     /// crashcart's own capabilities cannot be read.
-    #[error("cannot read crashcart's own capabilities: {0}")]
-    OwnCapabilities(Errno),
+    #[error("cannot read crashcart's own capabilities")]
+    OwnCapabilities(#[source] Errno),
 }
 
 /// A missing or malformed line of `/proc/PID/status`.
@@ -349,7 +349,7 @@ impl TargetCredentials {
             Ok(String::from_utf8_lossy(&process.read(file)?).into_owned())
         };
         let status = parse_status(&text("status")?)
-            .map_err(|cause| PrivilegeError::Status { pid, cause })?;
+            .map_err(|source| PrivilegeError::Status { pid, source })?;
         let uid_map = text("uid_map")?;
         let gid_map = text("gid_map")?;
         // Without an LSM that shows labels the file is missing (no CONFIG_SECURITY) or reads
@@ -357,7 +357,7 @@ impl TargetCredentials {
         let exec_label = match process.read("attr/current") {
             Ok(current) => exec_label(&current),
             Err(ProcessError::Read {
-                cause: Errno::INVAL | Errno::NOPROTOOPT | Errno::OPNOTSUPP,
+                source: Errno::INVAL | Errno::NOPROTOOPT | Errno::OPNOTSUPP,
                 ..
             }) => None,
             Err(ProcessError::Gone(_)) if process.read("stat").is_ok() => None,
@@ -392,13 +392,13 @@ pub fn target_seccomp_filters(pid: u32) -> Result<Vec<Vec<sock_filter>>, Privile
     let raw = i32::try_from(pid).map_err(|_| PrivilegeError::Ptrace {
         pid,
         request: "PTRACE_SEIZE",
-        cause: Errno::SRCH,
+        source: Errno::SRCH,
     })?;
     let ptrace_err = |request| {
-        move |cause| PrivilegeError::Ptrace {
+        move |source| PrivilegeError::Ptrace {
             pid,
             request,
-            cause,
+            source,
         }
     };
     if let Err(e) = sys::ptrace_seize(raw) {

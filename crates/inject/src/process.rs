@@ -18,14 +18,14 @@ pub enum ProcessError {
     #[error("process {0} does not exist or has exited")]
     Gone(u32),
     /// Reading one of its `/proc` files failed.
-    #[error("cannot read /proc/{pid}/{file}: {cause}")]
+    #[error("cannot read /proc/{pid}/{file}")]
     Read {
         /// The PID.
         pid: u32,
         /// The file under `/proc/PID`.
         file: &'static str,
         /// Why.
-        cause: Errno,
+        source: Errno,
     },
 }
 
@@ -54,10 +54,10 @@ impl TargetProcess {
     pub fn error(&self, file: &'static str, source: Errno) -> ProcessError {
         match source {
             Errno::NOENT | Errno::SRCH => ProcessError::Gone(self.pid),
-            cause => ProcessError::Read {
+            source => ProcessError::Read {
                 pid: self.pid,
                 file,
-                cause,
+                source,
             },
         }
     }

@@ -41,14 +41,14 @@ const DEVPTS_SUPER_MAGIC: rustix::fs::FsWord = 0x1cd1;
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     /// A pipe could not be made.
-    #[error("cannot create a pipe for the command: {0}")]
-    Pipe(Errno),
+    #[error("cannot create a pipe for the command")]
+    Pipe(#[source] Errno),
     /// The pty could not be allocated.
-    #[error("cannot allocate a terminal in the container's /dev/pts: {0}")]
-    Pty(Errno),
+    #[error("cannot allocate a terminal in the container's /dev/pts")]
+    Pty(#[source] Errno),
     /// The caller's terminal could not be switched to raw mode.
-    #[error("cannot put the terminal in raw mode: {0}")]
-    RawMode(Errno),
+    #[error("cannot put the terminal in raw mode")]
+    RawMode(#[source] Errno),
 }
 
 /// The command's ends of its streams, moved into the helper (which makes them its own 0, 1

@@ -37,8 +37,8 @@ fn seals() -> SealFlags {
 
 /// Why crashcart could not run from a sealed copy.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot run crashcart from a sealed copy of itself: {0}")]
-pub struct SealError(std::io::Error);
+#[error("cannot run crashcart from a sealed copy of itself")]
+pub struct SealError(#[source] std::io::Error);
 
 /// Returns when crashcart already runs from a sealed copy; otherwise makes one and executes it
 /// with the same arguments and environment (and does not return unless that fails).

@@ -119,20 +119,20 @@ pub enum SessionError {
     #[error("pid {0} exited while crashcart was entering it")]
     TargetExited(u32),
     /// A process-management step failed.
-    #[error("cannot {what}: {cause}")]
+    #[error("cannot {what}")]
     Sys {
         /// The step.
         what: &'static str,
         /// Why.
-        cause: Errno,
+        source: Errno,
     },
     /// `docker exec` could not be started.
-    #[error("cannot run docker exec: {0}")]
-    DockerExec(std::io::Error),
+    #[error("cannot run docker exec")]
+    DockerExec(#[source] std::io::Error),
 }
 
 fn sys_err(what: &'static str) -> impl FnOnce(Errno) -> SessionError {
-    move |cause| SessionError::Sys { what, cause }
+    move |source| SessionError::Sys { what, source }
 }
 
 /// Carries out `request`; returns the exit status.
@@ -302,7 +302,7 @@ fn in_mount_namespace(
             sys::exit_now(match result {
                 Ok(()) => 0,
                 Err(e) => {
-                    eprintln!("crashcart: {e}");
+                    crate::log::say(format_args!("{}", crate::log::chain(&e)));
                     EXIT_CRASHCART.into()
                 }
             })
@@ -388,7 +388,7 @@ fn session(
     let (relay, streams) = relay::open(process)?;
     let forwarding = Forwarding::block().map_err(|e| SessionError::Sys {
         what: "block signals",
-        cause: Errno::from_io_error(&e).unwrap_or(Errno::IO),
+        source: Errno::from_io_error(&e).unwrap_or(Errno::IO),
     })?;
     let target_pidfd =
         Pid::from_raw(process.pid as i32).and_then(|pid| pidfd_open(pid, PidfdFlags::empty()).ok());
@@ -410,7 +410,7 @@ fn session(
     match sys::fork().map_err(sys_err("fork"))? {
         Fork::Child => {
             let code = helper_args.run().unwrap_or_else(|e| {
-                crate::log::say(format_args!("{e}"));
+                crate::log::say(format_args!("{}", crate::log::chain(&e)));
                 EXIT_CRASHCART
             });
             sys::exit_now(code.into())

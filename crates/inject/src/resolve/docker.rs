@@ -32,7 +32,7 @@ pub enum DockerError {
     )]
     UnsupportedHost(String),
     /// The socket could not be connected to.
-    #[error("cannot connect to Docker at {}: {source}", socket.display())]
+    #[error("cannot connect to Docker at {}", socket.display())]
     Connect {
         /// The socket path.
         socket: PathBuf,
@@ -41,7 +41,7 @@ pub enum DockerError {
         source: io::Error,
     },
     /// Sending the request or reading the response failed.
-    #[error("cannot talk to Docker at {}: {source}", socket.display())]
+    #[error("cannot talk to Docker at {}", socket.display())]
     Io {
         /// The socket path.
         socket: PathBuf,

@@ -128,7 +128,7 @@ pub enum ResolveError {
     #[error("process {0} is frozen (its container is paused); unpause it first")]
     Frozen(u32),
     /// Not an ID any state file knows, and Docker cannot be asked about names.
-    #[error("no container or process matches {spec:?} (and Docker is not reachable at {}: {source})", socket.display())]
+    #[error("no container or process matches {spec:?} (and Docker is not reachable at {})", socket.display())]
     DockerUnreachable {
         /// What the user typed.
         spec: String,
@@ -174,7 +174,7 @@ pub enum ResolveError {
     #[error(transparent)]
     Docker(#[from] DockerError),
     /// `/proc` could not be listed.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Proc {
         /// The directory.
         path: PathBuf,
