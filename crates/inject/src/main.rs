@@ -1,3 +1,5 @@
+//! `crashcart`: parse the command line, run the request, map errors to exit status 125.
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
