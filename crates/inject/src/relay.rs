@@ -241,6 +241,11 @@ impl Relay {
             );
         }
         loop {
+            // The command has exited and all of its output is copied: done, while the helper
+            // ends the rest of the session.
+            if reported.is_some() && self.outputs().is_empty() {
+                break;
+            }
             let input = self.input();
             let outputs = self.outputs();
             let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(6);
@@ -331,9 +336,6 @@ impl Relay {
             if target_ready {
                 target_watched = false;
                 target_exited = true;
-            }
-            if reported.is_some() && self.outputs().is_empty() {
-                break;
             }
             if signals_ready {
                 while let Some(info) = sys::read_signal(signals.as_fd()) {
