@@ -531,19 +531,15 @@ fn bundle_runs_beside_a_musl_libc() {
     // gdb attaches to the musl-linked PID 1 and reads the container's musl for symbols. The
     // session's mount namespace is a private copy of the container's, and gdb's default
     // "target:" sysroot would setns() into the target's to read its files, which the debug
-    // profile forbids: the session sees the same files at the same paths, so sysroot "/".
+    // profile forbids: the image's rc file (what the default shell reads) runs gdb with
+    // sysroot "/", where the session sees the same files.
     let (out, err) = session_ok(
         &image.path,
         &container.0,
         &[
-            "gdb",
-            "-batch",
-            "-iex",
-            "set sysroot /",
-            "-p",
-            "1",
-            "-ex",
-            "bt",
+            "bash",
+            "-c",
+            ". /dev/crashcart/.crashcartrc && gdb -batch -p 1 -ex bt",
         ],
     );
     assert!(

@@ -37,6 +37,10 @@ pub fn rc_file(env: &BTreeMap<String, String>) -> Vec<u8> {
     for (k, v) in env {
         rc.push_str(&format!("export {k}={}\n", shell_quote(v)));
     }
+    // A crashcart session sees the container's files through a private copy of its mount
+    // namespace; gdb's default sysroot ("target:") would setns() into the target's namespace to
+    // read them, which crashcart's debug profile forbids. The same files are at the same paths.
+    rc.push_str("gdb() { command gdb -iex 'set sysroot /' \"$@\"; }\n");
     rc.push_str(&format!(
         "for crashcart_rc in \"$CART\"/{RC_D_DIR}/*.sh; do\n\
          \x20   [ -r \"$crashcart_rc\" ] && . \"$crashcart_rc\"\n\
@@ -66,5 +70,6 @@ mod tests {
         assert!(rc.contains("PATH=\"$CART/sbin:$CART/bin${PATH:+:$PATH}\""));
         assert!(rc.contains("export TERMINFO_DIRS='/dev/crashcart/share/it'\\''s'\n"));
         assert!(rc.contains(".crashcart/rc.d/*.sh"));
+        assert!(rc.contains("gdb() { command gdb -iex 'set sysroot /' \"$@\"; }"));
     }
 }
