@@ -247,6 +247,33 @@ impl Filesystem {
         }
     }
 
+    /// Byte offsets of the primary superblock and of every backup, as this filesystem lays them
+    /// out: the superblock's own blocks per group (fewer than 32,768 when inodes are dense),
+    /// the handle's group count, and the backup groups its features choose (what
+    /// `ext2fs_bg_has_super` computes; that function is not in our bindings).
+    pub fn superblock_offsets(&self) -> Vec<u64> {
+        let sb = self.super_ref();
+        let per_group = u64::from(sb.s_blocks_per_group);
+        let first = u64::from(sb.s_first_data_block);
+        let sparse = sb.s_feature_ro_compat & sys::EXT2_FEATURE_RO_COMPAT_SPARSE_SUPER != 0;
+        let sparse2 = sb.s_feature_compat & sys::EXT4_FEATURE_COMPAT_SPARSE_SUPER2 != 0;
+        let backup_bgs = sb.s_backup_bgs;
+        // SAFETY: a valid handle; group_desc_count is a plain field set by ext2fs_initialize.
+        let groups = unsafe { (*self.fs).group_desc_count };
+        let has_super = |g: u32| {
+            if sparse2 {
+                backup_bgs.contains(&g)
+            } else {
+                !sparse || has_super_backup(u64::from(g))
+            }
+        };
+        let mut offsets = vec![1024];
+        for group in (1..groups).filter(|&g| has_super(g)) {
+            offsets.push((first + u64::from(group) * per_group) * u64::from(BLOCK_SIZE));
+        }
+        offsets
+    }
+
     /// Total blocks in the filesystem.
     pub fn blocks_count(&self) -> u64 {
         let sb = self.super_ref();
@@ -500,31 +527,25 @@ pub fn has_super_backup(g: u64) -> bool {
     })
 }
 
-/// Sets `s_wtime` of every superblock copy to `time`.
+/// Sets `s_wtime` of every superblock copy at `offsets` (from
+/// [`Filesystem::superblock_offsets`]) to `time`.
 ///
 /// libext2fs stamps the last write time from the clock when its notion of "now" is 0, which is
 /// exactly the `SOURCE_DATE_EPOCH` default; the superblocks of ext3 images carry no checksum,
-/// so the field is simply rewritten in place.
-pub fn stamp_write_time(file: &File, blocks: u64, time: u32) -> std::io::Result<()> {
-    const S_WTIME: usize = 0x30;
+/// so the field is simply rewritten in place. The magic is checked as a last guard: a block
+/// that is not a superblock is never written.
+pub fn stamp_write_time(file: &File, offsets: &[u64], time: u32) -> std::io::Result<()> {
+    const S_WTIME: u64 = 0x30;
     const S_MAGIC: usize = 0x38;
-    let bs = u64::from(BLOCK_SIZE);
-    let per_group = bs * 8;
-    for group in 0..blocks.div_ceil(per_group) {
-        if !has_super_backup(group) {
-            continue;
-        }
-        let offset = if group == 0 {
-            1024
-        } else {
-            group * per_group * bs
-        };
+    for &offset in offsets {
         let mut sb = [0u8; 1024];
         file.read_exact_at(&mut sb, offset)?;
         if sb[S_MAGIC..S_MAGIC + 2] != 0xEF53u16.to_le_bytes() {
-            continue;
+            return Err(std::io::Error::other(format!(
+                "no superblock at byte {offset} of the image"
+            )));
         }
-        file.write_all_at(&time.to_le_bytes(), offset + S_WTIME as u64)?;
+        file.write_all_at(&time.to_le_bytes(), offset + S_WTIME)?;
     }
     Ok(())
 }

@@ -656,10 +656,10 @@ impl ImageWriter {
         for id in 0..self.tree.dirs().len() {
             self.write_dir(id, &seed)?;
         }
-        let blocks = self.fs.blocks_count();
+        let superblocks = self.fs.superblock_offsets();
         self.fs.close()?;
         let file = self.placement.into_file();
-        ext2::stamp_write_time(&file, blocks, self.opts.time).map_err(|source| {
+        ext2::stamp_write_time(&file, &superblocks, self.opts.time).map_err(|source| {
             WriteError::Image {
                 image: self.image.clone(),
                 source,
