@@ -1289,3 +1289,163 @@ fn inode_heavy_images_keep_every_file_and_stamp_only_real_superblocks() {
     }
     assert_eq!(sha256(&first), sha256(&second), "byte-identical images");
 }
+
+/// One tar member as [`pax_tar`] writes it: PAX records (an `x` header when not empty), then a
+/// ustar header named `name` of type `kind` with `link` and `data`.
+struct TarMember<'a> {
+    pax: &'a [(&'a str, &'a [u8])],
+    name: &'a str,
+    kind: u8,
+    link: &'a str,
+    data: &'a [u8],
+}
+
+/// A POSIX tar written byte by byte, so that it can hold what GNU tar and the tar crate
+/// would not write themselves (names past 255 bytes, NUL bytes in PAX values).
+fn pax_tar(members: &[TarMember<'_>]) -> Vec<u8> {
+    fn header(name: &str, kind: u8, size: usize, link: &str) -> [u8; 512] {
+        let mut h = [0u8; 512];
+        let field = |h: &mut [u8; 512], at: usize, v: &[u8]| h[at..at + v.len()].copy_from_slice(v);
+        field(&mut h, 0, name.as_bytes());
+        field(&mut h, 100, b"0000644\0");
+        field(&mut h, 108, b"0000000\0");
+        field(&mut h, 116, b"0000000\0");
+        field(&mut h, 124, format!("{size:011o}\0").as_bytes());
+        field(&mut h, 136, b"00000000000\0");
+        field(&mut h, 148, b"        ");
+        h[156] = kind;
+        field(&mut h, 157, link.as_bytes());
+        field(&mut h, 257, b"ustar\0");
+        field(&mut h, 263, b"00");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        field(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
+        h
+    }
+    fn padded(out: &mut Vec<u8>, data: &[u8]) {
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(512), 0);
+    }
+    let mut out = Vec::new();
+    for m in members {
+        if !m.pax.is_empty() {
+            let mut records = Vec::new();
+            for (key, value) in m.pax {
+                // "LEN key=value\n", LEN counting its own digits.
+                let rest = key.len() + value.len() + 3;
+                let mut len = rest + 1;
+                while len != rest + len.to_string().len() {
+                    len = rest + len.to_string().len();
+                }
+                records.extend_from_slice(format!("{len} {key}=").as_bytes());
+                records.extend_from_slice(value);
+                records.push(b'\n');
+            }
+            out.extend_from_slice(&header("PaxHeaders/x", b'x', records.len(), ""));
+            padded(&mut out, &records);
+        }
+        out.extend_from_slice(&header(m.name, m.kind, m.data.len(), m.link));
+        padded(&mut out, m.data);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// Builds from a tar with `members`, expecting exit 3 naming `needles` and nothing at `-o`.
+fn assert_tar_refused(
+    b: &Builder,
+    s: &Scratch,
+    tag: &str,
+    members: &[TarMember<'_>],
+    needles: &[&str],
+) {
+    let tar = s.path(&format!("{tag}.tar"));
+    write(&tar, &pax_tar(members));
+    chmod(&tar, 0o644);
+    let img = s.out(&format!("{tag}.img"));
+    let out = b.run(&[
+        OsStr::new("--tar"),
+        tar.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fails(&out, 3, needles, &s.path("out"), &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).lines().count(),
+        1,
+        "{tag}: one line"
+    );
+}
+
+/// Issue 10, item 2: a name ext cannot hold is refused, never cut; 255 bytes still fit.
+#[test]
+fn names_longer_than_255_bytes_are_refused_not_truncated() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let file = |pax: &'static [(&'static str, &'static [u8])]| TarMember {
+        pax,
+        name: "placeholder",
+        kind: b'0',
+        link: "",
+        data: b"data\n",
+    };
+    let name_255 = format!("d/{}", "n".repeat(255));
+    let xattr_255 = format!("SCHILY.xattr.user.{}", "x".repeat(250));
+    let fits: Vec<(&str, &[u8])> = vec![("path", name_255.as_bytes()), (&xattr_255, b"v")];
+    let fits = [TarMember {
+        pax: &fits,
+        ..file(&[])
+    }];
+    // GNU tar reads the whole names back: the input is a valid archive.
+    let tar = s.path("fits.tar");
+    write(&tar, &pax_tar(&fits));
+    chmod(&tar, 0o644);
+    let listed = run_ok(Command::new("tar").arg("-tf").arg(&tar));
+    assert!(listed.lines().any(|l| l == name_255), "{listed}");
+    let img = s.out("fits.img");
+    b.build(&[
+        OsStr::new("--tar"),
+        tar.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fsck_clean(&img);
+    if is_root() {
+        let m = Mounted::new(&img);
+        let path = m.path().join(&name_255);
+        assert_eq!(fs::read(&path).unwrap(), b"data\n");
+        let attr = run_ok(
+            Command::new("getfattr")
+                .args(["--only-values", "-n", &xattr_255["SCHILY.xattr.".len()..]])
+                .arg(&path),
+        );
+        assert_eq!(attr, "v");
+    }
+    fs::remove_file(&img).unwrap();
+
+    for len in [256, 300] {
+        let long = format!("d/{}", "n".repeat(len));
+        let pax: Vec<(&str, &[u8])> = vec![("path", long.as_bytes())];
+        assert_tar_refused(
+            &b,
+            &s,
+            &format!("name{len}"),
+            &[TarMember {
+                pax: &pax,
+                ..file(&[])
+            }],
+            &["longer than 255 bytes", &"n".repeat(len)],
+        );
+    }
+    let long_xattr = format!("SCHILY.xattr.user.{}", "x".repeat(300));
+    let pax: Vec<(&str, &[u8])> = vec![("path", b"f"), (&long_xattr, b"v")];
+    assert_tar_refused(
+        &b,
+        &s,
+        "xattr300",
+        &[TarMember {
+            pax: &pax,
+            ..file(&[])
+        }],
+        &["/f", "extended attribute", "longer than 255 bytes"],
+    );
+}

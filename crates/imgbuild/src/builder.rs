@@ -91,7 +91,8 @@ impl From<WriteError> for BuildError {
             WriteError::Tree(_)
             | WriteError::Content(_)
             | WriteError::LinkTarget { .. }
-            | WriteError::LongSymlink { .. } => BuildError::Input(InputError::Write(e)),
+            | WriteError::LongSymlink { .. }
+            | WriteError::BadXattr { .. } => BuildError::Input(InputError::Write(e)),
             e if e.is_disk_full() => BuildError::DiskFull(e),
             e if e.is_image_full() => BuildError::ImageFull { full: e, hint: "" },
             e => BuildError::Write(e),

@@ -35,6 +35,8 @@ use crate::tree::{DirId, Tree, TreeError, ROOT};
 const CHUNK: usize = 1 << 20;
 /// Longest symlink target kept inside the inode ("fast" symlink).
 const FAST_SYMLINK_MAX: usize = 59;
+/// The longest extended attribute name, prefix included (the kernel's `XATTR_NAME_MAX`).
+const XATTR_NAME_MAX: usize = 255;
 /// `lost+found` mode, as mke2fs makes it.
 const LOST_FOUND_PERM: u32 = 0o700;
 
@@ -76,6 +78,17 @@ pub enum WriteError {
         path: PathBuf,
         /// What it names.
         target: PathBuf,
+    },
+    /// An extended attribute name ext cannot hold: longer than 255 bytes (the kernel's
+    /// `XATTR_NAME_MAX`; libext2fs would cut the length to one byte).
+    #[error("{}: extended attribute {name:?}: {problem}", path.display())]
+    BadXattr {
+        /// Path in the image.
+        path: PathBuf,
+        /// The name, lossily decoded.
+        name: String,
+        /// What is wrong with it.
+        problem: &'static str,
     },
     /// A symlink target longer than a block.
     #[error("{}: symlink target of {len} bytes is longer than a block", path.display())]
@@ -271,6 +284,22 @@ impl ImageWriter {
         }
     }
 
+    /// Refuses extended attribute names ext cannot hold, before anything is written.
+    fn check_xattrs(path: &Path, attrs: &Attributes) -> Result<(), WriteError> {
+        for (name, _) in &attrs.xattrs {
+            if name.len() <= XATTR_NAME_MAX {
+                continue;
+            }
+            let problem = "a name longer than 255 bytes";
+            return Err(WriteError::BadXattr {
+                path: path.to_path_buf(),
+                name: String::from_utf8_lossy(name).into_owned(),
+                problem,
+            });
+        }
+        Ok(())
+    }
+
     /// Owner as written: the input's with `--keep-owner`, root otherwise.
     fn owned(&self, mut attrs: Attributes) -> Attributes {
         if !self.opts.keep_owner {
@@ -310,6 +339,7 @@ impl ImageWriter {
             // able to reach the tools.
             return Ok(());
         }
+        Self::check_xattrs(path, &attrs)?;
         let (parent, name) = self.parent_of(path, origin)?;
         let fs = &mut self.fs;
         self.tree
@@ -356,6 +386,7 @@ impl ImageWriter {
         write: impl FnOnce(&mut Self, &Path, &Attributes) -> Result<Body, WriteError>,
     ) -> Result<(u32, Record), WriteError> {
         let attrs = self.owned(attrs);
+        Self::check_xattrs(&slot.path, &attrs)?;
         let ino = self.fs.new_inode(false, &slot.path)?;
         let body = write(self, &slot.path, &attrs)?;
         let record = InodeRecord {
