@@ -1449,3 +1449,77 @@ fn names_longer_than_255_bytes_are_refused_not_truncated() {
         &["/f", "extended attribute", "longer than 255 bytes"],
     );
 }
+
+/// Issue 10, item 3: members e2fsck would reject in the image are refused as bad input.
+#[test]
+fn empty_symlinks_and_nul_bytes_in_pax_names_are_refused() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let symlink_to =
+        |pax: &'static [(&'static str, &'static [u8])], link: &'static str| TarMember {
+            pax,
+            name: "lnk",
+            kind: b'2',
+            link,
+            data: b"",
+        };
+    assert_tar_refused(
+        &b,
+        &s,
+        "empty-target",
+        &[symlink_to(&[], "")],
+        &["/lnk", "symlink target is empty"],
+    );
+    assert_tar_refused(
+        &b,
+        &s,
+        "nul-linkpath",
+        &[symlink_to(&[("linkpath", b"t\0u")], "t")],
+        &["/lnk", "symlink target contains a NUL byte"],
+    );
+    assert_tar_refused(
+        &b,
+        &s,
+        "nul-path",
+        &[TarMember {
+            pax: &[("path", b"dir/a\0b")],
+            name: "placeholder",
+            kind: b'0',
+            link: "",
+            data: b"data\n",
+        }],
+        &["dir/a\\0b", "a name with a NUL byte"],
+    );
+    assert_tar_refused(
+        &b,
+        &s,
+        "nul-xattr",
+        &[TarMember {
+            pax: &[("SCHILY.xattr.user.a\0b", b"v")],
+            name: "f",
+            kind: b'0',
+            link: "",
+            data: b"data\n",
+        }],
+        &["/f", "extended attribute", "a name with a NUL byte"],
+    );
+    // A symlink with a target still reads back through the kernel.
+    let tar = s.path("ok.tar");
+    write(&tar, &pax_tar(&[symlink_to(&[], "target")]));
+    chmod(&tar, 0o644);
+    let img = s.out("ok.img");
+    b.build(&[
+        OsStr::new("--tar"),
+        tar.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fsck_clean(&img);
+    if is_root() {
+        let m = Mounted::new(&img);
+        assert_eq!(
+            fs::read_link(m.path().join("lnk")).unwrap(),
+            Path::new("target")
+        );
+    }
+}

@@ -92,6 +92,7 @@ impl From<WriteError> for BuildError {
             | WriteError::Content(_)
             | WriteError::LinkTarget { .. }
             | WriteError::LongSymlink { .. }
+            | WriteError::BadSymlink { .. }
             | WriteError::BadXattr { .. } => BuildError::Input(InputError::Write(e)),
             e if e.is_disk_full() => BuildError::DiskFull(e),
             e if e.is_image_full() => BuildError::ImageFull { full: e, hint: "" },

@@ -79,8 +79,16 @@ pub enum WriteError {
         /// What it names.
         target: PathBuf,
     },
+    /// A symlink target ext cannot hold as given: empty (e2fsck rejects it) or with a NUL byte.
+    #[error("{}: symlink target {problem}", path.display())]
+    BadSymlink {
+        /// Path in the image.
+        path: PathBuf,
+        /// What is wrong with the target.
+        problem: &'static str,
+    },
     /// An extended attribute name ext cannot hold: longer than 255 bytes (the kernel's
-    /// `XATTR_NAME_MAX`; libext2fs would cut the length to one byte).
+    /// `XATTR_NAME_MAX`; libext2fs would cut the length to one byte) or with a NUL byte.
     #[error("{}: extended attribute {name:?}: {problem}", path.display())]
     BadXattr {
         /// Path in the image.
@@ -287,10 +295,13 @@ impl ImageWriter {
     /// Refuses extended attribute names ext cannot hold, before anything is written.
     fn check_xattrs(path: &Path, attrs: &Attributes) -> Result<(), WriteError> {
         for (name, _) in &attrs.xattrs {
-            if name.len() <= XATTR_NAME_MAX {
+            let problem = if name.len() > XATTR_NAME_MAX {
+                "a name longer than 255 bytes"
+            } else if name.contains(&0) {
+                "a name with a NUL byte"
+            } else {
                 continue;
-            }
-            let problem = "a name longer than 255 bytes";
+            };
             return Err(WriteError::BadXattr {
                 path: path.to_path_buf(),
                 name: String::from_utf8_lossy(name).into_owned(),
@@ -480,6 +491,19 @@ impl ImageWriter {
         let mut target = target.to_vec();
         if let Some(r) = &self.relocations[origin] {
             relocate::apply(r, &mut target);
+        }
+        let problem = if target.is_empty() {
+            Some("is empty")
+        } else if target.contains(&0) {
+            Some("contains a NUL byte")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(WriteError::BadSymlink {
+                path: slot.path,
+                problem,
+            });
         }
         if target.len() >= BLOCK_SIZE as usize {
             return Err(WriteError::LongSymlink {

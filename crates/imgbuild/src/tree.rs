@@ -82,7 +82,7 @@ pub enum TreeError {
         origin: String,
     },
     /// A name ext cannot hold: longer than [`NAME_MAX`] bytes (a directory entry keeps its
-    /// length in one byte).
+    /// length in one byte) or with a NUL byte (a PAX `path` may carry one).
     #[error("{:?} in {origin}: {problem}", path.display())]
     BadName {
         /// The offending path.
@@ -99,7 +99,13 @@ pub const NAME_MAX: usize = 255;
 
 /// What keeps `name` out of an ext directory, if anything.
 fn name_problem(name: &[u8]) -> Option<&'static str> {
-    (name.len() > NAME_MAX).then_some("a name longer than 255 bytes")
+    if name.len() > NAME_MAX {
+        Some("a name longer than 255 bytes")
+    } else if name.contains(&0) {
+        Some("a name with a NUL byte")
+    } else {
+        None
+    }
 }
 
 /// The namespace of the image.
@@ -521,5 +527,10 @@ mod tests {
             assert!(matches!(err, TreeError::BadName { .. }), "{path}: {err}");
         }
         assert!(t.split(Path::new(&"n".repeat(255)), 0).is_ok());
+        let nul = std::ffi::OsStr::from_bytes(b"a/b\0c");
+        assert!(matches!(
+            t.split(Path::new(nul), 0),
+            Err(TreeError::BadName { .. })
+        ));
     }
 }
