@@ -1523,3 +1523,47 @@ fn empty_symlinks_and_nul_bytes_in_pax_names_are_refused() {
         );
     }
 }
+
+/// Issue 10, item 7: `tar cf x.tar d*/f` has no directory members; the image is sized for the
+/// directories the writer makes anyway.
+#[test]
+fn a_tar_without_directory_members_is_sized_for_its_directories() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let src = s.path("src");
+    let mut members = Vec::new();
+    for i in 0..300 {
+        write(&src.join(format!("d{i:03}/f")), format!("{i}\n").as_bytes());
+        members.push(format!("d{i:03}/f"));
+    }
+    let tar = s.path("files-only.tar");
+    run_ok(
+        Command::new("tar")
+            .arg("-cf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&src)
+            .args(&members),
+    );
+    chmod(&tar, 0o644);
+    let listed = run_ok(Command::new("tar").arg("-tf").arg(&tar));
+    assert!(
+        listed.lines().all(|l| l.ends_with("/f")),
+        "no directory members: {listed}"
+    );
+    let img = s.out("files-only.img");
+    b.build(&[
+        OsStr::new("--tar"),
+        tar.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fsck_clean(&img);
+    if is_root() {
+        let m = Mounted::new(&img);
+        for i in 0..300 {
+            let f = m.path().join(format!("d{i:03}/f"));
+            assert_eq!(fs::read_to_string(&f).unwrap(), format!("{i}\n"));
+        }
+    }
+}
