@@ -1567,3 +1567,115 @@ fn a_tar_without_directory_members_is_sized_for_its_directories() {
         }
     }
 }
+
+/// Issue 10, item 9: ext4 keeps times past 2038 (the inode's epoch bits) and past 2106 (the
+/// superblock's high bytes); ext3 cannot hold them and refuses rather than wrapping.
+#[test]
+fn timestamps_past_2038_read_back_on_ext4_and_are_refused_on_ext3() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let src = s.path("src");
+    write(&src.join("bin/tool"), b"tool\n");
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&src));
+    let args = |fs: &str, img: &Path| {
+        vec![
+            OsStr::new("--fs").to_owned(),
+            fs.into(),
+            "--dir".into(),
+            src.clone().into_os_string(),
+            "-o".into(),
+            img.as_os_str().to_owned(),
+        ]
+    };
+    // 2100-01-01 (past the signed 32 bits) and 2110-01-01 (past the unsigned 32 bits).
+    for (epoch, date) in [
+        (4_102_444_800u64, "Fri Jan  1 00:00:00 2100"),
+        (4_417_977_600, "Wed Jan  1 00:00:00 2110"),
+    ] {
+        let img = s.out(&format!("t{epoch}.img"));
+        let env = epoch.to_string();
+        assert_success(
+            &b.run_env(
+                &[("SOURCE_DATE_EPOCH", &env)],
+                Path::new("/"),
+                &args("ext4", &img),
+            ),
+            "ext4 build",
+        );
+        assert_fsck_clean(&img);
+        // e2fsprogs 1.47.0 reads the superblock's high bytes of times only from 1.47.1 on, and
+        // dumpe2fs shows 2110 as 1973: compare the superblock where it fits in 32 bits.
+        if epoch < 1 << 32 {
+            let super_block = run_ok(Command::new("dumpe2fs").arg("-h").arg(&img));
+            assert!(
+                super_block.contains(&format!("Filesystem created:       {date}")),
+                "{super_block}"
+            );
+        }
+        let stat = debugfs(&img, "stat /bin/tool");
+        assert!(
+            stat.contains(&format!("mtime: 0x{:08x}:00000001 -- {date}", epoch as u32)),
+            "{stat}"
+        );
+        if is_root() {
+            let m = Mounted::new(&img);
+            for p in ["", "bin", "bin/tool"] {
+                let meta = fs::symlink_metadata(m.path().join(p)).unwrap();
+                assert_eq!(meta.mtime() as u64, epoch, "mtime of /{p}");
+                assert_eq!(meta.ctime() as u64, epoch, "ctime of /{p}");
+                assert_eq!(meta.atime() as u64, epoch, "atime of /{p}");
+            }
+        }
+    }
+    let out_dir = s.path("out");
+    let keep: Vec<String> = {
+        let mut k: Vec<String> = fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        k.sort();
+        k
+    };
+    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+    let img = s.out("ext3-2100.img");
+    let out = b.run_env(
+        &[("SOURCE_DATE_EPOCH", "2147483648")],
+        Path::new("/"),
+        &args("ext3", &img),
+    );
+    assert_fails(
+        &out,
+        2,
+        &["SOURCE_DATE_EPOCH=2147483648", "ext3", "2038"],
+        &out_dir,
+        &keep,
+    );
+    let out = b.run_env(
+        &[("SOURCE_DATE_EPOCH", "15032385536")],
+        Path::new("/"),
+        &args("ext4", &img),
+    );
+    assert_fails(
+        &out,
+        2,
+        &["SOURCE_DATE_EPOCH=15032385536", "ext4", "2446"],
+        &out_dir,
+        &keep,
+    );
+    // The last second ext3 holds still reads back exactly.
+    let img = s.out("ext3-2038.img");
+    assert_success(
+        &b.run_env(
+            &[("SOURCE_DATE_EPOCH", "2147483647")],
+            Path::new("/"),
+            &args("ext3", &img),
+        ),
+        "ext3 build",
+    );
+    assert_fsck_clean(&img);
+    if is_root() {
+        let m = Mounted::new(&img);
+        let meta = fs::symlink_metadata(m.path().join("bin/tool")).unwrap();
+        assert_eq!(meta.mtime(), 2_147_483_647);
+    }
+}

@@ -142,8 +142,8 @@ fn libc_enospc() -> i32 {
 pub struct WriteOptions {
     /// ext3 or ext4.
     pub kind: FsKind,
-    /// Every timestamp (SOURCE_DATE_EPOCH).
-    pub time: u32,
+    /// Every timestamp (SOURCE_DATE_EPOCH), at most [`FsKind::max_time`] of `kind`.
+    pub time: u64,
     /// Keep input owners instead of making everything 0:0.
     pub keep_owner: bool,
     /// Container paths cut out of every ELF file written, from any input ([`crate::confine`]).
