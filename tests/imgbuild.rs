@@ -1679,3 +1679,48 @@ fn timestamps_past_2038_read_back_on_ext4_and_are_refused_on_ext3() {
         assert_eq!(meta.mtime(), 2_147_483_647);
     }
 }
+
+/// Issue 10, item 5: past 65,000 links a directory's count is 1 under ext4's `dir_nlink`; ext3
+/// cannot count that many subdirectories and refuses.
+#[test]
+fn sixty_five_thousand_subdirectories_use_dir_nlink_on_ext4_and_are_refused_on_ext3() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let src = s.path("src");
+    let wide = src.join("wide");
+    fs::create_dir_all(&wide).unwrap();
+    const SUBDIRS: usize = 65_000;
+    for i in 0..SUBDIRS {
+        fs::create_dir(wide.join(format!("{i:05}"))).unwrap();
+    }
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&src));
+    let args = |fs: &str, img: &Path| {
+        vec![
+            OsStr::new("--fs").to_owned(),
+            fs.into(),
+            "--dir".into(),
+            src.clone().into_os_string(),
+            "-o".into(),
+            img.as_os_str().to_owned(),
+        ]
+    };
+    let img = s.out("wide4.img");
+    b.build(&args("ext4", &img));
+    assert_fsck_clean(&img);
+    let stat = debugfs(&img, "stat /wide");
+    assert!(stat.contains("Links: 1 "), "{stat}");
+    if is_root() {
+        let m = Mounted::new(&img);
+        let names = fs::read_dir(m.path().join("wide")).unwrap().count();
+        assert_eq!(names, SUBDIRS);
+        assert!(m.path().join("wide/64999").is_dir());
+    }
+    let out = b.run(&args("ext3", &s.out("wide3.img")));
+    assert_fails(
+        &out,
+        3,
+        &["/wide", "65000 subdirectories", "--fs ext4"],
+        &s.path("out"),
+        &["wide4.img"],
+    );
+}

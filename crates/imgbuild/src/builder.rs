@@ -93,7 +93,8 @@ impl From<WriteError> for BuildError {
             | WriteError::LinkTarget { .. }
             | WriteError::LongSymlink { .. }
             | WriteError::BadSymlink { .. }
-            | WriteError::BadXattr { .. } => BuildError::Input(InputError::Write(e)),
+            | WriteError::BadXattr { .. }
+            | WriteError::TooManySubdirs { .. } => BuildError::Input(InputError::Write(e)),
             e if e.is_disk_full() => BuildError::DiskFull(e),
             e if e.is_image_full() => BuildError::ImageFull { full: e, hint: "" },
             e => BuildError::Write(e),

@@ -114,6 +114,11 @@ impl FsKind {
     }
 }
 
+/// The most links an inode keeps count of (`EXT4_LINK_MAX`). A directory with more
+/// subdirectories holds a link count of 1 under ext4's `dir_nlink` ("many"); ext3 has no such
+/// escape.
+pub const LINK_MAX: u32 = 65_000;
+
 /// An inode time as ext4 stores it: the low 32 bits (read as signed), and the `_extra` word
 /// whose two low bits extend them past 2038 (zero nanoseconds: reproducible).
 fn inode_time(time: u64) -> (u32, u32) {

@@ -98,6 +98,14 @@ pub enum WriteError {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// A directory with more subdirectories than ext3 can count.
+    #[error("{}: {subdirs} subdirectories are more than ext3 counts (at most {}); use --fs ext4", path.display(), ext2::LINK_MAX - 2)]
+    TooManySubdirs {
+        /// Path in the image.
+        path: PathBuf,
+        /// How many it has.
+        subdirs: usize,
+    },
     /// A symlink target longer than a block.
     #[error("{}: symlink target of {len} bytes is longer than a block", path.display())]
     LongSymlink {
@@ -742,7 +750,12 @@ impl ImageWriter {
         });
         let ino = dir.ino;
         let attrs = dir.attrs.clone();
-        let links = 2 + self.tree.subdirs(id);
+        let subdirs = self.tree.subdirs(id);
+        let links = match u16::try_from(2 + subdirs) {
+            Ok(n) if u32::from(n) <= ext2::LINK_MAX => n,
+            _ if self.opts.kind == FsKind::Ext4 => 1, // dir_nlink: "more than LINK_MAX"
+            _ => return Err(WriteError::TooManySubdirs { path, subdirs }),
+        };
         let placed = self
             .placement
             .write_blocks(&mut self.fs, &path, &laid.blocks)?;
@@ -760,7 +773,7 @@ impl ImageWriter {
             gid: attrs.gid,
             size: laid.blocks.len() as u64 * u64::from(BLOCK_SIZE),
             time: self.opts.time,
-            links: u16::try_from(links).unwrap_or(1),
+            links,
             blocks,
             flags,
             block,
