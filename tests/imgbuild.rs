@@ -1206,3 +1206,521 @@ fn an_image_written_inside_its_input_does_not_contain_itself() {
     assert!(!root.contains("partial"), "{root}");
     assert!(root.contains("bin"), "{root}");
 }
+
+/// Issue 10, item 1: an inode-heavy image has groups of fewer than 32,768 blocks, so a block at
+/// 32,768·g can be file data. Every other file is empty (inodes without blocks); the others
+/// carry the superblock magic at offset 56 and non-zero bytes where `s_wtime` would be, so a
+/// write-time stamp at a wrong place shows (here one lands on block 32,768, inside group 1).
+#[test]
+fn inode_heavy_images_keep_every_file_and_stamp_only_real_superblocks() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let src = s.path("src");
+    let content = |i: usize| {
+        if i % 2 == 1 {
+            return Vec::new();
+        }
+        let mut c = noise(64, i as u64 + 1);
+        c[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        c[48..52].copy_from_slice(&[0xA5; 4]);
+        c[56..58].copy_from_slice(&0xEF53u16.to_le_bytes());
+        c
+    };
+    for d in 0..80 {
+        let dir = src.join(format!("d{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..1000 {
+            let i = d * 1000 + f;
+            fs::write(dir.join(format!("f{f:03}")), content(i)).unwrap();
+        }
+    }
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&src));
+    let first = s.out("first.img");
+    let second = s.out("second.img");
+    b.build_dir(&src, &first);
+    // Without SOURCE_DATE_EPOCH the library would stamp the clock: a second later it differs.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    b.build_dir(&src, &second);
+    assert_fsck_clean(&first);
+    // Every file intact, as the kernel reads it.
+    if is_root() {
+        let m = Mounted::new(&first);
+        for d in 0..80 {
+            for f in 0..1000 {
+                let i = d * 1000 + f;
+                let path = m.path().join(format!("d{d:02}/f{f:03}"));
+                assert_eq!(fs::read(&path).unwrap(), content(i), "{}", path.display());
+            }
+        }
+    }
+    let super_block = run_ok(Command::new("dumpe2fs").arg("-h").arg(&first));
+    let per_group: u64 = super_block
+        .lines()
+        .find_map(|l| l.strip_prefix("Blocks per group:"))
+        .expect("Blocks per group")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(per_group < 32768, "inode-heavy geometry: {per_group}");
+    // Every backup superblock (as dumpe2fs finds them) carries the epoch, not the clock.
+    let groups = run_ok(Command::new("dumpe2fs").arg(&first));
+    let backups: Vec<u64> = groups
+        .lines()
+        .filter_map(|l| l.split("Backup superblock at ").nth(1))
+        .map(|r| r.split(',').next().unwrap().trim().parse().unwrap())
+        .collect();
+    assert!(!backups.is_empty(), "{groups}");
+    for at in backups {
+        let backup = run_ok(
+            Command::new("dumpe2fs")
+                .args([
+                    "-h",
+                    "-o",
+                    &format!("superblock={at}"),
+                    "-o",
+                    "blocksize=4096",
+                ])
+                .arg(&first),
+        );
+        assert!(
+            backup.contains("Last write time:          Thu Jan  1 00:00:00 1970"),
+            "backup at {at}: {backup}"
+        );
+    }
+    assert_eq!(sha256(&first), sha256(&second), "byte-identical images");
+}
+
+/// One tar member as [`pax_tar`] writes it: PAX records (an `x` header when not empty), then a
+/// ustar header named `name` of type `kind` with `link` and `data`.
+struct TarMember<'a> {
+    pax: &'a [(&'a str, &'a [u8])],
+    name: &'a str,
+    kind: u8,
+    link: &'a str,
+    data: &'a [u8],
+}
+
+/// A POSIX tar written byte by byte, so that it can hold what GNU tar and the tar crate
+/// would not write themselves (names past 255 bytes, NUL bytes in PAX values).
+fn pax_tar(members: &[TarMember<'_>]) -> Vec<u8> {
+    fn header(name: &str, kind: u8, size: usize, link: &str) -> [u8; 512] {
+        let mut h = [0u8; 512];
+        let field = |h: &mut [u8; 512], at: usize, v: &[u8]| h[at..at + v.len()].copy_from_slice(v);
+        field(&mut h, 0, name.as_bytes());
+        field(&mut h, 100, b"0000644\0");
+        field(&mut h, 108, b"0000000\0");
+        field(&mut h, 116, b"0000000\0");
+        field(&mut h, 124, format!("{size:011o}\0").as_bytes());
+        field(&mut h, 136, b"00000000000\0");
+        field(&mut h, 148, b"        ");
+        h[156] = kind;
+        field(&mut h, 157, link.as_bytes());
+        field(&mut h, 257, b"ustar\0");
+        field(&mut h, 263, b"00");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        field(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
+        h
+    }
+    fn padded(out: &mut Vec<u8>, data: &[u8]) {
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(512), 0);
+    }
+    let mut out = Vec::new();
+    for m in members {
+        if !m.pax.is_empty() {
+            let mut records = Vec::new();
+            for (key, value) in m.pax {
+                // "LEN key=value\n", LEN counting its own digits.
+                let rest = key.len() + value.len() + 3;
+                let mut len = rest + 1;
+                while len != rest + len.to_string().len() {
+                    len = rest + len.to_string().len();
+                }
+                records.extend_from_slice(format!("{len} {key}=").as_bytes());
+                records.extend_from_slice(value);
+                records.push(b'\n');
+            }
+            out.extend_from_slice(&header("PaxHeaders/x", b'x', records.len(), ""));
+            padded(&mut out, &records);
+        }
+        out.extend_from_slice(&header(m.name, m.kind, m.data.len(), m.link));
+        padded(&mut out, m.data);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// Builds from a tar with `members`, expecting exit 3 naming `needles` and nothing at `-o`.
+fn assert_tar_refused(
+    b: &Builder,
+    s: &Scratch,
+    tag: &str,
+    members: &[TarMember<'_>],
+    needles: &[&str],
+) {
+    let tar = s.path(&format!("{tag}.tar"));
+    write(&tar, &pax_tar(members));
+    chmod(&tar, 0o644);
+    let img = s.out(&format!("{tag}.img"));
+    let out = b.run(&[
+        OsStr::new("--tar"),
+        tar.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fails(&out, 3, needles, &s.path("out"), &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).lines().count(),
+        1,
+        "{tag}: one line"
+    );
+}
+
+/// Issue 10, item 2: a name ext cannot hold is refused, never cut; 255 bytes still fit.
+#[test]
+fn names_longer_than_255_bytes_are_refused_not_truncated() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let file = |pax: &'static [(&'static str, &'static [u8])]| TarMember {
+        pax,
+        name: "placeholder",
+        kind: b'0',
+        link: "",
+        data: b"data\n",
+    };
+    let name_255 = format!("d/{}", "n".repeat(255));
+    let xattr_255 = format!("SCHILY.xattr.user.{}", "x".repeat(250));
+    let fits: Vec<(&str, &[u8])> = vec![("path", name_255.as_bytes()), (&xattr_255, b"v")];
+    let fits = [TarMember {
+        pax: &fits,
+        ..file(&[])
+    }];
+    // GNU tar reads the whole names back: the input is a valid archive.
+    let tar = s.path("fits.tar");
+    write(&tar, &pax_tar(&fits));
+    chmod(&tar, 0o644);
+    let listed = run_ok(Command::new("tar").arg("-tf").arg(&tar));
+    assert!(listed.lines().any(|l| l == name_255), "{listed}");
+    let img = s.out("fits.img");
+    b.build(&[
+        OsStr::new("--tar"),
+        tar.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fsck_clean(&img);
+    if is_root() {
+        let m = Mounted::new(&img);
+        let path = m.path().join(&name_255);
+        assert_eq!(fs::read(&path).unwrap(), b"data\n");
+        let attr = run_ok(
+            Command::new("getfattr")
+                .args(["--only-values", "-n", &xattr_255["SCHILY.xattr.".len()..]])
+                .arg(&path),
+        );
+        assert_eq!(attr, "v");
+    }
+    fs::remove_file(&img).unwrap();
+
+    for len in [256, 300] {
+        let long = format!("d/{}", "n".repeat(len));
+        let pax: Vec<(&str, &[u8])> = vec![("path", long.as_bytes())];
+        assert_tar_refused(
+            &b,
+            &s,
+            &format!("name{len}"),
+            &[TarMember {
+                pax: &pax,
+                ..file(&[])
+            }],
+            &["longer than 255 bytes", &"n".repeat(len)],
+        );
+    }
+    let long_xattr = format!("SCHILY.xattr.user.{}", "x".repeat(300));
+    let pax: Vec<(&str, &[u8])> = vec![("path", b"f"), (&long_xattr, b"v")];
+    assert_tar_refused(
+        &b,
+        &s,
+        "xattr300",
+        &[TarMember {
+            pax: &pax,
+            ..file(&[])
+        }],
+        &["/f", "extended attribute", "longer than 255 bytes"],
+    );
+}
+
+/// Issue 10, item 3: members e2fsck would reject in the image are refused as bad input.
+#[test]
+fn empty_symlinks_and_nul_bytes_in_pax_names_are_refused() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let symlink_to =
+        |pax: &'static [(&'static str, &'static [u8])], link: &'static str| TarMember {
+            pax,
+            name: "lnk",
+            kind: b'2',
+            link,
+            data: b"",
+        };
+    assert_tar_refused(
+        &b,
+        &s,
+        "empty-target",
+        &[symlink_to(&[], "")],
+        &["/lnk", "symlink target is empty"],
+    );
+    assert_tar_refused(
+        &b,
+        &s,
+        "nul-linkpath",
+        &[symlink_to(&[("linkpath", b"t\0u")], "t")],
+        &["/lnk", "symlink target contains a NUL byte"],
+    );
+    assert_tar_refused(
+        &b,
+        &s,
+        "nul-path",
+        &[TarMember {
+            pax: &[("path", b"dir/a\0b")],
+            name: "placeholder",
+            kind: b'0',
+            link: "",
+            data: b"data\n",
+        }],
+        &["dir/a\\0b", "a name with a NUL byte"],
+    );
+    assert_tar_refused(
+        &b,
+        &s,
+        "nul-xattr",
+        &[TarMember {
+            pax: &[("SCHILY.xattr.user.a\0b", b"v")],
+            name: "f",
+            kind: b'0',
+            link: "",
+            data: b"data\n",
+        }],
+        &["/f", "extended attribute", "a name with a NUL byte"],
+    );
+    // A symlink with a target still reads back through the kernel.
+    let tar = s.path("ok.tar");
+    write(&tar, &pax_tar(&[symlink_to(&[], "target")]));
+    chmod(&tar, 0o644);
+    let img = s.out("ok.img");
+    b.build(&[
+        OsStr::new("--tar"),
+        tar.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fsck_clean(&img);
+    if is_root() {
+        let m = Mounted::new(&img);
+        assert_eq!(
+            fs::read_link(m.path().join("lnk")).unwrap(),
+            Path::new("target")
+        );
+    }
+}
+
+/// Issue 10, item 7: `tar cf x.tar d*/f` has no directory members; the image is sized for the
+/// directories the writer makes anyway.
+#[test]
+fn a_tar_without_directory_members_is_sized_for_its_directories() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let src = s.path("src");
+    let mut members = Vec::new();
+    for i in 0..300 {
+        write(&src.join(format!("d{i:03}/f")), format!("{i}\n").as_bytes());
+        members.push(format!("d{i:03}/f"));
+    }
+    let tar = s.path("files-only.tar");
+    run_ok(
+        Command::new("tar")
+            .arg("-cf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&src)
+            .args(&members),
+    );
+    chmod(&tar, 0o644);
+    let listed = run_ok(Command::new("tar").arg("-tf").arg(&tar));
+    assert!(
+        listed.lines().all(|l| l.ends_with("/f")),
+        "no directory members: {listed}"
+    );
+    let img = s.out("files-only.img");
+    b.build(&[
+        OsStr::new("--tar"),
+        tar.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fsck_clean(&img);
+    if is_root() {
+        let m = Mounted::new(&img);
+        for i in 0..300 {
+            let f = m.path().join(format!("d{i:03}/f"));
+            assert_eq!(fs::read_to_string(&f).unwrap(), format!("{i}\n"));
+        }
+    }
+}
+
+/// Issue 10, item 9: ext4 keeps times past 2038 (the inode's epoch bits) and past 2106 (the
+/// superblock's high bytes); ext3 cannot hold them and refuses rather than wrapping.
+#[test]
+fn timestamps_past_2038_read_back_on_ext4_and_are_refused_on_ext3() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let src = s.path("src");
+    write(&src.join("bin/tool"), b"tool\n");
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&src));
+    let args = |fs: &str, img: &Path| {
+        vec![
+            OsStr::new("--fs").to_owned(),
+            fs.into(),
+            "--dir".into(),
+            src.clone().into_os_string(),
+            "-o".into(),
+            img.as_os_str().to_owned(),
+        ]
+    };
+    // 2100-01-01 (past the signed 32 bits) and 2110-01-01 (past the unsigned 32 bits).
+    for (epoch, date) in [
+        (4_102_444_800u64, "Fri Jan  1 00:00:00 2100"),
+        (4_417_977_600, "Wed Jan  1 00:00:00 2110"),
+    ] {
+        let img = s.out(&format!("t{epoch}.img"));
+        let env = epoch.to_string();
+        assert_success(
+            &b.run_env(
+                &[("SOURCE_DATE_EPOCH", &env)],
+                Path::new("/"),
+                &args("ext4", &img),
+            ),
+            "ext4 build",
+        );
+        assert_fsck_clean(&img);
+        // e2fsprogs 1.47.0 reads the superblock's high bytes of times only from 1.47.1 on, and
+        // dumpe2fs shows 2110 as 1973: compare the superblock where it fits in 32 bits.
+        if epoch < 1 << 32 {
+            let super_block = run_ok(Command::new("dumpe2fs").arg("-h").arg(&img));
+            assert!(
+                super_block.contains(&format!("Filesystem created:       {date}")),
+                "{super_block}"
+            );
+        }
+        let stat = debugfs(&img, "stat /bin/tool");
+        assert!(
+            stat.contains(&format!("mtime: 0x{:08x}:00000001 -- {date}", epoch as u32)),
+            "{stat}"
+        );
+        if is_root() {
+            let m = Mounted::new(&img);
+            for p in ["", "bin", "bin/tool"] {
+                let meta = fs::symlink_metadata(m.path().join(p)).unwrap();
+                assert_eq!(meta.mtime() as u64, epoch, "mtime of /{p}");
+                assert_eq!(meta.ctime() as u64, epoch, "ctime of /{p}");
+                assert_eq!(meta.atime() as u64, epoch, "atime of /{p}");
+            }
+        }
+    }
+    let out_dir = s.path("out");
+    let keep: Vec<String> = {
+        let mut k: Vec<String> = fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        k.sort();
+        k
+    };
+    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+    let img = s.out("ext3-2100.img");
+    let out = b.run_env(
+        &[("SOURCE_DATE_EPOCH", "2147483648")],
+        Path::new("/"),
+        &args("ext3", &img),
+    );
+    assert_fails(
+        &out,
+        2,
+        &["SOURCE_DATE_EPOCH=2147483648", "ext3", "2038"],
+        &out_dir,
+        &keep,
+    );
+    let out = b.run_env(
+        &[("SOURCE_DATE_EPOCH", "15032385536")],
+        Path::new("/"),
+        &args("ext4", &img),
+    );
+    assert_fails(
+        &out,
+        2,
+        &["SOURCE_DATE_EPOCH=15032385536", "ext4", "2446"],
+        &out_dir,
+        &keep,
+    );
+    // The last second ext3 holds still reads back exactly.
+    let img = s.out("ext3-2038.img");
+    assert_success(
+        &b.run_env(
+            &[("SOURCE_DATE_EPOCH", "2147483647")],
+            Path::new("/"),
+            &args("ext3", &img),
+        ),
+        "ext3 build",
+    );
+    assert_fsck_clean(&img);
+    if is_root() {
+        let m = Mounted::new(&img);
+        let meta = fs::symlink_metadata(m.path().join("bin/tool")).unwrap();
+        assert_eq!(meta.mtime(), 2_147_483_647);
+    }
+}
+
+/// Issue 10, item 5: past 65,000 links a directory's count is 1 under ext4's `dir_nlink`; ext3
+/// cannot count that many subdirectories and refuses.
+#[test]
+fn sixty_five_thousand_subdirectories_use_dir_nlink_on_ext4_and_are_refused_on_ext3() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let src = s.path("src");
+    let wide = src.join("wide");
+    fs::create_dir_all(&wide).unwrap();
+    const SUBDIRS: usize = 65_000;
+    for i in 0..SUBDIRS {
+        fs::create_dir(wide.join(format!("{i:05}"))).unwrap();
+    }
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&src));
+    let args = |fs: &str, img: &Path| {
+        vec![
+            OsStr::new("--fs").to_owned(),
+            fs.into(),
+            "--dir".into(),
+            src.clone().into_os_string(),
+            "-o".into(),
+            img.as_os_str().to_owned(),
+        ]
+    };
+    let img = s.out("wide4.img");
+    b.build(&args("ext4", &img));
+    assert_fsck_clean(&img);
+    let stat = debugfs(&img, "stat /wide");
+    assert!(stat.contains("Links: 1 "), "{stat}");
+    if is_root() {
+        let m = Mounted::new(&img);
+        let names = fs::read_dir(m.path().join("wide")).unwrap().count();
+        assert_eq!(names, SUBDIRS);
+        assert!(m.path().join("wide/64999").is_dir());
+    }
+    let out = b.run(&args("ext3", &s.out("wide3.img")));
+    assert_fails(
+        &out,
+        3,
+        &["/wide", "65000 subdirectories", "--fs ext4"],
+        &s.path("out"),
+        &["wide4.img"],
+    );
+}

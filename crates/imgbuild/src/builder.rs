@@ -91,7 +91,10 @@ impl From<WriteError> for BuildError {
             WriteError::Tree(_)
             | WriteError::Content(_)
             | WriteError::LinkTarget { .. }
-            | WriteError::LongSymlink { .. } => BuildError::Input(InputError::Write(e)),
+            | WriteError::LongSymlink { .. }
+            | WriteError::BadSymlink { .. }
+            | WriteError::BadXattr { .. }
+            | WriteError::TooManySubdirs { .. } => BuildError::Input(InputError::Write(e)),
             e if e.is_disk_full() => BuildError::DiskFull(e),
             e if e.is_image_full() => BuildError::ImageFull { full: e, hint: "" },
             e => BuildError::Write(e),
@@ -200,16 +203,27 @@ impl TarSource {
     }
 }
 
-/// `SOURCE_DATE_EPOCH`, 0 when unset.
-fn source_date_epoch() -> Result<u32, BuildError> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
+/// `SOURCE_DATE_EPOCH`, 0 when unset. A time the image's timestamps cannot hold is refused,
+/// never clamped or wrapped: ext3 ends in 2038, ext4 in 2446 ([`FsKind::max_time`]).
+fn source_date_epoch(kind: FsKind) -> Result<u64, BuildError> {
+    let time: u64 = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => v.trim().parse().map_err(|_| {
             BuildError::Usage(format!(
                 "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
             ))
-        }),
-        _ => Ok(0),
+        })?,
+        _ => 0,
+    };
+    if time > kind.max_time() {
+        let limit = match kind {
+            FsKind::Ext3 => "ext3 timestamps hold (2038-01-19); --fs ext4 holds times up to 2446",
+            FsKind::Ext4 => "ext4 timestamps hold (2446-05-10)",
+        };
+        return Err(BuildError::Usage(format!(
+            "SOURCE_DATE_EPOCH={time} is past the last time {limit}"
+        )));
     }
+    Ok(time)
 }
 
 fn read_closure_list(path: &Path) -> Result<Vec<PathBuf>, BuildError> {
@@ -596,7 +610,7 @@ fn write_generated(
 /// Runs one build.
 pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
     let started = Instant::now();
-    let time = source_date_epoch()?;
+    let time = source_date_epoch(cli.fs.into())?;
     check_flags(cli)?;
     let mut inputs = resolve_inputs(cli)?;
     let (geometry, estimate) = size_image(cli, &mut inputs)?;

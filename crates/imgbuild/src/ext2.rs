@@ -101,6 +101,32 @@ pub enum FsKind {
     Ext4,
 }
 
+impl FsKind {
+    /// The last second the image's timestamps hold. ext3's inode times are signed 32-bit
+    /// seconds (2038-01-19 03:14:07 UTC); ext4 extends them with the two epoch bits of the large
+    /// inode's `_extra` fields (2446-05-10 22:38:55 UTC).
+    pub fn max_time(self) -> u64 {
+        let signed_32 = i32::MAX as u64;
+        match self {
+            FsKind::Ext3 => signed_32,
+            FsKind::Ext4 => (3 << 32) | signed_32,
+        }
+    }
+}
+
+/// The most links an inode keeps count of (`EXT4_LINK_MAX`). A directory with more
+/// subdirectories holds a link count of 1 under ext4's `dir_nlink` ("many"); ext3 has no such
+/// escape.
+pub const LINK_MAX: u32 = 65_000;
+
+/// An inode time as ext4 stores it: the low 32 bits (read as signed), and the `_extra` word
+/// whose two low bits extend them past 2038 (zero nanoseconds: reproducible).
+fn inode_time(time: u64) -> (u32, u32) {
+    let low = time as u32;
+    let epoch = ((time as i64 - i64::from(low as i32)) >> 32) as u32 & 3;
+    (low, epoch)
+}
+
 /// Size and shape of a new filesystem.
 #[derive(Debug, Clone, Copy)]
 pub struct Geometry {
@@ -123,8 +149,8 @@ pub struct InodeRecord {
     pub gid: u32,
     /// Size in bytes.
     pub size: u64,
-    /// atime, ctime and mtime.
-    pub time: u32,
+    /// atime, ctime and mtime, in seconds (at most [`FsKind::max_time`]).
+    pub time: u64,
     /// Hard link count.
     pub links: u16,
     /// Blocks held, in [`BLOCK_SIZE`] units (data plus block-map blocks).
@@ -141,14 +167,14 @@ pub struct Filesystem {
     fs: sys::ext2_filsys,
     image: PathBuf,
     /// Every timestamp the builder writes.
-    time: u32,
+    time: u64,
 }
 
 impl Filesystem {
     /// Lays out a new filesystem in the existing file `image` (already sized by the caller).
     ///
     /// `time` becomes every superblock timestamp; nothing is taken from the clock.
-    pub fn create(image: &Path, geometry: Geometry, time: u32) -> Result<Filesystem, Ext2Error> {
+    pub fn create(image: &Path, geometry: Geometry, time: u64) -> Result<Filesystem, Ext2Error> {
         let name = CString::new(image.as_os_str().as_bytes()).map_err(|_| Ext2Error {
             op: "create filesystem in",
             path: image.to_path_buf(),
@@ -196,10 +222,15 @@ impl Filesystem {
         };
         {
             let sb = this.super_mut();
-            sb.s_mkfs_time = time;
-            sb.s_wtime = time;
+            // Superblock times are unsigned, with a high byte past 2106.
+            let (low, high) = (time as u32, (time >> 32) as u8);
+            sb.s_mkfs_time = low;
+            sb.s_mkfs_time_hi = high;
+            sb.s_wtime = low;
+            sb.s_wtime_hi = high;
             sb.s_mtime = 0;
-            sb.s_lastcheck = time;
+            sb.s_lastcheck = low;
+            sb.s_lastcheck_hi = high;
             sb.s_max_mnt_count = -1; // never force a check of a read-only image
             sb.s_def_hash_version = sys::EXT2_HASH_HALF_MD4 as u8;
             // One hash flavour for every platform (the library defaults to the host's char
@@ -209,7 +240,7 @@ impl Filesystem {
         }
         // SAFETY: `this.fs` is a valid handle; `now` is a plain field the library reads instead
         // of time(2) when non-zero.
-        unsafe { (*this.fs).now = i64::from(time) };
+        unsafe { (*this.fs).now = time as i64 };
         // SAFETY: valid handle, freshly initialized, tables not yet placed.
         let rc = unsafe { sys::ext2fs_allocate_tables(this.fs) };
         check(rc, "place inode tables in", image)?;
@@ -245,6 +276,33 @@ impl Filesystem {
                 }
             }
         }
+    }
+
+    /// Byte offsets of the primary superblock and of every backup, as this filesystem lays them
+    /// out: the superblock's own blocks per group (fewer than 32,768 when inodes are dense),
+    /// the handle's group count, and the backup groups its features choose (what
+    /// `ext2fs_bg_has_super` computes; that function is not in our bindings).
+    pub fn superblock_offsets(&self) -> Vec<u64> {
+        let sb = self.super_ref();
+        let per_group = u64::from(sb.s_blocks_per_group);
+        let first = u64::from(sb.s_first_data_block);
+        let sparse = sb.s_feature_ro_compat & sys::EXT2_FEATURE_RO_COMPAT_SPARSE_SUPER != 0;
+        let sparse2 = sb.s_feature_compat & sys::EXT4_FEATURE_COMPAT_SPARSE_SUPER2 != 0;
+        let backup_bgs = sb.s_backup_bgs;
+        // SAFETY: a valid handle; group_desc_count is a plain field set by ext2fs_initialize.
+        let groups = unsafe { (*self.fs).group_desc_count };
+        let has_super = |g: u32| {
+            if sparse2 {
+                backup_bgs.contains(&g)
+            } else {
+                !sparse || has_super_backup(u64::from(g))
+            }
+        };
+        let mut offsets = vec![1024];
+        for group in (1..groups).filter(|&g| has_super(g)) {
+            offsets.push((first + u64::from(group) * per_group) * u64::from(BLOCK_SIZE));
+        }
+        offsets
     }
 
     /// Total blocks in the filesystem.
@@ -309,9 +367,13 @@ impl Filesystem {
         raw.osd2.linux2.l_i_gid_high = (record.gid >> 16) as u16;
         raw.i_size = record.size as u32;
         raw.i_size_high = (record.size >> 32) as u32;
-        raw.i_atime = record.time;
-        raw.i_ctime = record.time;
-        raw.i_mtime = record.time;
+        let (time, extra) = inode_time(record.time);
+        raw.i_atime = time;
+        raw.i_ctime = time;
+        raw.i_mtime = time;
+        raw.i_atime_extra = extra;
+        raw.i_ctime_extra = extra;
+        raw.i_mtime_extra = extra;
         raw.i_links_count = record.links;
         let sectors = record.blocks * u64::from(BLOCK_SIZE / 512);
         raw.i_blocks = sectors as u32;
@@ -444,16 +506,16 @@ impl Filesystem {
         let image = self.image.clone();
         check(rc, "add a journal to", &image)?;
         // The library stamps the journal inode from the clock when its "now" is 0.
-        let time = self.time;
+        let (time, extra) = inode_time(self.time);
         self.update_inode(sys::EXT2_JOURNAL_INO, &image, |raw| {
             raw.i_atime = time;
             raw.i_ctime = time;
             raw.i_mtime = time;
             raw.i_crtime = time;
-            raw.i_atime_extra = 0;
-            raw.i_ctime_extra = 0;
-            raw.i_mtime_extra = 0;
-            raw.i_crtime_extra = 0;
+            raw.i_atime_extra = extra;
+            raw.i_ctime_extra = extra;
+            raw.i_mtime_extra = extra;
+            raw.i_crtime_extra = extra;
             Ok(())
         })
     }
@@ -500,31 +562,27 @@ pub fn has_super_backup(g: u64) -> bool {
     })
 }
 
-/// Sets `s_wtime` of every superblock copy to `time`.
+/// Sets `s_wtime` of every superblock copy at `offsets` (from
+/// [`Filesystem::superblock_offsets`]) to `time`.
 ///
 /// libext2fs stamps the last write time from the clock when its notion of "now" is 0, which is
 /// exactly the `SOURCE_DATE_EPOCH` default; the superblocks of ext3 images carry no checksum,
-/// so the field is simply rewritten in place.
-pub fn stamp_write_time(file: &File, blocks: u64, time: u32) -> std::io::Result<()> {
-    const S_WTIME: usize = 0x30;
+/// so the field is simply rewritten in place. The magic is checked as a last guard: a block
+/// that is not a superblock is never written.
+pub fn stamp_write_time(file: &File, offsets: &[u64], time: u64) -> std::io::Result<()> {
+    const S_WTIME: u64 = 0x30;
     const S_MAGIC: usize = 0x38;
-    let bs = u64::from(BLOCK_SIZE);
-    let per_group = bs * 8;
-    for group in 0..blocks.div_ceil(per_group) {
-        if !has_super_backup(group) {
-            continue;
-        }
-        let offset = if group == 0 {
-            1024
-        } else {
-            group * per_group * bs
-        };
+    const S_WTIME_HI: u64 = 0x274;
+    for &offset in offsets {
         let mut sb = [0u8; 1024];
         file.read_exact_at(&mut sb, offset)?;
         if sb[S_MAGIC..S_MAGIC + 2] != 0xEF53u16.to_le_bytes() {
-            continue;
+            return Err(std::io::Error::other(format!(
+                "no superblock at byte {offset} of the image"
+            )));
         }
-        file.write_all_at(&time.to_le_bytes(), offset + S_WTIME as u64)?;
+        file.write_all_at(&(time as u32).to_le_bytes(), offset + S_WTIME)?;
+        file.write_all_at(&[(time >> 32) as u8], offset + S_WTIME_HI)?;
     }
     Ok(())
 }
@@ -532,6 +590,16 @@ pub fn stamp_write_time(file: &File, blocks: u64, time: u32) -> std::io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inode_times_past_2038_carry_epoch_bits() {
+        assert_eq!(inode_time(0), (0, 0));
+        assert_eq!(inode_time(i32::MAX as u64), (i32::MAX as u32, 0));
+        assert_eq!(inode_time(1 << 31), (1 << 31, 1));
+        assert_eq!(inode_time(4_102_444_800), (4_102_444_800, 1)); // 2100-01-01
+        assert_eq!(inode_time(1 << 32), (0, 1));
+        assert_eq!(inode_time(FsKind::Ext4.max_time()), (i32::MAX as u32, 3));
+    }
 
     #[test]
     fn backups_follow_sparse_super() {

@@ -35,6 +35,8 @@ use crate::tree::{DirId, Tree, TreeError, ROOT};
 const CHUNK: usize = 1 << 20;
 /// Longest symlink target kept inside the inode ("fast" symlink).
 const FAST_SYMLINK_MAX: usize = 59;
+/// The longest extended attribute name, prefix included (the kernel's `XATTR_NAME_MAX`).
+const XATTR_NAME_MAX: usize = 255;
 /// `lost+found` mode, as mke2fs makes it.
 const LOST_FOUND_PERM: u32 = 0o700;
 
@@ -76,6 +78,33 @@ pub enum WriteError {
         path: PathBuf,
         /// What it names.
         target: PathBuf,
+    },
+    /// A symlink target ext cannot hold as given: empty (e2fsck rejects it) or with a NUL byte.
+    #[error("{}: symlink target {problem}", path.display())]
+    BadSymlink {
+        /// Path in the image.
+        path: PathBuf,
+        /// What is wrong with the target.
+        problem: &'static str,
+    },
+    /// An extended attribute name ext cannot hold: longer than 255 bytes (the kernel's
+    /// `XATTR_NAME_MAX`; libext2fs would cut the length to one byte) or with a NUL byte.
+    #[error("{}: extended attribute {name:?}: {problem}", path.display())]
+    BadXattr {
+        /// Path in the image.
+        path: PathBuf,
+        /// The name, lossily decoded.
+        name: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// A directory with more subdirectories than ext3 can count.
+    #[error("{}: {subdirs} subdirectories are more than ext3 counts (at most {}); use --fs ext4", path.display(), ext2::LINK_MAX - 2)]
+    TooManySubdirs {
+        /// Path in the image.
+        path: PathBuf,
+        /// How many it has.
+        subdirs: usize,
     },
     /// A symlink target longer than a block.
     #[error("{}: symlink target of {len} bytes is longer than a block", path.display())]
@@ -121,8 +150,8 @@ fn libc_enospc() -> i32 {
 pub struct WriteOptions {
     /// ext3 or ext4.
     pub kind: FsKind,
-    /// Every timestamp (SOURCE_DATE_EPOCH).
-    pub time: u32,
+    /// Every timestamp (SOURCE_DATE_EPOCH), at most [`FsKind::max_time`] of `kind`.
+    pub time: u64,
     /// Keep input owners instead of making everything 0:0.
     pub keep_owner: bool,
     /// Container paths cut out of every ELF file written, from any input ([`crate::confine`]).
@@ -271,6 +300,25 @@ impl ImageWriter {
         }
     }
 
+    /// Refuses extended attribute names ext cannot hold, before anything is written.
+    fn check_xattrs(path: &Path, attrs: &Attributes) -> Result<(), WriteError> {
+        for (name, _) in &attrs.xattrs {
+            let problem = if name.len() > XATTR_NAME_MAX {
+                "a name longer than 255 bytes"
+            } else if name.contains(&0) {
+                "a name with a NUL byte"
+            } else {
+                continue;
+            };
+            return Err(WriteError::BadXattr {
+                path: path.to_path_buf(),
+                name: String::from_utf8_lossy(name).into_owned(),
+                problem,
+            });
+        }
+        Ok(())
+    }
+
     /// Owner as written: the input's with `--keep-owner`, root otherwise.
     fn owned(&self, mut attrs: Attributes) -> Attributes {
         if !self.opts.keep_owner {
@@ -310,6 +358,7 @@ impl ImageWriter {
             // able to reach the tools.
             return Ok(());
         }
+        Self::check_xattrs(path, &attrs)?;
         let (parent, name) = self.parent_of(path, origin)?;
         let fs = &mut self.fs;
         self.tree
@@ -356,6 +405,7 @@ impl ImageWriter {
         write: impl FnOnce(&mut Self, &Path, &Attributes) -> Result<Body, WriteError>,
     ) -> Result<(u32, Record), WriteError> {
         let attrs = self.owned(attrs);
+        Self::check_xattrs(&slot.path, &attrs)?;
         let ino = self.fs.new_inode(false, &slot.path)?;
         let body = write(self, &slot.path, &attrs)?;
         let record = InodeRecord {
@@ -449,6 +499,19 @@ impl ImageWriter {
         let mut target = target.to_vec();
         if let Some(r) = &self.relocations[origin] {
             relocate::apply(r, &mut target);
+        }
+        let problem = if target.is_empty() {
+            Some("is empty")
+        } else if target.contains(&0) {
+            Some("contains a NUL byte")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(WriteError::BadSymlink {
+                path: slot.path,
+                problem,
+            });
         }
         if target.len() >= BLOCK_SIZE as usize {
             return Err(WriteError::LongSymlink {
@@ -656,10 +719,10 @@ impl ImageWriter {
         for id in 0..self.tree.dirs().len() {
             self.write_dir(id, &seed)?;
         }
-        let blocks = self.fs.blocks_count();
+        let superblocks = self.fs.superblock_offsets();
         self.fs.close()?;
         let file = self.placement.into_file();
-        ext2::stamp_write_time(&file, blocks, self.opts.time).map_err(|source| {
+        ext2::stamp_write_time(&file, &superblocks, self.opts.time).map_err(|source| {
             WriteError::Image {
                 image: self.image.clone(),
                 source,
@@ -687,7 +750,12 @@ impl ImageWriter {
         });
         let ino = dir.ino;
         let attrs = dir.attrs.clone();
-        let links = 2 + self.tree.subdirs(id);
+        let subdirs = self.tree.subdirs(id);
+        let links = match u16::try_from(2 + subdirs) {
+            Ok(n) if u32::from(n) <= ext2::LINK_MAX => n,
+            _ if self.opts.kind == FsKind::Ext4 => 1, // dir_nlink: "more than LINK_MAX"
+            _ => return Err(WriteError::TooManySubdirs { path, subdirs }),
+        };
         let placed = self
             .placement
             .write_blocks(&mut self.fs, &path, &laid.blocks)?;
@@ -705,7 +773,7 @@ impl ImageWriter {
             gid: attrs.gid,
             size: laid.blocks.len() as u64 * u64::from(BLOCK_SIZE),
             time: self.opts.time,
-            links: u16::try_from(links).unwrap_or(1),
+            links,
             blocks,
             flags,
             block,

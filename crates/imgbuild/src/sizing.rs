@@ -187,6 +187,9 @@ impl Estimate {
             origin: origin.to_string(),
             source,
         };
+        // Directories counted so far, by image path: a tar need not have a member for each
+        // directory (`tar cf x.tar d/f` has none), and the writer makes the missing ones.
+        let mut dirs: HashSet<Vec<u8>> = HashSet::new();
         let mut archive = tar::Archive::new(stream);
         for entry in archive.entries().map_err(tar_err)? {
             let mut entry = entry.map_err(tar_err)?;
@@ -200,6 +203,21 @@ impl Estimate {
                 self.store_paths += 1;
             }
             let kind = entry.header().entry_type();
+            let names: Vec<&[u8]> = target
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(n) => Some(n.as_bytes()),
+                    _ => None,
+                })
+                .collect();
+            let parents = names.len().saturating_sub(1);
+            for depth in 1..=parents {
+                if dirs.insert(names[..depth].join(&b'/')) {
+                    self.dir(names[depth - 1].len());
+                }
+            }
+            // A directory member after its children was counted as their parent already.
+            let new_dir = kind == tar::EntryType::Directory && dirs.insert(names.join(&b'/'));
             let xattrs: u64 = match entry.pax_extensions().map_err(tar_err)? {
                 Some(exts) => exts
                     .filter_map(Result::ok)
@@ -214,7 +232,11 @@ impl Estimate {
                 self.xattr_blocks += 1;
             }
             match kind {
-                tar::EntryType::Directory => self.dir(name_len),
+                tar::EntryType::Directory => {
+                    if new_dir {
+                        self.dir(name_len);
+                    }
+                }
                 // A further name of a file already counted.
                 tar::EntryType::Link => self.other(name_len, 0),
                 tar::EntryType::Regular
@@ -311,6 +333,35 @@ mod tests {
         assert_eq!(parse_size("1g"), Ok(1 << 30));
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("M").is_err());
+    }
+
+    #[test]
+    fn directories_a_tar_only_implies_are_counted_once() {
+        let tar_of = |with_dirs: bool| {
+            let mut b = tar::Builder::new(Vec::new());
+            for i in 0..50 {
+                if with_dirs {
+                    let mut h = tar::Header::new_ustar();
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_size(0);
+                    b.append_data(&mut h, format!("d{i}/"), std::io::empty())
+                        .unwrap();
+                }
+                let mut h = tar::Header::new_ustar();
+                h.set_size(2);
+                b.append_data(&mut h, format!("d{i}/e/f"), &b"x\n"[..])
+                    .unwrap();
+            }
+            b.into_inner().unwrap()
+        };
+        let count = |with_dirs: bool| {
+            let mut e = Estimate::default();
+            e.add_tar(Box::new(std::io::Cursor::new(tar_of(with_dirs))), "t", b"")
+                .unwrap();
+            e
+        };
+        assert_eq!(count(false).dirs, 100);
+        assert_eq!(count(true), count(false));
     }
 
     #[test]

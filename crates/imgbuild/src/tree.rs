@@ -81,6 +81,31 @@ pub enum TreeError {
         /// The input it came from.
         origin: String,
     },
+    /// A name ext cannot hold: longer than [`NAME_MAX`] bytes (a directory entry keeps its
+    /// length in one byte) or with a NUL byte (a PAX `path` may carry one).
+    #[error("{:?} in {origin}: {problem}", path.display())]
+    BadName {
+        /// The offending path.
+        path: PathBuf,
+        /// The input it came from.
+        origin: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+}
+
+/// The longest name of a directory entry ext2/3/4 holds.
+pub const NAME_MAX: usize = 255;
+
+/// What keeps `name` out of an ext directory, if anything.
+fn name_problem(name: &[u8]) -> Option<&'static str> {
+    if name.len() > NAME_MAX {
+        Some("a name longer than 255 bytes")
+    } else if name.contains(&0) {
+        Some("a name with a NUL byte")
+    } else {
+        None
+    }
 }
 
 /// The namespace of the image.
@@ -161,6 +186,13 @@ impl Tree {
                     })
                 }
             }
+        }
+        if let Some(problem) = names.iter().find_map(|n| name_problem(n)) {
+            return Err(TreeError::BadName {
+                path: path.to_path_buf(),
+                origin: self.origin(origin),
+                problem,
+            });
         }
         let name = names.pop().ok_or_else(|| TreeError::BadPath {
             path: path.to_path_buf(),
@@ -484,5 +516,21 @@ mod tests {
         let (parents, name) = t.split(Path::new("./a/b/c"), 0).unwrap();
         assert_eq!(parents, vec![b"a".as_slice(), b"b".as_slice()]);
         assert_eq!(name, b"c");
+    }
+
+    #[test]
+    fn names_past_255_bytes_are_refused_anywhere_in_the_path() {
+        let t = Tree::new(2, Attributes::default());
+        let long = "n".repeat(256);
+        for path in [format!("a/{long}"), format!("{long}/b"), "n".repeat(300)] {
+            let err = t.split(Path::new(&path), 0).unwrap_err();
+            assert!(matches!(err, TreeError::BadName { .. }), "{path}: {err}");
+        }
+        assert!(t.split(Path::new(&"n".repeat(255)), 0).is_ok());
+        let nul = std::ffi::OsStr::from_bytes(b"a/b\0c");
+        assert!(matches!(
+            t.split(Path::new(nul), 0),
+            Err(TreeError::BadName { .. })
+        ));
     }
 }
