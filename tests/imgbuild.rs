@@ -1724,3 +1724,52 @@ fn sixty_five_thousand_subdirectories_use_dir_nlink_on_ext4_and_are_refused_on_e
         &["wide4.img"],
     );
 }
+
+/// Issue 10, item 6: an ext4 file of more extents than four leaf blocks hold (1,360) gets an
+/// index level instead of failing the build.
+#[test]
+fn a_file_of_1536_extents_gets_an_extent_index_on_ext4() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let src = s.path("src");
+    // 12 MiB alternating a 4 KiB block of data and a 4 KiB hole: 1,536 separate data runs.
+    let block = 4096;
+    let mut content = vec![0u8; 12 << 20];
+    for (i, chunk) in content.chunks_mut(2 * block).enumerate() {
+        chunk[..block].copy_from_slice(&noise(block, i as u64 + 1));
+    }
+    write(&src.join("striped"), &content);
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&src));
+    let img = s.out("striped.img");
+    b.build(&[
+        OsStr::new("--fs"),
+        OsStr::new("ext4"),
+        OsStr::new("--dir"),
+        src.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fsck_clean(&img);
+    // debugfs walks the tree itself: the inode's root, one index block over five leaves, and
+    // the 1,536 extents in them ("level/depth" opens each line).
+    let extents = debugfs(&img, "ex /striped");
+    let at_level = |level: &str| {
+        extents
+            .lines()
+            .filter(|l| l.trim_start().starts_with(level))
+            .count()
+    };
+    assert_eq!(
+        (at_level("0/ 2"), at_level("1/ 2"), at_level("2/ 2")),
+        (1, 5, 1536),
+        "{extents}"
+    );
+    if is_root() {
+        let m = Mounted::new(&img);
+        let path = m.path().join("striped");
+        assert!(fs::read(&path).unwrap() == content, "content read back");
+        // 1,536 data blocks, five leaves and one index block; the holes hold nothing.
+        let sectors = fs::metadata(&path).unwrap().blocks();
+        assert_eq!(sectors, (1536 + 6) * 8);
+    }
+}

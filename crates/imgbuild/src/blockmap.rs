@@ -15,6 +15,8 @@ const MAX_EXTENT_LEN: u64 = 32_768;
 /// Extents (or index entries) that fit in `i_block` after the header.
 const EXTENTS_IN_INODE: usize = 4;
 const EXTENT_MAGIC: u16 = 0xF30A;
+/// The deepest extent tree the kernel reads (`EXT4_MAX_EXTENT_DEPTH`).
+const MAX_EXTENT_DEPTH: usize = 5;
 
 /// A run of a file's logical blocks placed at consecutive physical blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +44,8 @@ pub enum MapError {
     /// Beyond what an ext3 triple-indirect map addresses.
     #[error("file too large for an ext3 block map")]
     TooLarge,
-    /// More extents than a depth-1 tree holds (the data is extremely fragmented).
-    #[error("file too fragmented for an extent tree of depth 1 ({0} extents)")]
+    /// More extents than the deepest tree the kernel reads holds.
+    #[error("file too fragmented for an extent tree ({0} extents)")]
     TooFragmented(usize),
 }
 
@@ -101,15 +103,8 @@ impl BlockMap {
                 Ok(indirect_nodes(runs, Self::per_block(block_size))?.len() as u64)
             }
             BlockMap::Extents { block_size } => {
-                let n = extents(runs).len();
-                let per_leaf = (block_size as usize - 12) / 12;
-                if n <= EXTENTS_IN_INODE {
-                    Ok(0)
-                } else if n <= EXTENTS_IN_INODE * per_leaf {
-                    Ok(n.div_ceil(per_leaf) as u64)
-                } else {
-                    Err(MapError::TooFragmented(n))
-                }
+                let levels = extent_levels(extents(runs).len(), block_size)?;
+                Ok(levels.iter().sum::<usize>() as u64)
             }
         }
     }
@@ -321,36 +316,67 @@ fn index_entry(logical: u64, leaf: u64) -> [u8; 12] {
     e
 }
 
+/// Blocks per level of the extent tree over `n` extents, leaves first; the root in `i_block`
+/// is not counted. Empty when the extents fit in the inode. Every node but the last of a level
+/// is full, so a tree over the same extents is always laid out the same way.
+fn extent_levels(n: usize, block_size: u32) -> Result<Vec<usize>, MapError> {
+    // Leaf extents and index entries are both 12 bytes, after a 12-byte header.
+    let per_block = (block_size as usize - 12) / 12;
+    let mut levels = Vec::new();
+    let mut entries = n;
+    while entries > EXTENTS_IN_INODE {
+        if levels.len() == MAX_EXTENT_DEPTH {
+            return Err(MapError::TooFragmented(n));
+        }
+        entries = entries.div_ceil(per_block);
+        levels.push(entries);
+    }
+    Ok(levels)
+}
+
 fn build_extents(runs: &[Run], meta: &[u64], block_size: u32) -> Result<BuiltMap, MapError> {
     let all = extents(runs);
-    let per_leaf = (block_size as usize - 12) / 12;
-    let mut root = Vec::with_capacity(60);
+    let levels = extent_levels(all.len(), block_size)?;
+    assert_eq!(
+        levels.iter().sum::<usize>(),
+        meta.len(),
+        "map blocks allocated as counted"
+    );
+    let per_block = (block_size as usize - 12) / 12;
+    // Each level as (first logical block, 12-byte entry) pairs, built from the one below; map
+    // blocks are taken leaves first, then each index level in turn.
+    let mut entries: Vec<(u64, [u8; 12])> = all
+        .iter()
+        .map(|run| (run.logical, extent_entry(run)))
+        .collect();
+    let mut free = meta.iter().copied();
     let mut blocks = Vec::new();
-    if all.len() <= EXTENTS_IN_INODE {
-        root.extend_from_slice(&header(all.len(), EXTENTS_IN_INODE, 0));
-        for run in &all {
-            root.extend_from_slice(&extent_entry(run));
-        }
-    } else {
-        let leaves: Vec<&[Run]> = all.chunks(per_leaf).collect();
-        if leaves.len() > EXTENTS_IN_INODE {
-            return Err(MapError::TooFragmented(all.len()));
-        }
-        assert_eq!(leaves.len(), meta.len(), "leaf blocks allocated as counted");
-        root.extend_from_slice(&header(leaves.len(), EXTENTS_IN_INODE, 1));
-        for (leaf, &pblk) in leaves.iter().zip(meta) {
-            root.extend_from_slice(&index_entry(leaf[0].logical, pblk));
+    for (depth, &nodes) in levels.iter().enumerate() {
+        let mut parents = Vec::with_capacity(nodes);
+        for chunk in entries.chunks(per_block) {
+            let pblk = free.next().expect("map blocks counted");
             let mut data = Vec::with_capacity(block_size as usize);
-            data.extend_from_slice(&header(leaf.len(), per_leaf, 0));
-            for run in *leaf {
-                data.extend_from_slice(&extent_entry(run));
+            data.extend_from_slice(&header(chunk.len(), per_block, depth as u16));
+            for (_, entry) in chunk {
+                data.extend_from_slice(entry);
             }
             data.resize(block_size as usize, 0);
             blocks.push(MapBlock {
                 physical: pblk,
                 data,
             });
+            parents.push((chunk[0].0, index_entry(chunk[0].0, pblk)));
         }
+        entries = parents;
+    }
+    let mut root = Vec::with_capacity(60);
+    root.extend_from_slice(&header(
+        entries.len(),
+        EXTENTS_IN_INODE,
+        levels.len() as u16,
+    ));
+    for (_, entry) in &entries {
+        root.extend_from_slice(entry);
     }
     root.resize(60, 0);
     let mut i_block = [0u32; 15];
@@ -520,6 +546,37 @@ mod tests {
         assert_eq!(
             u16::from_le_bytes([built.blocks[0].data[2], built.blocks[0].data[3]]),
             10
+        );
+    }
+
+    #[test]
+    fn more_extents_than_four_leaves_hold_get_an_index_level() {
+        let map = BlockMap::Extents { block_size: BS };
+        // 340 extents per leaf: 1,361 extents need 5 leaves, more than the inode's 4 slots.
+        let runs: Vec<Run> = (0..1361)
+            .map(|i| Run {
+                logical: i * 2,
+                physical: 10_000 + i * 2,
+                len: 1,
+            })
+            .collect();
+        assert_eq!(map.meta_blocks(&runs).unwrap(), 5 + 1);
+        let meta: Vec<u64> = (100..106).collect();
+        let built = map.build(&runs, &meta).unwrap();
+        assert_eq!(built.i_block[0] >> 16, 1, "one entry in the root");
+        assert_eq!(built.i_block[1] >> 16, 2, "depth 2");
+        assert_eq!(built.i_block[4], 105, "root points at the index block");
+        let index = &built.blocks[5];
+        assert_eq!(index.physical, 105);
+        assert_eq!(u16::from_le_bytes([index.data[2], index.data[3]]), 5);
+        assert_eq!(u16::from_le_bytes([index.data[6], index.data[7]]), 1);
+        // The second index entry: first logical block of leaf 1, leaf at block 101.
+        assert_eq!(word(&index.data, 6), 340 * 2);
+        assert_eq!(word(&index.data, 7), 101);
+        let last_leaf = &built.blocks[4];
+        assert_eq!(
+            u16::from_le_bytes([last_leaf.data[2], last_leaf.data[3]]),
+            1
         );
     }
 }

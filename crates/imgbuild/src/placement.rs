@@ -4,8 +4,8 @@
 //! the order they are written, each as few contiguous runs as the free space allows. Data is
 //! `pwrite`n straight into the image file; libext2fs only hands out the blocks
 //! ([`Filesystem::allocate_run`]). ext3's indirect blocks are allocated just before the first
-//! data block that needs them (as the kernel would), extent leaves after the data; the map
-//! itself is built in memory ([`BlockMap`]) and written once the file is complete.
+//! data block that needs them (as the kernel would), extent leaves and index blocks after the
+//! data; the map itself is built in memory ([`BlockMap`]) and written once the file is complete.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -190,7 +190,7 @@ impl Placement {
         Ok(())
     }
 
-    /// Allocates (extent leaves) and writes the block map of a file.
+    /// Allocates (extent tree blocks) and writes the block map of a file.
     pub fn finish_map(
         &mut self,
         fs: &mut Filesystem,
