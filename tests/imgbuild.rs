@@ -1773,3 +1773,56 @@ fn a_file_of_1536_extents_gets_an_extent_index_on_ext4() {
         assert_eq!(sectors, (1536 + 6) * 8);
     }
 }
+
+/// Issue 10, item 8: PAX records are read by their length, so values holding a newline (a
+/// binary xattr value, a long file name, a symlink target) come through as GNU tar wrote them.
+#[test]
+fn pax_values_with_newlines_from_gnu_tar_are_kept() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let src = s.path("src");
+    fs::create_dir(&src).unwrap();
+    // Past 100 bytes GNU tar writes `path` and `linkpath` records; a newline inside both.
+    let long = format!("{}\nx", "a".repeat(120));
+    let target = format!("/target/{}\ny", "b".repeat(120));
+    write(&src.join(&long), b"long\n");
+    write(&src.join("f"), b"x\n");
+    symlink(&target, src.join("link")).unwrap();
+    run_ok(
+        Command::new("setfattr")
+            .args(["-n", "user.bin", "-v", "0x610a620063"])
+            .arg(src.join("f")),
+    );
+    let tar = s.path("newlines.tar");
+    run_ok(
+        Command::new("tar")
+            .args(["--format=posix", "--xattrs", "-C"])
+            .arg(&src)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    );
+    chmod(&tar, 0o644);
+    let img = s.out("newlines.img");
+    b.build(&[
+        OsStr::new("--tar"),
+        tar.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fsck_clean(&img);
+    if is_root() {
+        let m = Mounted::new(&img);
+        assert_eq!(fs::read(m.path().join(&long)).unwrap(), b"long\n");
+        assert_eq!(
+            fs::read_link(m.path().join("link")).unwrap(),
+            Path::new(&target)
+        );
+        let attr = run_ok(
+            Command::new("getfattr")
+                .args(["-e", "hex", "-n", "user.bin"])
+                .arg(m.path().join("f")),
+        );
+        assert!(attr.contains("user.bin=0x610a620063"), "{attr}");
+    }
+}

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::attributes::{Attributes, Xattrs};
 use crate::content::Content;
 use crate::image::{ImageWriter, Special, WriteError};
+use crate::pax::{MemberPax, PaxRecoder};
 
 /// Regular files opened and read ahead of the one being written.
 const READ_AHEAD_FILES: usize = 8;
@@ -220,14 +221,16 @@ fn add_entry(
     Ok(())
 }
 
-/// Opens a tar input (`-` is stdin) and undoes gzip when the stream starts with its magic.
+/// Opens a tar input (`-` is stdin), undoes gzip when the stream starts with its magic, and
+/// re-encodes PAX records the tar crate would misread ([`PaxRecoder`]).
 pub fn open_tar(reader: Box<dyn Read>) -> Result<Box<dyn Read>, std::io::Error> {
     let mut buffered = BufReader::with_capacity(1 << 20, reader);
     let head = buffered.fill_buf()?;
     if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(buffered)))
+        let tar = flate2::read::MultiGzDecoder::new(buffered);
+        Ok(Box::new(PaxRecoder::new(tar)))
     } else {
-        Ok(Box::new(buffered))
+        Ok(Box::new(PaxRecoder::new(buffered)))
     }
 }
 
@@ -291,28 +294,30 @@ pub fn add_tar(
     let mut archive = tar::Archive::new(stream);
     for entry in archive.entries().map_err(tar_err)? {
         let mut entry = entry.map_err(tar_err)?;
-        let member = entry.path_bytes().into_owned();
+        let pax = MemberPax::of(&mut entry).map_err(tar_err)?;
+        let member = pax
+            .path
+            .clone()
+            .unwrap_or_else(|| entry.path_bytes().into_owned());
         if is_store_ancestor(&member, store_dir) {
             continue; // `.`, `nix/`, `nix/store/`: the image root and its store/ directory
         }
         let target = tar_target(&member, store_dir);
         let header = entry.header().clone();
-        let mut attrs = Attributes {
+        let attrs = Attributes {
             perm: header.mode().map_err(tar_err)? & 0o7777,
             uid: header.uid().map_err(tar_err)? as u32,
             gid: header.gid().map_err(tar_err)? as u32,
-            xattrs: Vec::new(),
+            xattrs: pax.xattrs,
         };
-        if let Some(exts) = entry.pax_extensions().map_err(tar_err)? {
-            for ext in exts {
-                let ext = ext.map_err(tar_err)?;
-                if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                    attrs
-                        .xattrs
-                        .push((name.to_vec(), ext.value_bytes().to_vec()));
-                }
-            }
-        }
+        let link_name = || {
+            pax.linkpath.clone().unwrap_or_else(|| {
+                entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default()
+            })
+        };
         let kind = header.entry_type();
         let rdev = || -> Result<u64, InputError> {
             let major = header.device_major().map_err(tar_err)?.unwrap_or(0);
@@ -333,17 +338,11 @@ pub fn add_tar(
                 )?;
             }
             tar::EntryType::Symlink => {
-                let link = entry
-                    .link_name_bytes()
-                    .map(|l| l.into_owned())
-                    .unwrap_or_default();
+                let link = link_name();
                 writer.symlink(&target, attrs, &link, origin)?;
             }
             tar::EntryType::Link => {
-                let link = entry
-                    .link_name_bytes()
-                    .map(|l| l.into_owned())
-                    .unwrap_or_default();
+                let link = link_name();
                 writer.hard_link(&target, &tar_target(&link, store_dir), origin)?;
             }
             tar::EntryType::Char => {

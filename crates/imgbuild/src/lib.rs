@@ -26,6 +26,7 @@ pub mod input;
 pub mod manifest;
 pub mod nix;
 pub mod output;
+pub mod pax;
 pub mod placement;
 pub mod progress;
 pub mod relocate;

@@ -193,12 +193,16 @@ impl Estimate {
         let mut archive = tar::Archive::new(stream);
         for entry in archive.entries().map_err(tar_err)? {
             let mut entry = entry.map_err(tar_err)?;
-            let name_len = entry
-                .path_bytes()
+            let pax = crate::pax::MemberPax::of(&mut entry).map_err(tar_err)?;
+            let member = pax
+                .path
+                .clone()
+                .unwrap_or_else(|| entry.path_bytes().into_owned());
+            let name_len = member
                 .rsplit(|&b| b == b'/')
                 .find(|s| !s.is_empty())
                 .map_or(1, <[u8]>::len);
-            let target = crate::input::tar_target(&entry.path_bytes(), store_dir);
+            let target = crate::input::tar_target(&member, store_dir);
             if target.parent() == Some(Path::new("store")) {
                 self.store_paths += 1;
             }
@@ -218,16 +222,11 @@ impl Estimate {
             }
             // A directory member after its children was counted as their parent already.
             let new_dir = kind == tar::EntryType::Directory && dirs.insert(names.join(&b'/'));
-            let xattrs: u64 = match entry.pax_extensions().map_err(tar_err)? {
-                Some(exts) => exts
-                    .filter_map(Result::ok)
-                    .filter_map(|e| {
-                        let name = e.key_bytes().strip_prefix(b"SCHILY.xattr.")?;
-                        Some(16 + name.len() as u64 + e.value_bytes().len() as u64)
-                    })
-                    .sum(),
-                None => 0,
-            };
+            let xattrs: u64 = pax
+                .xattrs
+                .iter()
+                .map(|(name, value)| 16 + name.len() as u64 + value.len() as u64)
+                .sum();
             if kind != tar::EntryType::Link && xattrs > IN_INODE_XATTR_BYTES {
                 self.xattr_blocks += 1;
             }
@@ -244,7 +243,10 @@ impl Estimate {
                 | tar::EntryType::GNUSparse => self.file(name_len, entry.size()),
                 tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => {}
                 _ => {
-                    let target = entry.link_name_bytes().map_or(0, |l| l.len());
+                    let target = match &pax.linkpath {
+                        Some(link) => link.len(),
+                        None => entry.link_name_bytes().map_or(0, |l| l.len()),
+                    };
                     self.other(name_len, target);
                 }
             }

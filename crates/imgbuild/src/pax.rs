@@ -1,0 +1,317 @@
+//! PAX extended headers read by their length prefix, as POSIX defines them.
+//!
+//! A PAX record is `LEN key=value\n` with `LEN` counting the whole record, so a value may hold
+//! newlines (a binary xattr value, a file name). The tar crate splits records at newlines
+//! instead: it calls such a header malformed, and stops reading it, so a `size` record after
+//! it would be lost. [`PaxRecoder`] sits between the (decompressed) stream and the tar crate:
+//! it parses each local PAX header by length and re-encodes every record the crate would
+//! misread as one it reads whole, `crashcart.hex.HEXKEY=HEXVALUE`; [`MemberPax`] decodes them
+//! again. Everything else passes through byte for byte, streamed.
+
+use std::io::{self, Read};
+
+/// Key prefix of a record [`PaxRecoder`] re-encoded (also applied to input records that
+/// happen to start with it, so that decoding is unambiguous).
+const ESCAPED: &[u8] = b"crashcart.hex.";
+const BLOCK: usize = 512;
+
+/// A tar stream with its local PAX headers re-encoded for the tar crate.
+pub struct PaxRecoder<R> {
+    inner: R,
+    /// Rewritten bytes to hand out before reading on.
+    pending: Vec<u8>,
+    at: usize,
+    /// Bytes of the current member to copy through unread.
+    copy: u64,
+    /// A `size` record of the last PAX header: the next member's real size.
+    pax_size: Option<u64>,
+    /// Past the end-of-archive block, or a header this reader cannot follow: the tar crate
+    /// sees the rest as it is and judges it.
+    passthrough: bool,
+}
+
+impl<R: Read> PaxRecoder<R> {
+    /// Recodes the tar stream `inner`.
+    pub fn new(inner: R) -> PaxRecoder<R> {
+        PaxRecoder {
+            inner,
+            pending: Vec::new(),
+            at: 0,
+            copy: 0,
+            pax_size: None,
+            passthrough: false,
+        }
+    }
+
+    /// Reads up to `len` bytes (fewer only at the end of the stream).
+    fn read_up_to(&mut self, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(len.min(1 << 20));
+        (&mut self.inner).take(len as u64).read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// Reads the next header and decides what follows it.
+    fn next_header(&mut self) -> io::Result<()> {
+        let header = self.read_up_to(BLOCK)?;
+        self.at = 0;
+        if header.len() < BLOCK || header.iter().all(|&b| b == 0) {
+            self.passthrough = true;
+            self.pending = header;
+            return Ok(());
+        }
+        let Some(size) = field_size(&header) else {
+            self.passthrough = true;
+            self.pending = header;
+            return Ok(());
+        };
+        let padded = size.next_multiple_of(BLOCK as u64);
+        match header[156] {
+            b'x' => {
+                let data = self.read_up_to(padded as usize)?;
+                let records = &data[..(size as usize).min(data.len())];
+                match (data.len() as u64 == padded)
+                    .then(|| recode(records))
+                    .flatten()
+                {
+                    Some((records, pax_size)) => {
+                        self.pax_size = pax_size;
+                        let mut header = header;
+                        set_size(&mut header, records.len() as u64);
+                        self.pending = header;
+                        self.pending.extend_from_slice(&records);
+                        let len = self.pending.len().next_multiple_of(BLOCK);
+                        self.pending.resize(len, 0);
+                    }
+                    None => {
+                        // Not PAX as anyone reads it: the tar crate reports it.
+                        self.passthrough = true;
+                        self.pending = header;
+                        self.pending.extend_from_slice(&data);
+                    }
+                }
+            }
+            // Global headers and GNU long names describe no data size of the next member.
+            b'g' | b'L' | b'K' => {
+                self.pending = header;
+                self.copy = padded;
+            }
+            // An old GNU sparse member: extension blocks of its map (each flagging whether
+            // another follows) come before the data and are not counted in its size.
+            b'S' => {
+                let mut more = header[482] != 0;
+                self.pending = header;
+                while more {
+                    let block = self.read_up_to(BLOCK)?;
+                    more = block.len() == BLOCK && block[504] != 0;
+                    self.pending.extend_from_slice(&block);
+                }
+                let size = self.pax_size.take().unwrap_or(size);
+                self.copy = size.next_multiple_of(BLOCK as u64);
+            }
+            _ => {
+                let size = self.pax_size.take().unwrap_or(size);
+                self.pending = header;
+                self.copy = size.next_multiple_of(BLOCK as u64);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for PaxRecoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.at < self.pending.len() {
+                let n = buf.len().min(self.pending.len() - self.at);
+                buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+                self.at += n;
+                return Ok(n);
+            }
+            if self.passthrough {
+                return self.inner.read(buf);
+            }
+            if self.copy > 0 {
+                let want = buf
+                    .len()
+                    .min(usize::try_from(self.copy).unwrap_or(usize::MAX));
+                let n = self.inner.read(&mut buf[..want])?;
+                self.copy -= n as u64;
+                if n == 0 {
+                    self.passthrough = true;
+                }
+                return Ok(n);
+            }
+            self.next_header()?;
+            if self.pending.is_empty() {
+                return Ok(0);
+            }
+        }
+    }
+}
+
+/// The size field of a header: octal, or base-256 when its high bit is set.
+fn field_size(header: &[u8]) -> Option<u64> {
+    let field = &header[124..136];
+    if field[0] & 0x80 != 0 {
+        let mut v: u64 = u64::from(field[0] & 0x7f);
+        for &b in &field[1..] {
+            v = v.checked_mul(256)?.checked_add(u64::from(b))?;
+        }
+        return Some(v);
+    }
+    let digits = std::str::from_utf8(field).ok()?;
+    let digits = digits.trim_matches(|c| c == ' ' || c == '\0');
+    if digits.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(digits, 8).ok()
+}
+
+/// Writes `size` (octal) into a header and recomputes its checksum.
+fn set_size(header: &mut [u8], size: u64) {
+    header[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+/// Splits PAX header data into its records by their length prefixes.
+fn records(mut data: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    let mut out = Vec::new();
+    // GNU tar and the tar crate accept NUL padding after the last record.
+    while !data.is_empty() && data.iter().any(|&b| b != 0) {
+        let space = data.iter().position(|&b| b == b' ')?;
+        let len: usize = std::str::from_utf8(&data[..space]).ok()?.parse().ok()?;
+        if len <= space + 1 || len > data.len() || data[len - 1] != b'\n' {
+            return None;
+        }
+        let record = &data[space + 1..len - 1];
+        let eq = record.iter().position(|&b| b == b'=')?;
+        out.push((&record[..eq], &record[eq + 1..]));
+        data = &data[len..];
+    }
+    Some(out)
+}
+
+/// One `LEN key=value\n` record, `LEN` counting its own digits.
+fn record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let rest = key.len() + value.len() + 3;
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    let mut out = format!("{len} ").into_bytes();
+    out.extend_from_slice(key);
+    out.push(b'=');
+    out.extend_from_slice(value);
+    out.push(b'\n');
+    out
+}
+
+/// Re-encodes PAX header data for the tar crate; with the `size` record it holds.
+fn recode(data: &[u8]) -> Option<(Vec<u8>, Option<u64>)> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut size = None;
+    for (key, value) in records(data)? {
+        if key == b"size" {
+            size = Some(std::str::from_utf8(value).ok()?.parse().ok()?);
+        }
+        if key.contains(&b'\n') || value.contains(&b'\n') || key.starts_with(ESCAPED) {
+            let mut escaped = ESCAPED.to_vec();
+            escaped.extend_from_slice(hex(key).as_bytes());
+            out.extend_from_slice(&record(&escaped, hex(value).as_bytes()));
+        } else {
+            out.extend_from_slice(&record(key, value));
+        }
+    }
+    Some((out, size))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &[u8]) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    text.chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
+}
+
+/// What a member's PAX header says, records re-encoded by [`PaxRecoder`] decoded.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MemberPax {
+    /// A `path` the tar crate could not read (it holds a newline).
+    pub path: Option<Vec<u8>>,
+    /// A `linkpath` the tar crate could not read.
+    pub linkpath: Option<Vec<u8>>,
+    /// `SCHILY.xattr.` records: name and value.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl MemberPax {
+    /// Reads the PAX records of `entry`.
+    pub fn of<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<MemberPax> {
+        let mut pax = MemberPax::default();
+        let Some(exts) = entry.pax_extensions()? else {
+            return Ok(pax);
+        };
+        for ext in exts {
+            let ext = ext?;
+            let (key, value) = match ext.key_bytes().strip_prefix(ESCAPED) {
+                Some(key) => {
+                    let bad = || io::Error::other("malformed pax extension");
+                    let key = unhex(key).ok_or_else(bad)?;
+                    let value = unhex(ext.value_bytes()).ok_or_else(bad)?;
+                    match key.as_slice() {
+                        b"path" => pax.path = Some(value.clone()),
+                        b"linkpath" => pax.linkpath = Some(value.clone()),
+                        _ => {}
+                    }
+                    (key, value)
+                }
+                None => (ext.key_bytes().to_vec(), ext.value_bytes().to_vec()),
+            };
+            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                pax.xattrs.push((name.to_vec(), value));
+            }
+        }
+        Ok(pax)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_split_by_length_not_by_line() {
+        let mut data = record(b"SCHILY.xattr.user.bin", b"a\nb\0c");
+        data.extend_from_slice(&record(b"size", b"12"));
+        let parsed = records(&data).unwrap();
+        assert_eq!(
+            parsed,
+            vec![
+                (b"SCHILY.xattr.user.bin".as_slice(), b"a\nb\0c".as_slice()),
+                (b"size".as_slice(), b"12".as_slice()),
+            ]
+        );
+        let (recoded, size) = recode(&data).unwrap();
+        assert_eq!(size, Some(12));
+        assert!(!recoded.split(|&b| b == b'\n').any(|l| l.contains(&b'\0')));
+        assert_eq!(records(&recoded).unwrap().len(), 2);
+        // A length that does not end at a newline is not PAX.
+        assert!(records(b"5 a=b\n").is_none());
+    }
+
+    #[test]
+    fn sizes_read_octal_and_base_256() {
+        let mut header = [0u8; 512];
+        header[124..136].copy_from_slice(b"00000001750\0");
+        assert_eq!(field_size(&header), Some(1000));
+        header[124..136].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2]);
+        assert_eq!(field_size(&header), Some(258));
+    }
+}
