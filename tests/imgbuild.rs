@@ -1826,3 +1826,64 @@ fn pax_values_with_newlines_from_gnu_tar_are_kept() {
         assert!(attr.contains("user.bin=0x610a620063"), "{attr}");
     }
 }
+
+/// Issue 10, item 4: GNU tar's PAX sparse formats (0.0, 0.1, 1.0) give the file back at its
+/// real name and size, holes and all.
+#[test]
+fn gnu_pax_sparse_members_keep_their_name_size_and_holes() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let src = s.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    // 40 chunks off block boundaries, then a hole to the end.
+    let size = 40 * 65_536 + 5_000;
+    let mut content = vec![0u8; size];
+    for i in 0..40 {
+        let at = i * 65_536 + 100;
+        content[at..at + 6000].copy_from_slice(&noise(6000, i as u64 + 1));
+    }
+    let file = fs::File::create(src.join("d/holes")).unwrap();
+    file.set_len(size as u64).unwrap();
+    for i in 0..40 {
+        let at = i * 65_536 + 100;
+        std::os::unix::fs::FileExt::write_all_at(&file, &content[at..at + 6000], at as u64)
+            .unwrap();
+    }
+    drop(file);
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&src));
+    for version in ["0.0", "0.1", "1.0"] {
+        let tar = s.path(&format!("sparse{version}.tar"));
+        run_ok(
+            Command::new("tar")
+                .args(["--format=posix", "--sparse"])
+                .arg(format!("--sparse-version={version}"))
+                .arg("-C")
+                .arg(&src)
+                .arg("-cf")
+                .arg(&tar)
+                .arg("d"),
+        );
+        chmod(&tar, 0o644);
+        let img = s.out(&format!("sparse{version}.img"));
+        b.build(&[
+            OsStr::new("--tar"),
+            tar.as_os_str(),
+            OsStr::new("-o"),
+            img.as_os_str(),
+        ]);
+        assert_fsck_clean(&img);
+        if is_root() {
+            let m = Mounted::new(&img);
+            let names: Vec<_> = fs::read_dir(m.path().join("d"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["holes"], "{version}");
+            let path = m.path().join("d/holes");
+            assert!(fs::read(&path).unwrap() == content, "{version}: content");
+            // Each 6,000-byte chunk touches two or three blocks; the holes hold none.
+            let sectors = fs::metadata(&path).unwrap().blocks();
+            assert!(sectors <= 40 * 3 * 8 + 8, "{version}: {sectors} sectors");
+        }
+    }
+}

@@ -294,10 +294,15 @@ pub fn add_tar(
     let mut archive = tar::Archive::new(stream);
     for entry in archive.entries().map_err(tar_err)? {
         let mut entry = entry.map_err(tar_err)?;
-        let pax = MemberPax::of(&mut entry).map_err(tar_err)?;
-        let member = pax
-            .path
-            .clone()
+        let MemberPax {
+            path,
+            linkpath,
+            xattrs,
+            sparse,
+        } = MemberPax::of(&mut entry).map_err(tar_err)?;
+        // A GNU sparse file's real name, else a path only the PAX reader could read.
+        let member = (sparse.as_ref().and_then(|s| s.name.clone()))
+            .or(path)
             .unwrap_or_else(|| entry.path_bytes().into_owned());
         if is_store_ancestor(&member, store_dir) {
             continue; // `.`, `nix/`, `nix/store/`: the image root and its store/ directory
@@ -308,10 +313,10 @@ pub fn add_tar(
             perm: header.mode().map_err(tar_err)? & 0o7777,
             uid: header.uid().map_err(tar_err)? as u32,
             gid: header.gid().map_err(tar_err)? as u32,
-            xattrs: pax.xattrs,
+            xattrs,
         };
         let link_name = || {
-            pax.linkpath.clone().unwrap_or_else(|| {
+            linkpath.clone().unwrap_or_else(|| {
                 entry
                     .link_name_bytes()
                     .map(|l| l.into_owned())
@@ -326,6 +331,20 @@ pub fn add_tar(
         };
         match kind {
             tar::EntryType::Directory => writer.dir(&target, attrs, origin)?,
+            tar::EntryType::Regular | tar::EntryType::Continuous if sparse.is_some() => {
+                let sparse = sparse.expect("matched");
+                let size = sparse.size;
+                let stored = entry.size();
+                let mut file = sparse.open(&mut entry, stored).map_err(tar_err)?;
+                writer.file(
+                    &target,
+                    attrs,
+                    size,
+                    Content::Stream(&mut file),
+                    None,
+                    origin,
+                )?;
+            }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 let size = entry.size();
                 writer.file(

@@ -7,6 +7,10 @@
 //! it parses each local PAX header by length and re-encodes every record the crate would
 //! misread as one it reads whole, `crashcart.hex.HEXKEY=HEXVALUE`; [`MemberPax`] decodes them
 //! again. Everything else passes through byte for byte, streamed.
+//!
+//! GNU tar's PAX sparse formats (0.0, 0.1 and 1.0) are read here too, since the tar crate
+//! hands them over as plain members of the stored data: [`Sparse`] holds the map and the real
+//! name and size, [`SparseReader`] gives the file back with its holes.
 
 use std::io::{self, Read};
 
@@ -249,6 +253,170 @@ pub struct MemberPax {
     pub linkpath: Option<Vec<u8>>,
     /// `SCHILY.xattr.` records: name and value.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// A GNU sparse file's `GNU.sparse.*` records.
+    pub sparse: Option<Sparse>,
+}
+
+/// A GNU sparse file described in PAX records: formats 0.0 (`offset`/`numbytes` pairs), 0.1
+/// (`map`) and 1.0 (the map opens the member's data).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Sparse {
+    /// The file's real size.
+    pub size: u64,
+    /// Its real name (0.1 and 1.0 store the member as `GNUSparseFile.N/NAME`).
+    pub name: Option<Vec<u8>>,
+    /// Data chunks, offset and length, as the records list them (0.x).
+    chunks: Vec<(u64, u64)>,
+    /// An offset waiting for its `numbytes` record (0.0).
+    offset: Option<u64>,
+    /// 1.0: the map is in the data.
+    map_in_data: bool,
+}
+
+fn sparse_err(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("malformed GNU sparse member: {what}"),
+    )
+}
+
+fn number(text: &[u8]) -> io::Result<u64> {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| sparse_err("not a number"))
+}
+
+impl Sparse {
+    /// Applies one `GNU.sparse.` record (`key` without the prefix).
+    fn record(&mut self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        match key {
+            b"major" => self.map_in_data = number(value)? == 1,
+            b"size" | b"realsize" => self.size = number(value)?,
+            b"name" => self.name = Some(value.to_vec()),
+            b"offset" => self.offset = Some(number(value)?),
+            b"numbytes" => {
+                let offset = self.offset.take().ok_or_else(|| sparse_err("numbytes"))?;
+                self.chunks.push((offset, number(value)?));
+            }
+            b"map" => {
+                let numbers = value
+                    .split(|&b| b == b',')
+                    .map(number)
+                    .collect::<io::Result<Vec<u64>>>()?;
+                if numbers.len() % 2 != 0 {
+                    return Err(sparse_err("odd map"));
+                }
+                self.chunks = numbers.chunks(2).map(|p| (p[0], p[1])).collect();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The file of this map over `data`, the member's `stored` bytes (for 1.0 the map is read
+    /// from their start first). The map must list data in order, inside the file, and account
+    /// for every stored byte.
+    pub fn open<R: Read>(self, mut data: R, stored: u64) -> io::Result<SparseReader<R>> {
+        let mut chunks = self.chunks;
+        let mut stored = stored;
+        if self.map_in_data {
+            // Decimal lines: the count, then offset and length per chunk, padded to a block.
+            let mut text = Vec::new();
+            let mut numbers = Vec::new();
+            loop {
+                let mut block = [0u8; BLOCK];
+                data.read_exact(&mut block)
+                    .map_err(|_| sparse_err("map cut short"))?;
+                stored = stored
+                    .checked_sub(BLOCK as u64)
+                    .ok_or_else(|| sparse_err("map past the data"))?;
+                text.extend_from_slice(&block);
+                numbers.clear();
+                let mut lines = text.split(|&b| b == b'\n');
+                let complete = text.iter().filter(|&&b| b == b'\n').count();
+                for line in lines.by_ref().take(complete) {
+                    numbers.push(number(line)?);
+                }
+                let wanted = numbers
+                    .first()
+                    .map(|&n| n.saturating_mul(2).saturating_add(1));
+                if wanted.is_some_and(|w| numbers.len() as u64 >= w) {
+                    break;
+                }
+            }
+            let count = numbers[0] as usize;
+            chunks = numbers[1..1 + 2 * count]
+                .chunks(2)
+                .map(|p| (p[0], p[1]))
+                .collect();
+        }
+        let mut end = 0u64;
+        let mut total = 0u64;
+        for &(offset, len) in &chunks {
+            let chunk_end = offset.checked_add(len).ok_or_else(|| sparse_err("map"))?;
+            if offset < end || chunk_end > self.size {
+                return Err(sparse_err("chunks out of order or past the size"));
+            }
+            end = chunk_end;
+            total += len;
+        }
+        if total != stored {
+            return Err(sparse_err("map and data sizes differ"));
+        }
+        Ok(SparseReader {
+            data,
+            chunks,
+            next: 0,
+            pos: 0,
+            size: self.size,
+        })
+    }
+}
+
+/// A sparse file read back whole: zeros in the holes, the member's data in the chunks.
+pub struct SparseReader<R> {
+    data: R,
+    chunks: Vec<(u64, u64)>,
+    next: usize,
+    pos: u64,
+    size: u64,
+}
+
+impl<R> SparseReader<R> {
+    /// The data chunks: offset and length.
+    pub fn chunks(&self) -> &[(u64, u64)] {
+        &self.chunks
+    }
+}
+
+impl<R: Read> Read for SparseReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(&(offset, len)) = self.chunks.get(self.next) {
+            if self.pos < offset {
+                break;
+            }
+            let left = offset + len - self.pos;
+            if left == 0 {
+                self.next += 1;
+                continue;
+            }
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = self.data.read(&mut buf[..want])?;
+            if n == 0 && want > 0 {
+                return Err(sparse_err("data cut short"));
+            }
+            self.pos += n as u64;
+            return Ok(n);
+        }
+        let until = self.chunks.get(self.next).map_or(self.size, |c| c.0);
+        let n = buf
+            .len()
+            .min(usize::try_from(until - self.pos).unwrap_or(usize::MAX));
+        buf[..n].fill(0);
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 impl MemberPax {
@@ -276,6 +444,10 @@ impl MemberPax {
             };
             if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                 pax.xattrs.push((name.to_vec(), value));
+            } else if let Some(key) = key.strip_prefix(b"GNU.sparse.") {
+                pax.sparse
+                    .get_or_insert_with(Sparse::default)
+                    .record(key, &value)?;
             }
         }
         Ok(pax)
@@ -313,5 +485,42 @@ mod tests {
         assert_eq!(field_size(&header), Some(1000));
         header[124..136].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2]);
         assert_eq!(field_size(&header), Some(258));
+    }
+
+    #[test]
+    fn sparse_maps_expand_and_bad_ones_are_refused() {
+        let sparse = |map: &[u8], size: &[u8]| {
+            let mut s = Sparse::default();
+            s.record(b"size", size).unwrap();
+            s.record(b"map", map).unwrap();
+            s
+        };
+        let mut out = Vec::new();
+        sparse(b"2,3,8,2", b"12")
+            .open(&b"abcde"[..], 5)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"\0\0abc\0\0\0de\0\0");
+        // 1.0: the map opens the data, padded to a block.
+        let mut data = b"1\n4\n2\n".to_vec();
+        data.resize(512, 0);
+        data.extend_from_slice(b"xy");
+        let mut v1 = Sparse::default();
+        v1.record(b"major", b"1").unwrap();
+        v1.record(b"realsize", b"7").unwrap();
+        let mut out = Vec::new();
+        v1.open(&data[..], 514)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"\0\0\0\0xy\0");
+        for (map, size, stored) in [
+            (&b"8,2,2,3"[..], &b"12"[..], 5),
+            (b"2,3,8,2", b"9", 5),
+            (b"2,3,8,2", b"12", 6),
+        ] {
+            assert!(sparse(map, size).open(&b"abcdef"[..], stored).is_err());
+        }
     }
 }

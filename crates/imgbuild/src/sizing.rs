@@ -77,6 +77,21 @@ impl Estimate {
         self.dir_bytes += entry_bytes(name_len);
     }
 
+    /// Counts a sparse file of `size` bytes with data only in `chunks` (offset, length).
+    pub fn sparse_file(&mut self, name_len: usize, size: u64, chunks: &[(u64, u64)]) {
+        self.files += 1;
+        self.bytes += size;
+        let blocks: u64 = chunks
+            .iter()
+            .filter(|&&(_, len)| len > 0)
+            .map(|&(offset, len)| (offset + len).div_ceil(BS) - offset / BS)
+            .sum();
+        self.data_blocks += blocks;
+        // Each chunk may open a new branch of up to three indirect blocks.
+        self.map_blocks += map_blocks_for(blocks) + 3 * chunks.len() as u64;
+        self.dir_bytes += entry_bytes(name_len);
+    }
+
     /// Counts a symlink, device, FIFO or hard link.
     pub fn other(&mut self, name_len: usize, symlink_target_len: usize) {
         self.files += 1;
@@ -193,10 +208,9 @@ impl Estimate {
         let mut archive = tar::Archive::new(stream);
         for entry in archive.entries().map_err(tar_err)? {
             let mut entry = entry.map_err(tar_err)?;
-            let pax = crate::pax::MemberPax::of(&mut entry).map_err(tar_err)?;
-            let member = pax
-                .path
-                .clone()
+            let mut pax = crate::pax::MemberPax::of(&mut entry).map_err(tar_err)?;
+            let member = (pax.sparse.as_ref().and_then(|s| s.name.clone()))
+                .or_else(|| pax.path.clone())
                 .unwrap_or_else(|| entry.path_bytes().into_owned());
             let name_len = member
                 .rsplit(|&b| b == b'/')
@@ -238,6 +252,13 @@ impl Estimate {
                 }
                 // A further name of a file already counted.
                 tar::EntryType::Link => self.other(name_len, 0),
+                tar::EntryType::Regular | tar::EntryType::Continuous if pax.sparse.is_some() => {
+                    let sparse = pax.sparse.take().expect("matched");
+                    let size = sparse.size;
+                    let stored = entry.size();
+                    let file = sparse.open(&mut entry, stored).map_err(tar_err)?;
+                    self.sparse_file(name_len, size, file.chunks());
+                }
                 tar::EntryType::Regular
                 | tar::EntryType::Continuous
                 | tar::EntryType::GNUSparse => self.file(name_len, entry.size()),
