@@ -1885,5 +1885,32 @@ fn gnu_pax_sparse_members_keep_their_name_size_and_holes() {
             let sectors = fs::metadata(&path).unwrap().blocks();
             assert!(sectors <= 40 * 3 * 8 + 8, "{version}: {sectors} sectors");
         }
+        fs::remove_file(&img).unwrap();
     }
+    // A map reaching past the real size is refused, naming the file, not written cut.
+    let tar = s.path("sparse0.1.tar");
+    let bytes = fs::read(&tar).unwrap();
+    let (good, bad) = (b"GNU.sparse.size=2626440", b"GNU.sparse.size=0002626");
+    let at = bytes
+        .windows(good.len())
+        .position(|w| w == good)
+        .expect("size record");
+    let mut bytes = bytes;
+    bytes[at..at + bad.len()].copy_from_slice(bad);
+    let tar = s.path("bad-sparse.tar");
+    write(&tar, &bytes);
+    chmod(&tar, 0o644);
+    let out = b.run(&[
+        OsStr::new("--tar"),
+        tar.as_os_str(),
+        OsStr::new("-o"),
+        s.out("bad.img").as_os_str(),
+    ]);
+    assert_fails(
+        &out,
+        3,
+        &["/d/holes", "GNU sparse", "past the size"],
+        &s.path("out"),
+        &[],
+    );
 }

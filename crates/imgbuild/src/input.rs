@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::attributes::{Attributes, Xattrs};
 use crate::content::Content;
 use crate::image::{ImageWriter, Special, WriteError};
-use crate::pax::{MemberPax, PaxRecoder};
+use crate::pax::{named, MemberPax, PaxRecoder};
 
 /// Regular files opened and read ahead of the one being written.
 const READ_AHEAD_FILES: usize = 8;
@@ -335,7 +335,10 @@ pub fn add_tar(
                 let sparse = sparse.expect("matched");
                 let size = sparse.size;
                 let stored = entry.size();
-                let mut file = sparse.open(&mut entry, stored).map_err(tar_err)?;
+                let mut file = sparse
+                    .open(&mut entry, stored)
+                    .map_err(|e| named(&target, e))
+                    .map_err(tar_err)?;
                 writer.file(
                     &target,
                     attrs,

@@ -374,6 +374,11 @@ impl Sparse {
     }
 }
 
+/// `error` about the member at `path` (the tar crate's errors do not name it).
+pub fn named(path: &std::path::Path, error: io::Error) -> io::Error {
+    io::Error::new(error.kind(), format!("/{}: {error}", path.display()))
+}
+
 /// A sparse file read back whole: zeros in the holes, the member's data in the chunks.
 pub struct SparseReader<R> {
     data: R,

@@ -256,7 +256,10 @@ impl Estimate {
                     let sparse = pax.sparse.take().expect("matched");
                     let size = sparse.size;
                     let stored = entry.size();
-                    let file = sparse.open(&mut entry, stored).map_err(tar_err)?;
+                    let file = sparse
+                        .open(&mut entry, stored)
+                        .map_err(|e| crate::pax::named(&target, e))
+                        .map_err(tar_err)?;
                     self.sparse_file(name_len, size, file.chunks());
                 }
                 tar::EntryType::Regular
