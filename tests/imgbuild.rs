@@ -1914,3 +1914,54 @@ fn gnu_pax_sparse_members_keep_their_name_size_and_holes() {
         &[],
     );
 }
+
+#[test]
+fn a_killed_build_leaves_nothing_next_to_the_output() {
+    let Some(builder) = Builder::new() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    // 512 MiB of data that is not zeros (zeros become holes): long enough to kill mid-write.
+    {
+        use std::io::Write;
+        let chunk = noise(1 << 20, 7);
+        let mut big = fs::File::create(tree.join("big")).unwrap();
+        for _ in 0..512 {
+            big.write_all(&chunk).unwrap();
+        }
+    }
+    let out_dir = work.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let image = out_dir.join("tools.img");
+    fs::write(&image, b"the previous image\n").unwrap();
+    for signal in ["KILL", "TERM", "INT"] {
+        let mut child = Command::new(&builder.exe)
+            .arg("-q")
+            .arg("--dir")
+            .arg(&tree)
+            .arg("-o")
+            .arg(&image)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before SIG{signal}: the test shows nothing"
+        );
+        run_ok(Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]));
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "SIG{signal}: {status}");
+        let left: Vec<String> = fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["tools.img"], "SIG{signal} left files behind");
+        assert_eq!(
+            fs::read(&image).unwrap(),
+            b"the previous image\n",
+            "SIG{signal} damaged the existing image"
+        );
+    }
+}
