@@ -1965,3 +1965,53 @@ fn a_killed_build_leaves_nothing_next_to_the_output() {
         );
     }
 }
+
+#[test]
+fn a_gzip_stream_with_a_bad_checksum_or_trailing_garbage_is_refused() {
+    let Some(builder) = Builder::new() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    write(&tree.join("d/f"), b"hello\n");
+    let good = work.path().join("good.tgz");
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&tree)
+            .arg("-czf")
+            .arg(&good)
+            .arg("d"),
+    );
+    let mut bad_crc = fs::read(&good).unwrap();
+    let crc_at = bad_crc.len() - 8;
+    bad_crc[crc_at] ^= 0xff;
+    let mut trailing = fs::read(&good).unwrap();
+    trailing.extend_from_slice(b"trailing garbage\n");
+    for (name, bytes) in [("bad-crc.tgz", bad_crc), ("trailing.tgz", trailing)] {
+        let archive = work.path().join(name);
+        fs::write(&archive, bytes).unwrap();
+        builder.own(work.path());
+        // GNU tar, the independent reader, refuses it too.
+        let gnu = run(Command::new("tar").arg("-tzf").arg(&archive));
+        assert!(!gnu.status.success(), "GNU tar accepted {name}");
+        let image = work.path().join(format!("{name}.img"));
+        let out = builder.run(&[
+            OsStr::new("--tar"),
+            archive.as_os_str(),
+            OsStr::new("-o"),
+            image.as_os_str(),
+        ]);
+        assert_eq!(out.status.code(), Some(3), "{name}: {out:?}");
+        assert!(!image.exists(), "{name}: an image was left at -o");
+    }
+    let image = work.path().join("good.img");
+    builder.build(&[
+        OsStr::new("--tar"),
+        good.as_os_str(),
+        OsStr::new("-o"),
+        image.as_os_str(),
+    ]);
+    assert_fsck_clean(&image);
+}

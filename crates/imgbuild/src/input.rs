@@ -387,6 +387,10 @@ pub fn add_tar(
             }
         }
     }
+    // The rest of the stream after the tar's end: read to its end, so a gzip stream's CRC and
+    // length are checked and trailing garbage is refused, as GNU tar does.
+    let mut rest = archive.into_inner();
+    std::io::copy(&mut rest, &mut std::io::sink()).map_err(tar_err)?;
     Ok(())
 }
 
