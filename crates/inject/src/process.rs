@@ -94,6 +94,30 @@ impl TargetProcess {
         Ok(Some(PathBuf::from(std::ffi::OsString::from_vec(bytes))))
     }
 
+    /// Whether the process has exited or is exiting (`PF_EXITING` in `/proc/PID/stat`): the
+    /// init of a PID namespace stays in that state until the kernel has killed and reaped the
+    /// rest of its namespace, before its pidfd reports the exit.
+    pub fn is_exiting(&self) -> bool {
+        /// `PF_EXITING` from `<linux/sched.h>`.
+        const PF_EXITING: u64 = 0x4;
+        let Ok(stat) = self.read("stat") else {
+            return true;
+        };
+        // `PID (comm) state ppid pgrp session tty_nr tpgid flags ...`; comm may hold anything,
+        // so fields are counted after its last ')'.
+        let text = String::from_utf8_lossy(&stat);
+        let Some((_, rest)) = text.rsplit_once(')') else {
+            return false;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let flags = fields
+            .nth(5)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0);
+        matches!(state, "Z" | "X") || flags & PF_EXITING != 0
+    }
+
     /// The environment, as `NAME=value` entries.
     pub fn environ(&self) -> Result<Vec<Vec<u8>>, ProcessError> {
         Ok(self

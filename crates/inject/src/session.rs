@@ -422,7 +422,7 @@ fn session(
             let ended = relay.run(helper, &forwarding, target_pidfd.as_ref())?;
             let code = ended.status.unwrap_or(EXIT_CRASHCART);
             // The helper has said why when it failed (125); otherwise say why it ended.
-            if ended.target_exited && code != EXIT_CRASHCART {
+            if (ended.target_exited || process.is_exiting()) && code != EXIT_CRASHCART {
                 eprintln!(
                     "crashcart: target pid {} exited; the session ended",
                     process.pid
