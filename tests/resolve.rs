@@ -501,7 +501,7 @@ fn the_binary_reports_bad_targets_in_one_line_with_status_125() {
         ),
         (
             "rkt://x".to_string(),
-            "unknown runtime in \"rkt://x\"; use docker://, containerd://, cri-o:// or podman://"
+            "unknown runtime in \"rkt://x\"; use docker://, containerd://, cri-o://, podman:// or k8s://NAMESPACE/POD[/CONTAINER]"
                 .to_string(),
         ),
     ] {

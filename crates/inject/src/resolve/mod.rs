@@ -113,7 +113,7 @@ pub enum ResolveError {
     #[error("the target is empty; give a PID, a container ID, ID prefix or name")]
     Empty,
     /// `scheme://` that is not one of the runtimes Kubernetes writes.
-    #[error("unknown runtime in {0:?}; use docker://, containerd://, cri-o:// or podman://")]
+    #[error("unknown runtime in {0:?}; use docker://, containerd://, cri-o://, podman:// or k8s://NAMESPACE/POD[/CONTAINER]")]
     UnknownScheme(String),
     /// An all-digit target that names no process.
     #[error("no process with PID {0}")]
