@@ -236,11 +236,6 @@ pub fn read_report(report: BorrowedFd<'_>) -> Option<(Stage, i32)> {
     Some((Stage::from_u32(stage), errno))
 }
 
-/// Converts an argument vector of `String`s (from the default command) to `OsString`s.
-pub fn os_args(args: &[&str]) -> Vec<OsString> {
-    args.iter().map(OsString::from).collect()
-}
-
 /// Maps a wait status like a shell: the exit code, or 128+N on signal N (125 otherwise).
 pub fn exit_code(status: rustix::process::WaitStatus) -> u8 {
     if let Some(code) = status.exit_status() {
@@ -255,6 +250,10 @@ pub fn exit_code(status: rustix::process::WaitStatus) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn os_args(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
 
     fn env_with_path(path: &str) -> Environment {
         let mut env = Environment::default();

@@ -64,6 +64,8 @@ pub struct CommandStreams {
 enum Ends {
     Pty {
         master: OwnedFd,
+        /// False once the master reported that every slave descriptor is closed.
+        output_open: bool,
     },
     Pipes {
         stdin: Option<OwnedFd>,
@@ -75,8 +77,6 @@ enum Ends {
 /// crashcart's side of the command's streams.
 pub struct Relay {
     ends: Ends,
-    /// False once the master reported that every slave descriptor is closed.
-    pty_output_open: bool,
 }
 
 /// Sets up the command's streams: a pty of the container's devpts when crashcart's stdin is a
@@ -95,8 +95,10 @@ pub fn open(target: &TargetProcess) -> Result<(Relay, CommandStreams), RelayErro
                     slave,
                 ];
                 let relay = Relay {
-                    ends: Ends::Pty { master },
-                    pty_output_open: true,
+                    ends: Ends::Pty {
+                        master,
+                        output_open: true,
+                    },
                 };
                 return Ok((
                     relay,
@@ -120,7 +122,6 @@ pub fn open(target: &TargetProcess) -> Result<(Relay, CommandStreams), RelayErro
                 stdout: Some(out_r),
                 stderr: Some(err_r),
             },
-            pty_output_open: false,
         },
         CommandStreams {
             fds: [in_r, out_w, err_w],
@@ -162,6 +163,7 @@ fn open_container_pty(target: &TargetProcess) -> Result<(OwnedFd, OwnedFd), Errn
 /// The caller's terminal in raw mode; restored when dropped.
 struct RawTerminal {
     saved: rustix::termios::Termios,
+    raw: rustix::termios::Termios,
 }
 
 impl RawTerminal {
@@ -170,8 +172,13 @@ impl RawTerminal {
         let saved = tcgetattr(&stdin).map_err(RelayError::RawMode)?;
         let mut raw = saved.clone();
         raw.make_raw();
-        tcsetattr(&stdin, OptionalActions::Now, &raw).map_err(RelayError::RawMode)?;
-        Ok(RawTerminal { saved })
+        let terminal = RawTerminal { saved, raw };
+        terminal.make_raw().map_err(RelayError::RawMode)?;
+        Ok(terminal)
+    }
+
+    fn make_raw(&self) -> Result<(), Errno> {
+        tcsetattr(std::io::stdin(), OptionalActions::Now, &self.raw)
     }
 
     fn restore(&self) {
@@ -185,35 +192,16 @@ impl Drop for RawTerminal {
     }
 }
 
-/// How the session ended, as crashcart saw it.
-pub struct Ended {
-    /// The exit status to return: the command's (as the helper reported it, or the helper's
-    /// own exit status, which is the command's mapped), `None` when neither could be learnt.
-    pub status: Option<u8>,
-    /// Whether the target exited during the session.
-    pub target_exited: bool,
-}
-
-/// Bytes read from crashcart's stdin but not yet taken by the command.
-struct Pending {
-    buf: Vec<u8>,
-}
-
 impl Relay {
     /// Copies bytes between the caller and the command, forwards signals to the helper and
-    /// follows it until it exits. `target` (a pidfd of the target) is watched to tell the user
-    /// when the target stops; the helper ends the session then.
-    pub fn run(
-        self,
-        helper: Pid,
-        forwarding: &Forwarding,
-        target: Option<&OwnedFd>,
-    ) -> Result<Ended, RelayError> {
+    /// follows it until the command's status is in (the helper reports it, or exits with it)
+    /// and its output is copied. Returns that status, `None` when it could not be learnt.
+    pub fn run(self, helper: Pid, forwarding: &Forwarding) -> Result<Option<u8>, RelayError> {
         let terminal = match &self.ends {
             Ends::Pty { .. } => Some(RawTerminal::enter()?),
             Ends::Pipes { .. } => None,
         };
-        let result = self.pump(helper, forwarding, target, terminal.as_ref());
+        let result = self.pump(helper, forwarding, terminal.as_ref());
         drop(terminal);
         Ok(result)
     }
@@ -222,15 +210,13 @@ impl Relay {
         mut self,
         helper: Pid,
         forwarding: &Forwarding,
-        target: Option<&OwnedFd>,
         terminal: Option<&RawTerminal>,
-    ) -> Ended {
+    ) -> Option<u8> {
         let signals = forwarding.fd();
         let stdin = std::io::stdin();
         let mut stdin_open = true;
-        let mut pending = Pending { buf: Vec::new() };
-        let mut target_watched = target.is_some();
-        let mut target_exited = false;
+        // Bytes read from crashcart's stdin but not yet taken by the command.
+        let mut pending: Vec<u8> = Vec::new();
         // Set once the helper reports the command's exit status: from then on only the rest of
         // its output is copied, for as long as it keeps coming.
         let mut reported: Option<u8> = None;
@@ -250,12 +236,12 @@ impl Relay {
             let outputs = self.outputs();
             let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(6);
             fds.push(PollFd::new(&signals, PollFlags::IN));
-            let stdin_slot = (stdin_open && pending.buf.is_empty() && input.is_some()).then(|| {
+            let stdin_slot = (stdin_open && pending.is_empty() && input.is_some()).then(|| {
                 fds.push(PollFd::new(&stdin, PollFlags::IN));
                 fds.len() - 1
             });
             let input_slot = match input {
-                Some(fd) if !pending.buf.is_empty() => {
+                Some(fd) if !pending.is_empty() => {
                     fds.push(PollFd::from_borrowed_fd(fd, PollFlags::OUT));
                     Some(fds.len() - 1)
                 }
@@ -265,13 +251,6 @@ impl Relay {
             for (_, fd) in &outputs {
                 fds.push(PollFd::from_borrowed_fd(*fd, PollFlags::IN));
             }
-            let target_slot = match target {
-                Some(t) if target_watched => {
-                    fds.push(PollFd::new(t, PollFlags::IN));
-                    Some(fds.len() - 1)
-                }
-                _ => None,
-            };
             let timeout = reported.map(|_| rustix::time::Timespec {
                 tv_sec: 0,
                 tv_nsec: 50_000_000,
@@ -290,7 +269,6 @@ impl Relay {
                 .enumerate()
                 .map(|(i, (slot, _))| (*slot, ready(first_output + i)))
                 .collect();
-            let target_ready = target_slot.is_some_and(ready);
             drop((fds, outputs));
 
             for (slot, is_ready) in outputs_ready {
@@ -310,7 +288,7 @@ impl Relay {
                             let _ = kill_process(helper, Signal::HUP);
                         }
                     }
-                    Ok(n) => pending.buf.extend_from_slice(&buf[..n]),
+                    Ok(n) => pending.extend_from_slice(&buf[..n]),
                     Err(Errno::INTR | Errno::AGAIN) => {}
                     Err(_) => {
                         stdin_open = false;
@@ -318,24 +296,20 @@ impl Relay {
                     }
                 }
             }
-            if (input_ready || stdin_ready) && !pending.buf.is_empty() {
+            if (input_ready || stdin_ready) && !pending.is_empty() {
                 if let Some(fd) = self.input() {
-                    match rustix::io::write(fd, &pending.buf) {
+                    match rustix::io::write(fd, &pending) {
                         Ok(n) => {
-                            pending.buf.drain(..n);
+                            pending.drain(..n);
                         }
                         Err(Errno::AGAIN | Errno::INTR) => {}
                         Err(_) => {
-                            pending.buf.clear();
+                            pending.clear();
                             stdin_open = false;
                             self.close_input();
                         }
                     }
                 }
-            }
-            if target_ready {
-                target_watched = false;
-                target_exited = true;
             }
             if signals_ready {
                 while let Some(info) = sys::read_signal(signals.as_fd()) {
@@ -347,7 +321,6 @@ impl Relay {
                                 && info.code == libc::SI_QUEUE;
                             if from_helper {
                                 reported = Some(info.value as u8);
-                                target_exited |= target.is_some_and(has_exited);
                             }
                         }
                         s => {
@@ -364,10 +337,7 @@ impl Relay {
                     }
                     Ok(Some((_, status))) => {
                         self.drain();
-                        return Ended {
-                            status: reported.or(Some(crate::exec::exit_code(status))),
-                            target_exited: target_exited || target.is_some_and(has_exited),
-                        };
+                        return reported.or(Some(crate::exec::exit_code(status)));
                     }
                     Ok(None) => {}
                     Err(Errno::INTR) => {}
@@ -376,16 +346,13 @@ impl Relay {
             }
         }
         self.drain();
-        Ended {
-            status: reported,
-            target_exited,
-        }
+        reported
     }
 
     /// Where bytes from crashcart's stdin go.
     fn input(&self) -> Option<BorrowedFd<'_>> {
         match &self.ends {
-            Ends::Pty { master } => Some(master.as_fd()),
+            Ends::Pty { master, .. } => Some(master.as_fd()),
             Ends::Pipes { stdin, .. } => stdin.as_ref().map(|f| f.as_fd()),
         }
     }
@@ -400,7 +367,10 @@ impl Relay {
     /// pipe), for those still open.
     fn outputs(&self) -> Vec<(usize, BorrowedFd<'_>)> {
         match &self.ends {
-            Ends::Pty { master } if self.pty_output_open => vec![(0, master.as_fd())],
+            Ends::Pty {
+                master,
+                output_open: true,
+            } => vec![(0, master.as_fd())],
             Ends::Pty { .. } => Vec::new(),
             Ends::Pipes { stdout, stderr, .. } => [stdout, stderr]
                 .into_iter()
@@ -450,7 +420,7 @@ impl Relay {
 
     fn close_output(&mut self, slot: usize) {
         match &mut self.ends {
-            Ends::Pty { .. } => self.pty_output_open = false,
+            Ends::Pty { output_open, .. } => *output_open = false,
             Ends::Pipes { stdout, stderr, .. } => match slot {
                 0 => *stdout = None,
                 _ => *stderr = None,
@@ -466,48 +436,37 @@ impl Relay {
             tv_nsec: 0,
         };
         for _ in 0..4096 {
-            let mut any = false;
-            let slots: Vec<usize> = self.outputs().into_iter().map(|(s, _)| s).collect();
-            for slot in slots {
-                let ready = {
-                    let outputs = self.outputs();
-                    let fd = outputs.iter().find(|(s, _)| *s == slot).map(|(_, f)| *f);
-                    fd.is_some_and(|fd| {
-                        let mut probe = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
-                        poll(&mut probe, Some(&zero)).unwrap_or(0) > 0
-                    })
-                };
-                if !ready {
-                    continue;
+            let ready: Vec<usize> = {
+                let outputs = self.outputs();
+                let mut fds: Vec<PollFd<'_>> = outputs
+                    .iter()
+                    .map(|(_, fd)| PollFd::from_borrowed_fd(*fd, PollFlags::IN))
+                    .collect();
+                if fds.is_empty() || poll(&mut fds, Some(&zero)).unwrap_or(0) == 0 {
+                    break;
                 }
-                if self.copy_output(slot) {
-                    any = true;
-                } else {
+                outputs
+                    .iter()
+                    .zip(&fds)
+                    .filter(|(_, fd)| !fd.revents().is_empty())
+                    .map(|((slot, _), _)| *slot)
+                    .collect()
+            };
+            for slot in ready {
+                if !self.copy_output(slot) {
                     self.close_output(slot);
                 }
-            }
-            if !any {
-                break;
             }
         }
     }
 
     fn pass_window_size(&self) {
-        if let Ends::Pty { master } = &self.ends {
+        if let Ends::Pty { master, .. } = &self.ends {
             if let Ok(size) = tcgetwinsize(std::io::stdin()) {
                 let _ = tcsetwinsize(master, size);
             }
         }
     }
-}
-
-fn has_exited(pidfd: &OwnedFd) -> bool {
-    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
-    let zero = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    poll(&mut fds, Some(&zero)).unwrap_or(0) > 0
 }
 
 /// The helper stopped because the command did (Ctrl-Z on its terminal): give the caller's
@@ -518,11 +477,8 @@ fn stop_like_a_job(helper: Pid, terminal: Option<&RawTerminal>) {
         t.restore();
     }
     let _ = rustix::process::kill_current_process_group(Signal::TSTP);
-    if terminal.is_some() {
-        if let Ok(mut raw) = tcgetattr(std::io::stdin()) {
-            raw.make_raw();
-            let _ = tcsetattr(std::io::stdin(), OptionalActions::Now, &raw);
-        }
+    if let Some(t) = terminal {
+        let _ = t.make_raw();
     }
     let _ = kill_process(helper, Signal::CONT);
 }

@@ -54,15 +54,12 @@ use crate::sealed::{self, SealError};
 use crate::signals::{Forwarding, PARENT_DIED};
 use crate::step;
 use crate::sys::{self, Fork, SignalSet};
+use crashcart_layout as layout;
 
-/// The image's rc file, read by the default shell (through `ENV`).
-const RC_FILE: &str = "/dev/crashcart/.crashcartrc";
-/// The default command when the image has bash: POSIX mode, because then bash reads only
+/// Arguments of the default command when it is bash: POSIX mode, because then bash reads only
 /// `$ENV` at startup — never the container's `/etc/bash.bashrc` or `/etc/bashrc`, which an
 /// interactive bash reads even with `--rcfile`. The image's rc file leaves POSIX mode.
-const BASH: [&str; 3] = ["/dev/crashcart/bin/bash", "--posix", "-i"];
-/// The default command otherwise.
-const SH: [&str; 1] = ["/dev/crashcart/bin/sh"];
+const BASH_ARGS: [&str; 2] = ["--posix", "-i"];
 
 /// Why a crashcart run failed (exit status 125).
 #[derive(Debug, thiserror::Error)]
@@ -174,13 +171,17 @@ pub fn run(request: &Request) -> Result<u8, SessionError> {
     let image = Image::open(&image_path)?;
     let (image_mount, manifest) = mount_image(&image)?;
     drop(image);
+    let shell = image_shell(image_mount.as_fd());
+    // The command as asked, else the image's shell (an error when it has none).
+    let command_or_shell = |command: &Vec<OsString>| match (command.is_empty(), &shell) {
+        (false, _) => Ok(command.clone()),
+        (true, Some(shell)) => Ok(default_command(shell)),
+        (true, None) => Err(SessionError::NoShell(image_path.clone())),
+    };
     match &request.mode {
         request::Mode::Mount => mount_in_container(&process, image_mount, &manifest),
         request::Mode::DockerExec { command } => {
-            let command = match command.is_empty() {
-                true => default_command(image_mount.as_fd(), &image_path)?.0,
-                false => command.clone(),
-            };
+            let command = command_or_shell(command)?;
             let code = mount_in_container(&process, image_mount, &manifest)?;
             if code != 0 {
                 return Ok(code);
@@ -188,19 +189,12 @@ pub fn run(request: &Request) -> Result<u8, SessionError> {
             docker_exec(&target, &process, &command, request.user)
         }
         request::Mode::Session { command } => {
-            let (command, shell, default) = match command.is_empty() {
-                true => {
-                    let (command, shell) = default_command(image_mount.as_fd(), &image_path)?;
-                    (command, shell, true)
-                }
-                false => (command.clone(), image_shell(image_mount.as_fd()), false),
-            };
             let plan = SessionPlan {
                 profile: request.profile,
                 user: request.user,
-                command,
+                default_shell: command.is_empty(),
+                command: command_or_shell(command)?,
                 shell,
-                default_shell: default,
             };
             session(&process, image_mount, &manifest, plan)
         }
@@ -248,41 +242,32 @@ fn mount_image(image: &Image) -> Result<(OwnedFd, Manifest), SessionError> {
     Ok((mount, manifest))
 }
 
-/// Whether the image has `bin/NAME` (the final component may be an absolute symlink meant to
-/// resolve inside the container, as in nix images: its presence is enough).
-fn image_has(image_root: BorrowedFd<'_>, name: &str) -> bool {
-    openat2(
+/// The image's shell, `bin/bash`, else `bin/sh`, as the container sees it. The final component
+/// may be an absolute symlink meant to resolve inside the container (nix images): its presence
+/// is enough.
+fn image_shell(image_root: BorrowedFd<'_>) -> Option<String> {
+    let bin = openat2(
         image_root,
-        "bin",
+        layout::BIN_DIR,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     )
-    .is_ok_and(|bin| statat(&bin, name, AtFlags::SYMLINK_NOFOLLOW).is_ok())
-}
-
-/// The image's shell, for `SHELL`.
-fn image_shell(image_root: BorrowedFd<'_>) -> Option<String> {
+    .ok()?;
     ["bash", "sh"]
         .into_iter()
-        .find(|name| image_has(image_root, name))
-        .map(|name| format!("/dev/crashcart/bin/{name}"))
+        .find(|name| statat(&bin, *name, AtFlags::SYMLINK_NOFOLLOW).is_ok())
+        .map(|name| format!("{}/{name}", layout::IMAGE_BIN))
 }
 
-/// bash (in POSIX mode, reading only the image's rc file) if the image has `bin/bash`, else
-/// its `bin/sh`; with the shell's path.
-fn default_command(
-    image_root: BorrowedFd<'_>,
-    image: &Path,
-) -> Result<(Vec<OsString>, Option<String>), SessionError> {
-    let args: &[&str] = if image_has(image_root, "bash") {
-        &BASH
-    } else if image_has(image_root, "sh") {
-        &SH
-    } else {
-        return Err(SessionError::NoShell(image.to_path_buf()));
-    };
-    Ok((exec::os_args(args), Some(args[0].to_string())))
+/// The default command: the image's `shell`, bash in POSIX mode reading only the image's rc
+/// file, or plain sh.
+fn default_command(shell: &str) -> Vec<OsString> {
+    let mut args = vec![OsString::from(shell)];
+    if shell.ends_with("/bash") {
+        args.extend(BASH_ARGS.iter().map(OsString::from));
+    }
+    args
 }
 
 /// Runs `work` on the target mount namespace's `/dev` in a forked helper (crashcart itself must
@@ -373,7 +358,7 @@ fn session(
         &manifest.env,
     );
     if plan.default_shell {
-        env.set(b"ENV", RC_FILE.as_bytes());
+        env.set(b"ENV", layout::IMAGE_RC.as_bytes());
     }
     let command = Command::new(&plan.command, &env)?;
     let privileges = session_privileges(
@@ -386,12 +371,7 @@ fn session(
         eprintln!("{warning}");
     }
     let (relay, streams) = relay::open(process)?;
-    let forwarding = Forwarding::block().map_err(|e| SessionError::Sys {
-        what: "block signals",
-        source: Errno::from_io_error(&e).unwrap_or(Errno::IO),
-    })?;
-    let target_pidfd =
-        Pid::from_raw(process.pid as i32).and_then(|pid| pidfd_open(pid, PidfdFlags::empty()).ok());
+    let forwarding = Forwarding::block().map_err(sys_err("block signals"))?;
 
     let parent = getpid();
     let helper_args = Helper {
@@ -419,10 +399,9 @@ fn session(
             // Our copies would keep the session's mount (and so the loop device) alive, and
             // the command's ends of its streams open.
             drop(helper_args);
-            let ended = relay.run(helper, &forwarding, target_pidfd.as_ref())?;
-            let code = ended.status.unwrap_or(EXIT_CRASHCART);
+            let code = relay.run(helper, &forwarding)?.unwrap_or(EXIT_CRASHCART);
             // The helper has said why when it failed (125); otherwise say why it ended.
-            if (ended.target_exited || process.is_exiting()) && code != EXIT_CRASHCART {
+            if process.is_exiting() && code != EXIT_CRASHCART {
                 eprintln!(
                     "crashcart: target pid {} exited; the session ended",
                     process.pid
@@ -539,9 +518,7 @@ impl Helper {
             // return with its status while this process ends the rest of the session. Our
             // stdio is closed first, so crashcart sees the end of the command's output.
             report_failure(&command, pid, report_r.as_fd());
-            for fd in 0..3 {
-                sys::close_range(fd, fd);
-            }
+            sys::close_range(0, 2);
             let _ = sys::queue_signal(
                 parent.as_raw_nonzero().get(),
                 crate::signals::command_exited(),

@@ -57,7 +57,7 @@ impl Forwarding {
     /// Blocks the forwarded signals, SIGCHLD, [`PARENT_DIED`] and SIGTTOU (so crashcart can
     /// set the terminal from the background at the end). Children inherit the mask; the
     /// command's process clears it before exec.
-    pub fn block() -> std::io::Result<Forwarding> {
+    pub fn block() -> Result<Forwarding, rustix::io::Errno> {
         let waited = SignalSet::of(&waited_by_crashcart());
         waited.block();
         SignalSet::of(&[Signal::TTOU.as_raw()]).block();

@@ -209,7 +209,7 @@ impl SignalSet {
 
     /// A non-blocking, close-on-exec descriptor that becomes readable when a signal of this
     /// (blocked) set is pending; [`read_signal`] takes one.
-    pub fn signalfd(&self) -> io::Result<std::os::fd::OwnedFd> {
+    pub fn signalfd(&self) -> Result<std::os::fd::OwnedFd, Errno> {
         // SAFETY: -1 asks for a new descriptor; `self.0` is an initialised sigset_t. On success
         // the returned descriptor is ours alone.
         let fd =
@@ -256,14 +256,12 @@ pub fn read_signal(fd: BorrowedFd<'_>) -> Option<SignalInfo> {
 }
 
 /// Sends `sig` with the value `value` to `pid` (`sigqueue`).
-pub fn queue_signal(pid: i32, sig: i32, value: i32) -> io::Result<()> {
+pub fn queue_signal(pid: i32, sig: i32, value: i32) -> Result<(), Errno> {
     let value = libc::sigval {
         sival_ptr: value as usize as *mut libc::c_void,
     };
     // SAFETY: sigqueue only reads its arguments; the value travels as an integer.
-    cvt(unsafe { libc::sigqueue(pid, sig, value) })
-        .map(drop)
-        .map_err(io::Error::from)
+    cvt(unsafe { libc::sigqueue(pid, sig, value) }).map(drop)
 }
 
 /// Unblocks every signal and restores the default disposition of those crashcart (or the Rust

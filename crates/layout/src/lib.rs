@@ -46,6 +46,10 @@ pub const META_DIR: &str = ".crashcart";
 pub const MANIFEST_PATH: &str = ".crashcart/manifest.json";
 /// Shell snippets the rc file sources, `*.sh`.
 pub const RC_D_DIR: &str = ".crashcart/rc.d";
+/// [`BIN_DIR`] in the container.
+pub const IMAGE_BIN: &str = concat!(image_root!(), "/bin");
+/// [`RC_PATH`] in the container: what the session's `ENV` names.
+pub const IMAGE_RC: &str = concat!(image_root!(), "/.crashcartrc");
 /// The image's directories on the session's `PATH`, in order.
 pub const IMAGE_PATH: &str = concat!(image_root!(), "/bin:", image_root!(), "/sbin");
 /// The readline configuration the session's `INPUTRC` names (an image may ship one).
