@@ -1023,3 +1023,41 @@ fn an_implicit_image_must_belong_to_root() {
         assert_crashcart_error(&out, "-i");
     }
 }
+
+/// crashcart opens the pty's multiplexer in the container's `/dev/pts`, which a container can
+/// replace (here: a tmpfs it owns). A FIFO, a symlink (through the magic link `/proc/self/root`
+/// to a file of the volume) or a regular file in place of `ptmx` is never opened as the
+/// session's terminal: crashcart neither hangs nor writes there, and falls back to pipes.
+#[test]
+fn a_planted_dev_pts_ptmx_is_never_used_as_the_terminal() {
+    if !ready() {
+        return;
+    }
+    let image = ToolImage::busybox(|_| {});
+    let c = Hostile::start(&["--tmpfs", "/dev/pts"], &[]);
+    std::fs::write(c.vol.path().join("bait"), "untouched\n").unwrap();
+    for (what, plant) in [
+        ("a FIFO", "mkfifo /dev/pts/ptmx"),
+        (
+            "a symlink through /proc/self/root",
+            "ln -s /proc/self/root/vol/bait /dev/pts/ptmx",
+        ),
+        ("a regular file", "echo planted > /dev/pts/ptmx"),
+    ] {
+        c.sh(&format!("rm -f /dev/pts/ptmx && {plant}"));
+        let mut term = Terminal::start(&image.command_line(&format!(
+            "{} sh -c 'tty; echo fd0=$(readlink /proc/self/fd/0)'",
+            c.id()
+        )));
+        term.shows("fd0=");
+        let (code, shown) = term.finish();
+        assert!(shown.contains("not a tty"), "{what}: {shown:?}");
+        assert!(shown.contains("fd0=pipe:"), "{what}: {shown:?}");
+        assert_eq!(code, Some(0), "{what}: {shown:?}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(c.vol.path().join("bait")).unwrap(),
+        "untouched\n"
+    );
+    image.assert_detached();
+}

@@ -98,24 +98,9 @@ impl TargetProcess {
     /// init of a PID namespace stays in that state until the kernel has killed and reaped the
     /// rest of its namespace, before its pidfd reports the exit.
     pub fn is_exiting(&self) -> bool {
-        /// `PF_EXITING` from `<linux/sched.h>`.
-        const PF_EXITING: u64 = 0x4;
-        let Ok(stat) = self.read("stat") else {
-            return true;
-        };
-        // `PID (comm) state ppid pgrp session tty_nr tpgid flags ...`; comm may hold anything,
-        // so fields are counted after its last ')'.
-        let text = String::from_utf8_lossy(&stat);
-        let Some((_, rest)) = text.rsplit_once(')') else {
-            return false;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().unwrap_or("");
-        let flags = fields
-            .nth(5)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0);
-        matches!(state, "Z" | "X") || flags & PF_EXITING != 0
+        self.read("stat").map_or(true, |stat| {
+            stat_says_exiting(&String::from_utf8_lossy(&stat))
+        })
     }
 
     /// The environment, as `NAME=value` entries.
@@ -129,8 +114,49 @@ impl TargetProcess {
     }
 }
 
+/// Whether `/proc/PID/stat` text shows a process that is a zombie, dead, or exiting
+/// (`PF_EXITING`). Its `comm` is the process's to choose, so the fields are counted after the
+/// last `)`.
+fn stat_says_exiting(stat: &str) -> bool {
+    /// `PF_EXITING` from `<linux/sched.h>`.
+    const PF_EXITING: u64 = 0x4;
+    // `PID (comm) state ppid pgrp session tty_nr tpgid flags ...`
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next().unwrap_or("");
+    let flags = fields
+        .nth(5)
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0);
+    matches!(state, "Z" | "X") || flags & PF_EXITING != 0
+}
+
 impl AsFd for TargetProcess {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.dir.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exiting_is_read_after_the_last_parenthesis_of_comm() {
+        let running = "42 (sleep) S 0 42 42 0 -1 4194560 80 0 0 0";
+        assert!(!stat_says_exiting(running));
+        let exiting = "42 (sleep) S 0 42 42 0 -1 4194564 80 0 0 0";
+        assert!(stat_says_exiting(exiting));
+        assert!(stat_says_exiting("42 (sleep) Z 0 42 42 0 -1 4194560"));
+        // A name chosen to look like an exiting process must not fool it, nor one that hides
+        // an exiting process.
+        assert!(!stat_says_exiting(
+            "42 (x) Z 1 1 1 1 1 4 () S 0 42 42 0 -1 4194560"
+        ));
+        assert!(stat_says_exiting(
+            "42 (x) S 1 1 1 1 1 0 () S 0 42 42 0 -1 4194564"
+        ));
     }
 }
