@@ -21,8 +21,9 @@ Examples:
   docker exec -it web-1 /dev/crashcart/bin/tcpdump -i eth0
   crashcart -u web-1                   remove that mount
 
-The image is, in order: -i PATH, $CRASHCART_IMAGE, ./crashcart.img,
-<prefix>/share/crashcart/crashcart.img beside the installed binary.
+The image is, in order: -i PATH, $CRASHCART_IMAGE, ./crashcart.img[.zst],
+<prefix>/share/crashcart/crashcart.img[.zst] beside the installed binary. A zstd image is
+unpacked once into $CRASHCART_CACHE (default /var/cache/crashcart) and reused from there.
 
 Exit status: the command's; 128+N when it dies of signal N; 125 crashcart's own errors;
 126 the command cannot run; 127 the command was not found.";
@@ -43,7 +44,7 @@ Exit status: the command's; 128+N when it dies of signal N; 125 crashcart's own 
     override_usage = "crashcart [OPTIONS] TARGET [--] [COMMAND [ARG...]]"
 )]
 pub struct Cli {
-    /// The tool image (ext2/3/4) to sideload.
+    /// The tool image to sideload: ext2/3/4, or zstd-compressed (unpacked once into the cache).
     #[arg(short, long, value_name = "PATH")]
     pub image: Option<PathBuf>,
 
