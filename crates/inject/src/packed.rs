@@ -35,8 +35,9 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/crashcart";
 /// The variable naming another cache directory.
 pub const CACHE_ENV: &str = "CRASHCART_CACHE";
-/// No compressed image unpacks to more than this (64 times the largest release image).
-pub const MAX_UNPACKED: u64 = 64 << 30;
+/// No compressed image unpacks to more than this: far more than any tool image, far less than
+/// what a small hostile frame could otherwise make crashcart write.
+pub const MAX_UNPACKED: u64 = 16 << 30;
 /// The largest back-reference window accepted: 2^27 bytes, the default of `zstd --long`. A
 /// hostile frame cannot make crashcart allocate more.
 const WINDOW_LOG_MAX: u32 = 27;
@@ -317,7 +318,15 @@ impl Cache {
             OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o444),
         )
-        .map_err(|e| write_err(e.into()))?;
+        .map_err(|e| match e {
+            rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL => {
+                write_err(std::io::Error::other(format!(
+                    "its filesystem has no O_TMPFILE; set {CACHE_ENV} to a directory on ext4, \
+                     xfs, btrfs or tmpfs"
+                )))
+            }
+            e => write_err(e.into()),
+        })?;
         let mut out = File::from(out);
         let limit = declared.unwrap_or(max).min(max);
 
