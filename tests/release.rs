@@ -152,6 +152,10 @@ fn the_compressed_image_is_published_in_a_form_crashcart_unpacks() {
         "--long={long} exceeds crashcart's window: {compress}"
     );
     assert!(compress.contains("-T1"), "not single-threaded: {compress}");
+    assert!(
+        !compress.contains("--no-check"),
+        "crashcart refuses frames without a checksum: {compress}"
+    );
     for published in [
         "crashcart.img.zst",
         "crashcart.img.zst.sha256",

@@ -17,8 +17,10 @@
 //! and as large as the size the compressed frame declares and its superblock claims. An entry
 //! that fails is refused with the reason, not used and not silently replaced.
 //!
-//! Decompression streams (1 MiB at a time, window at most 128 MiB, as `zstd --long` writes by
-//! default) and stops at [`MAX_UNPACKED`] bytes, or at the frame's declared size when smaller.
+//! The frame must carry zstd's content checksum (the `zstd` command's default), so that a
+//! damaged file is an error, never different bytes. Decompression streams (1 MiB at a time,
+//! window at most 128 MiB, as `zstd --long` writes by default) and stops at [`MAX_UNPACKED`]
+//! bytes, or at the frame's declared size when smaller.
 
 use std::fs::File;
 use std::io::{BufRead, Read, Write};
@@ -207,12 +209,21 @@ impl Cache {
         let digest = sha256_of(packed).map_err(read_err)?;
         let name = format!("{digest}.img");
         let entry_path = self.path.join(&name);
-        let declared = declared_size(packed, packed_path)?;
+        let header = frame_header(packed, packed_path)?;
+        let declared = header.declared;
         if declared.is_some_and(|size| size > max) {
             return Err(PackedError::TooLarge {
                 path: packed_path.to_path_buf(),
                 limit: max,
                 what: "its frame declares so",
+            });
+        }
+        // Without zstd's checksum a damaged frame can decode to other bytes without an error
+        // (and decoder versions disagree on what). The zstd command writes one by default.
+        if !header.checksum {
+            return Err(PackedError::Corrupt {
+                path: packed_path.to_path_buf(),
+                why: "its frame has no content checksum (made with --no-check?)".into(),
             });
         }
         match self.open_entry(&name, &entry_path, declared)? {
@@ -433,8 +444,16 @@ fn not_roots(meta: &std::fs::Metadata) -> Option<String> {
     }
 }
 
-/// The size the frame header of `packed` declares (`None` when it does not say).
-fn declared_size(packed: &File, path: &Path) -> Result<Option<u64>, PackedError> {
+/// The frame header of a compressed image: the content size it declares, and whether the
+/// frame ends with a checksum of the content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FrameHeader {
+    declared: Option<u64>,
+    checksum: bool,
+}
+
+/// Reads the frame header at the start of `packed`.
+fn frame_header(packed: &File, path: &Path) -> Result<FrameHeader, PackedError> {
     // A frame header is at most 18 bytes.
     let mut header = [0u8; 18];
     let mut got = 0;
@@ -451,9 +470,16 @@ fn declared_size(packed: &File, path: &Path) -> Result<Option<u64>, PackedError>
             }
         }
     }
-    zstd::zstd_safe::get_frame_content_size(&header[..got]).map_err(|_| PackedError::Corrupt {
+    let bad = || PackedError::Corrupt {
         path: path.to_path_buf(),
         why: "no valid zstd frame header".into(),
+    };
+    let declared = zstd::zstd_safe::get_frame_content_size(&header[..got]).map_err(|_| bad())?;
+    // Frame_Header_Descriptor, right after the magic: bit 2 is Content_Checksum_flag.
+    let descriptor = *header.get(4).ok_or_else(bad)?;
+    Ok(FrameHeader {
+        declared,
+        checksum: descriptor & 0x04 != 0,
     })
 }
 
@@ -538,6 +564,17 @@ mod tests {
         image
     }
 
+    /// `bytes` compressed as the `zstd` command does (content size declared, checksum).
+    fn compress(bytes: &[u8], level: i32) -> Vec<u8> {
+        let mut encoder = zstd::Encoder::new(Vec::new(), level).unwrap();
+        encoder.include_checksum(true).unwrap();
+        encoder
+            .set_pledged_src_size(Some(bytes.len() as u64))
+            .unwrap();
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
     fn file_with(bytes: &[u8]) -> (tempfile::TempDir, File, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x");
@@ -548,7 +585,7 @@ mod tests {
 
     #[test]
     fn magic_is_recognised_whatever_the_name() {
-        let packed = zstd::encode_all(&ext_bytes(8, 8192)[..], 3).unwrap();
+        let packed = compress(&ext_bytes(8, 8192), 3);
         let (_d, file, _) = file_with(&packed);
         assert!(is_zstd(&file).unwrap());
         let (_d, file, _) = file_with(&ext_bytes(8, 8192));
@@ -592,7 +629,7 @@ mod tests {
     fn unpacks_once_and_reuses() {
         let Some((_d, cache)) = cache() else { return };
         let image = ext_bytes(64, 65536);
-        let packed = zstd::encode_all(&image[..], 19).unwrap();
+        let packed = compress(&image, 19);
         let (_p, file, path) = file_with(&packed);
         let (first, entry) = cache.unpacked(&file, &path, 1 << 20).unwrap();
         let digest = format!("{:x}", Sha256::digest(&packed));
@@ -612,10 +649,13 @@ mod tests {
     fn stops_at_the_maximum() {
         let Some((_d, cache)) = cache() else { return };
         let mut encoder = zstd::Encoder::new(Vec::new(), 3).unwrap();
+        encoder.include_checksum(true).unwrap();
         encoder.write_all(&ext_bytes(256, 256 * 1024)).unwrap();
         let packed = encoder.finish().unwrap();
         let (_p, file, path) = file_with(&packed);
-        assert_eq!(declared_size(&file, &path).unwrap(), None);
+        let header = frame_header(&file, &path).unwrap();
+        assert_eq!(header.declared, None);
+        assert!(header.checksum);
         let err = cache.unpacked(&file, &path, 100 * 1024).unwrap_err();
         assert!(
             matches!(err, PackedError::TooLarge { limit: 102400, .. }),
@@ -628,7 +668,7 @@ mod tests {
     fn refuses_damage_and_leaves_nothing() {
         let Some((_d, cache)) = cache() else { return };
         let image = ext_bytes(64, 65536);
-        let packed = zstd::encode_all(&image[..], 3).unwrap();
+        let packed = compress(&image, 3);
         // Cut short.
         let (_p, file, path) = file_with(&packed[..packed.len() / 2]);
         let err = cache.unpacked(&file, &path, 1 << 20).unwrap_err();
@@ -639,8 +679,13 @@ mod tests {
         let (_p, file, path) = file_with(&trailing);
         let err = cache.unpacked(&file, &path, 1 << 20).unwrap_err();
         assert!(err.to_string().contains("after the zstd frame"), "{err}");
+        // No checksum.
+        let unchecked = zstd::encode_all(&image[..], 3).unwrap();
+        let (_p, file, path) = file_with(&unchecked);
+        let err = cache.unpacked(&file, &path, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("no content checksum"), "{err}");
         // Not a filesystem.
-        let packed = zstd::encode_all(&vec![7u8; 65536][..], 3).unwrap();
+        let packed = compress(&[7u8; 65536], 3);
         let (_p, file, path) = file_with(&packed);
         let err = cache.unpacked(&file, &path, 1 << 20).unwrap_err();
         assert!(matches!(err, PackedError::NotExt { .. }), "{err}");
