@@ -35,6 +35,7 @@ impl Fixture {
                 "unix://{}",
                 self.dir.path().join("docker.sock").display()
             )),
+            cri_endpoint: None,
         }
     }
     fn process(&self, pid: u32, ppid: u32, state: char, start: u64, cgroup: &str) {
@@ -486,7 +487,7 @@ fn listing_names_pods_and_skips_sandboxes() {
         &format!("containerd/io.containerd.runtime.v2.task/default/{ID_A}/init.pid"),
         "55",
     );
-    let listings = list(&f.resolver());
+    let listings = list(&f.resolver()).unwrap();
     assert_eq!(listings.len(), 2, "{listings:?}");
     assert_eq!(listings[0].name, "");
     assert_eq!(listings[0].state, ContainerState::Exited);
