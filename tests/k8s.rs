@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crashcart::resolve::{list, render, ContainerState, ResolveError, Runtime, Target};
+use crashcart::resolve::{list, render, ContainerState, ResolveError, Resolver, Runtime, Target};
 use crashcart_tests::{bin, busybox_tree, mke2fs_image, run};
 
 use node::{sleep_seconds, Node, Pod, PodSpec};
@@ -315,6 +315,275 @@ fn list_shows_app_containers_not_sandboxes() {
     let table = render(&listings, true);
     assert!(table.starts_with("NAME"), "{table}");
     assert_eq!(render(&listings, false).lines().count(), 2);
+}
+
+/// A resolver that cannot see `node`'s runtime state (an empty `/run`, as when the state
+/// directories are unreadable or kept elsewhere) and asks `endpoint`.
+fn socket_only_resolver(node: &Node, empty_run: &Path, endpoint: Option<String>) -> Resolver {
+    Resolver {
+        run_root: empty_run.to_path_buf(),
+        cri_endpoint: endpoint,
+        ..node.resolver()
+    }
+}
+
+/// `crashcart ARGS...` with `CRASHCART_RUN` at `run_root`.
+fn crashcart_with(run_root: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut command = Command::new(bin("crashcart"));
+    command
+        .args(args)
+        .env("CRASHCART_RUN", run_root)
+        .env_remove("CRASHCART_IMAGE")
+        .env_remove("CONTAINER_RUNTIME_ENDPOINT")
+        .stdin(Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    run(&mut command)
+}
+
+/// With the bundles out of sight, pods resolve over the CRI socket by the same rules: the
+/// only container, each of two, the ambiguous pod, a wrong name, a restarted container, a
+/// deleted pod; through
+/// `--cri-endpoint`, `CONTAINER_RUNTIME_ENDPOINT` and the usual socket under `/run`; and
+/// `crashcart` enters what the socket named.
+#[test]
+fn pods_resolve_over_the_cri_socket_when_the_state_is_out_of_sight() {
+    let Some((_guard, mut node)) = node() else {
+        return;
+    };
+    let web = node.run_pod(&PodSpec::simple("shop", "web-0"));
+    let cart = node.run_pod(&PodSpec {
+        containers: &["app", "sidecar"],
+        ..PodSpec::simple("shop", "cart")
+    });
+    let empty = tempfile::tempdir().unwrap();
+    let endpoint = format!("unix://{}", node.socket.display());
+    let resolver = socket_only_resolver(&node, empty.path(), Some(endpoint.clone()));
+    // The bundle route alone knows nothing here.
+    assert!(matches!(
+        socket_only_resolver(&node, empty.path(), None).resolve("k8s://shop/web-0"),
+        Err(ResolveError::PodNotFound { cri_sockets, .. }) if cri_sockets.is_empty()
+    ));
+
+    let want = expected(&mut node, &web, "shop/web-0", "main");
+    for spec in ["k8s://shop/web-0", "k8s://shop/web-0/main", "shop/web-0"] {
+        assert_eq!(resolver.resolve(spec).unwrap(), want, "{spec}");
+    }
+    for name in ["app", "sidecar"] {
+        assert_eq!(
+            resolver
+                .resolve(&format!("k8s://shop/cart/{name}"))
+                .unwrap(),
+            expected(&mut node, &cart, "shop/cart", name)
+        );
+    }
+    match resolver.resolve("k8s://shop/cart") {
+        Err(ResolveError::PodAmbiguous { choices, .. }) => {
+            assert_eq!(choices, ["k8s://shop/cart/app", "k8s://shop/cart/sidecar"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match resolver.resolve("k8s://shop/cart/db") {
+        Err(ResolveError::NoSuchContainer { choices, .. }) => {
+            assert_eq!(choices, ["app", "sidecar"]);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The usual socket under the host's /run (here a link to this node's socket).
+    let usual = tempfile::tempdir().unwrap();
+    std::fs::create_dir(usual.path().join("containerd")).unwrap();
+    std::os::unix::fs::symlink(
+        &node.socket,
+        usual.path().join("containerd/containerd.sock"),
+    )
+    .unwrap();
+    assert_eq!(
+        socket_only_resolver(&node, usual.path(), None)
+            .resolve("k8s://shop/web-0")
+            .unwrap(),
+        want
+    );
+
+    // The real binary, each way of naming the socket.
+    let image = ToolImage::new();
+    let image_path = image.path.to_str().unwrap();
+    let sleep = |name: &str| format!("/busybox sleep {}", sleep_seconds(name));
+    let cmdline = |out: Output| {
+        assert!(out.status.success(), "{}\n{}", out.status, stderr(&out));
+        stdout(&out).replace('\0', " ").trim().to_string()
+    };
+    let cat = ["cat", "/proc/1/cmdline"];
+    let with_flag = |target: &str| {
+        let mut args = vec!["-i", image_path, "--cri-endpoint", &endpoint, target];
+        args.extend(cat);
+        crashcart_with(empty.path(), &[], &args)
+    };
+    assert_eq!(cmdline(with_flag("k8s://shop/web-0")), sleep("main"));
+    assert_eq!(cmdline(with_flag("shop/cart/sidecar")), sleep("sidecar"));
+    let socket_path = node.socket.to_str().unwrap();
+    let out = crashcart_with(
+        empty.path(),
+        &[("CONTAINER_RUNTIME_ENDPOINT", socket_path)],
+        &[
+            "-i",
+            image_path,
+            "k8s://shop/cart/app",
+            "cat",
+            "/proc/1/cmdline",
+        ],
+    );
+    assert_eq!(cmdline(out), sleep("app"));
+    let out = crashcart_with(
+        usual.path(),
+        &[],
+        &["-i", image_path, "k8s://shop/web-0", "sh", "-c", "exit 7"],
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let out = with_flag("k8s://shop/cart");
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("k8s://shop/cart/app, k8s://shop/cart/sidecar"),
+        "{}",
+        stderr(&out)
+    );
+
+    // `--list` over the socket: the three app containers, no sandbox.
+    let listings = list(&resolver).unwrap();
+    let names: Vec<&str> = listings.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "k8s://shop/cart/app",
+            "k8s://shop/cart/sidecar",
+            "k8s://shop/web-0/main"
+        ]
+    );
+    for listing in &listings {
+        assert_eq!(listing.pid, node.pid(&listing.id));
+        assert_eq!(listing.state, ContainerState::Running);
+        assert_eq!(listing.image.as_deref(), Some(node::IMAGE));
+    }
+    let out = crashcart_with(empty.path(), &[], &["--list", "--cri-endpoint", &endpoint]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(
+        text.contains(&format!(
+            "k8s://shop/web-0/main\tcontainerd:k8s.io\t{}",
+            want.id.as_deref().unwrap()
+        )),
+        "{text}"
+    );
+
+    // A restarted container: the runtime lists the exited instance beside the running one.
+    let mut cart = cart;
+    let first = cart.containers["app"].clone();
+    node.cri.stop_container(&first, 0).unwrap();
+    let second = node.start_container(&mut cart, "app");
+    let want_app = expected(&mut node, &cart, "shop/cart", "app");
+    assert_eq!(want_app.id.as_deref(), Some(second.as_str()));
+    assert_eq!(resolver.resolve("k8s://shop/cart/app").unwrap(), want_app);
+
+    // A deleted pod: the socket answered, without it.
+    node.delete_pod(&web);
+    match resolver.resolve("k8s://shop/web-0") {
+        Err(ResolveError::PodNotFound {
+            pod, cri_sockets, ..
+        }) => {
+            assert_eq!(pod, "shop/web-0");
+            assert_eq!(cri_sockets, [node.socket.clone()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let out = with_flag("k8s://shop/web-0");
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no pod shop/web-0 on this node")
+            && err.contains(&format!(
+                "nor known to the CRI runtime at {}",
+                node.socket.display()
+            )),
+        "{err}"
+    );
+}
+
+/// A CRI endpoint that cannot answer is a one-line error naming it, exit status 125: no
+/// socket, a scheme other than unix, a socket that speaks no HTTP/2 (a silent one times out:
+/// `resolve::grpc` unit tests).
+#[test]
+fn bad_cri_endpoints_are_clear_errors() {
+    if !crashcart_tests::is_root() {
+        crashcart_tests::skip("needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.sock");
+    // Reads the request, answers like an HTTP/1.1 server.
+    let http1 = dir.path().join("http1.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&http1).unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0; 64];
+            let _ = stream.read_exact(&mut request);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+            // Held open until crashcart hangs up.
+            let _ = stream.read_to_end(&mut Vec::new());
+        }
+    });
+    let cases = [
+        (
+            format!("unix://{}", missing.display()),
+            format!(
+                "cannot find pod shop/web-0 over the CRI socket {}: cannot connect: No such file or directory",
+                missing.display()
+            ),
+        ),
+        (
+            "tcp://127.0.0.1:10010".to_string(),
+            "CRI endpoint \"tcp://127.0.0.1:10010\" is not supported".to_string(),
+        ),
+        (
+            http1.display().to_string(),
+            format!(
+                "cannot find pod shop/web-0 over the CRI socket {}: not a gRPC answer",
+                http1.display()
+            ),
+        ),
+    ];
+    for (endpoint, message) in &cases {
+        let out = crashcart_with(
+            dir.path(),
+            &[],
+            &["--cri-endpoint", endpoint, "k8s://shop/web-0", "true"],
+        );
+        assert_eq!(out.status.code(), Some(125), "{endpoint}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("crashcart: "), "{err}");
+        assert!(err.contains(message.as_str()), "{endpoint}: {err}");
+    }
+    // `--list` with a named endpoint that cannot answer fails the same way; without one, a
+    // missing usual socket is no error.
+    let out = crashcart_with(
+        dir.path(),
+        &[],
+        &["--list", "--cri-endpoint", missing.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("cannot find pods over the CRI socket"),
+        "{}",
+        stderr(&out)
+    );
+    let out = crashcart_with(dir.path(), &[], &["--list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
 }
 
 /// Median of `runs` timings of `f`.

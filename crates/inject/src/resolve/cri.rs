@@ -81,7 +81,8 @@ impl CriClient {
     /// Connects and asks the runtime's name (which also tells a CRI runtime from another gRPC
     /// server).
     pub(crate) fn connect(socket: &Path, timeout: Duration) -> Result<CriClient, CriError> {
-        let channel = Channel::connect_unix(socket, timeout).map_err(CriError::Connect)?;
+        let stream = UnixStream::connect(socket).map_err(CriError::Connect)?;
+        let channel = Channel::new(stream, timeout)?;
         let mut client = CriClient {
             channel,
             runtime: Runtime::Pid,

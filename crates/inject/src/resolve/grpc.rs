@@ -326,20 +326,6 @@ pub(crate) struct Channel<T: Transport> {
     deadline: Instant,
 }
 
-impl Channel<UnixStream> {
-    /// Connects to the socket at `path`; each call must finish within `timeout`.
-    pub(crate) fn connect_unix(
-        path: &std::path::Path,
-        timeout: Duration,
-    ) -> io::Result<Channel<UnixStream>> {
-        let stream = UnixStream::connect(path)?;
-        Channel::new(stream, timeout).map_err(|e| match e {
-            GrpcError::Io(e) => e,
-            other => io::Error::other(other.to_string()),
-        })
-    }
-}
-
 impl<T: Transport> Channel<T> {
     /// Starts HTTP/2 on `io`: sends the preface, our SETTINGS and the connection window.
     pub(crate) fn new(io: T, timeout: Duration) -> Result<Channel<T>, GrpcError> {

@@ -495,7 +495,11 @@ impl Resolver {
             match answer {
                 Ok(answer) => answers.push((socket, answer)),
                 Err(e) if !named && (e.is_absent() || e.is_not_cri() || !usual_must_answer) => {
-                    crate::step!("no CRI runtime at {}: {}", socket.display(), e);
+                    crate::step!(
+                        "no CRI runtime at {}: {}",
+                        socket.display(),
+                        crate::log::chain(&e)
+                    );
                 }
                 Err(source) => {
                     let error = ResolveError::Cri {
