@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Resolution of a Kubernetes pod target on a node with 50 pods: crashcart's route (the CRI
-# runtime's OCI bundles under /run, no daemon) against the CRI socket (ListPodSandbox,
-# ListContainers, verbose ContainerStatus: what `crictl inspect` does), both timed in one
-# process by the ignored test `bench_resolution_with_50_pods` of tests/k8s.rs, against a
-# containerd of its own with the CRI plugin (tests/k8s/node.rs).
+# Resolution of a Kubernetes pod target on a node with 50 pods: crashcart's first route (the
+# CRI runtime's OCI bundles under /run, no daemon), its fallback over the CRI socket (its own
+# blocking HTTP/2 client, with the bundles out of sight), and a tonic client doing what
+# `crictl inspect` does (ListPodSandbox, ListContainers, verbose ContainerStatus), all timed
+# in one process by the ignored test `bench_resolution_with_50_pods` of tests/k8s.rs, against
+# a containerd of its own with the CRI plugin (tests/k8s/node.rs); and `--list` both ways.
 # Writes the figures into the bench:k8s section of BENCHMARKS.md. Needs root, docker,
 # containerd, runc, containernetworking-plugins (tests/setup.sh installs them).
 set -euo pipefail

@@ -639,8 +639,23 @@ fn bench_resolution_with_50_pods() {
             .resolve("bench", &format!("pod-{}", PODS / 2), "main")
             .unwrap();
     });
+    // crashcart's own route over the socket (its blocking HTTP/2 client; a new connection per
+    // lookup, as each crashcart run makes), with the bundles out of sight.
+    let empty = tempfile::tempdir().unwrap();
+    let over_socket = socket_only_resolver(
+        &node,
+        empty.path(),
+        Some(format!("unix://{}", node.socket.display())),
+    );
+    assert_eq!(over_socket.resolve(&target).unwrap(), want);
+    let blocking = median(RUNS, || {
+        over_socket.resolve(&target).unwrap();
+    });
     let listing = median(21, || {
         assert_eq!(list(&resolver).unwrap().len(), PODS);
+    });
+    let listing_over_socket = median(21, || {
+        assert_eq!(list(&over_socket).unwrap().len(), PODS);
     });
     drop(pods);
     let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
@@ -650,14 +665,18 @@ fn bench_resolution_with_50_pods() {
          `tests/k8s.rs`, `bench/k8s.sh`):\n\n\
          | route | time |\n| --- | --- |\n\
          | OCI bundles under `/run` (`resolve::resolve`, no daemon) | {} |\n\
-         | CRI socket, new connection (ListPodSandbox, ListContainers, verbose ContainerStatus: what `crictl inspect` does) | {} |\n\
-         | CRI socket, connection reused | {} |\n\
-         | `resolve::list` of all {PODS} containers | {} |\n\n\
+         | CRI socket fallback: `resolve::resolve` with the bundles out of sight (crashcart's blocking HTTP/2 client, new connection: Version, ListPodSandbox, ListContainers, verbose ContainerStatus, then the PID checks) | {} |\n\
+         | CRI socket, tonic client, new connection (ListPodSandbox, ListContainers, verbose ContainerStatus: what `crictl inspect` does) | {} |\n\
+         | CRI socket, tonic client, connection reused | {} |\n\
+         | `resolve::list` of all {PODS} containers, from the bundles | {} |\n\
+         | `resolve::list` of all {PODS} containers, over the CRI socket | {} |\n\n\
          Creating the {PODS} pods over CRI took {:.1} s.",
         ms(library),
+        ms(blocking),
         ms(cri_fresh),
         ms(cri_warm),
         ms(listing),
+        ms(listing_over_socket),
         setup.as_secs_f64()
     );
     println!("{section}");
