@@ -781,4 +781,4 @@ fn u32_at(payload: &[u8], at: usize, what: &str) -> Result<u32, GrpcError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -138,6 +138,34 @@ impl Server {
     }
 }
 
+/// A CRI runtime on `socket` that answers one connection's calls, in order, with `answers`
+/// (encoded messages), whatever was asked: for resolution tests with runtimes that say what
+/// a test wants them to say.
+pub(in crate::resolve) fn serve_canned(socket: &std::path::Path, answers: Vec<Vec<u8>>) {
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut server = Server::new();
+        for (i, message) in answers.iter().enumerate() {
+            let stream_id = 2 * i as u32 + 1;
+            server.headers(
+                stream_id,
+                &[(":status", "200"), ("content-type", "application/grpc")],
+                false,
+            );
+            let mut body = vec![0];
+            body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            body.extend_from_slice(message);
+            server.push(kind::DATA, 0, stream_id, &body);
+            server.headers(stream_id, &[("grpc-status", "0")], true);
+        }
+        let _ = stream.write_all(&server.bytes);
+        let _ = stream.read_to_end(&mut Vec::new());
+    });
+}
+
 fn grpc_body(message: &Echo) -> Vec<u8> {
     let bytes = prost::Message::encode_to_vec(message);
     let mut body = vec![0];
