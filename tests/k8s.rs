@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crashcart::resolve::{list, render, ContainerState, ResolveError, Resolver, Runtime, Target};
-use crashcart_tests::{bin, busybox_tree, mke2fs_image, run};
+use crashcart_tests::{bin, busybox_tree, mke2fs_image, run, run_ok};
 
 use node::{sleep_seconds, Node, Pod, PodSpec};
 
@@ -599,6 +599,60 @@ fn median(runs: usize, mut f: impl FnMut()) -> Duration {
     times[runs / 2]
 }
 
+/// `crashcart --list` as a user runs it (a new process each time), from the bundles and over
+/// the CRI socket: hyperfine's mean and `/usr/bin/time`'s peak RSS, as a markdown table.
+fn list_binary_figures(node: &Node, empty_run: &Path, pods: usize) -> String {
+    if !crashcart_tests::have("hyperfine") || !Path::new("/usr/bin/time").exists() {
+        crashcart_tests::skip("hyperfine or /usr/bin/time not installed (tests/setup.sh)");
+        return String::new();
+    }
+    let crashcart = bin("crashcart");
+    let endpoint = format!("unix://{}", node.socket.display());
+    let bundles = [
+        format!("CRASHCART_RUN={}", node.run_root.display()),
+        crashcart.display().to_string(),
+        "--list".into(),
+    ];
+    let socket = [
+        format!("CRASHCART_RUN={}", empty_run.display()),
+        crashcart.display().to_string(),
+        "--list".into(),
+        "--cri-endpoint".into(),
+        endpoint,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("list.json");
+    run_ok(
+        Command::new("hyperfine")
+            .args(["-N", "--warmup", "3", "--runs", "30", "--export-json"])
+            .arg(&json)
+            .args(["-n", "bundles", &format!("env {}", bundles.join(" "))])
+            .args(["-n", "socket", &format!("env {}", socket.join(" "))]),
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let mean = |i: usize| results["results"][i]["mean"].as_f64().unwrap() * 1e3;
+    let peak_rss = |args: &[String]| {
+        let out = run(Command::new("/usr/bin/time")
+            .args(["-f", "%M", "env"])
+            .args(args)
+            .stdout(Stdio::null()));
+        let text = stderr(&out);
+        text.lines().last().unwrap_or("?").trim().to_string()
+    };
+    format!(
+        "`crashcart --list` as a process ({pods} containers; hyperfine `-N`, 3 warmup + 30 runs, \
+         mean; peak RSS from `/usr/bin/time -f %M`):\n\n\
+         | route | time | peak RSS |\n| --- | --- | --- |\n\
+         | OCI bundles under `/run` | {:.1} ms | {} KiB |\n\
+         | CRI socket (`--cri-endpoint`, `/run` empty) | {:.1} ms | {} KiB |",
+        mean(0),
+        peak_rss(&bundles),
+        mean(1),
+        peak_rss(&socket),
+    )
+}
+
 /// The figure for BENCHMARKS.md (bench/k8s.sh): resolving one pod's container among 50 pods,
 /// from the bundles vs over the CRI socket. Writes the section to `$CRASHCART_BENCH_OUT`.
 #[test]
@@ -657,8 +711,10 @@ fn bench_resolution_with_50_pods() {
     let listing_over_socket = median(21, || {
         assert_eq!(list(&over_socket).unwrap().len(), PODS);
     });
+    let binary = list_binary_figures(&node, empty.path(), PODS);
     drop(pods);
     let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     let section = format!(
         "Resolving `{target}` on a node with {PODS} pods (containerd 1.6 CRI, {PODS} sandboxes \
          + {PODS} app containers; median of {RUNS}, in one process, page cache warm; \
@@ -670,6 +726,13 @@ fn bench_resolution_with_50_pods() {
          | CRI socket, tonic client, connection reused | {} |\n\
          | `resolve::list` of all {PODS} containers, from the bundles | {} |\n\
          | `resolve::list` of all {PODS} containers, over the CRI socket | {} |\n\n\
+         The socket fallback takes {:.1}x the time of the bare tonic calls: it also asks \
+         `Version` (which runtime answers) and then checks the PID as the bundle route does \
+         (`/proc/PID/stat`, `/proc/PID/cgroup`, the freezer through `/proc/self/mountinfo`, \
+         which on a node with {PODS} pods is long); it takes {:.1}x the bundle route's time. \
+         `--list` over the socket makes one verbose `ContainerStatus` per container and takes \
+         {:.1}x the time of the listing from the bundles.\n\n\
+         {binary}\n\n\
          Creating the {PODS} pods over CRI took {:.1} s.",
         ms(library),
         ms(blocking),
@@ -677,6 +740,9 @@ fn bench_resolution_with_50_pods() {
         ms(cri_warm),
         ms(listing),
         ms(listing_over_socket),
+        ratio(blocking, cri_fresh),
+        ratio(blocking, library),
+        ratio(listing_over_socket, listing),
         setup.as_secs_f64()
     );
     println!("{section}");
