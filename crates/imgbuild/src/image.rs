@@ -189,6 +189,8 @@ pub struct ImageWriter {
     tree: Tree,
     /// The relocation of each input (by origin), applied to its contents and symlink targets.
     relocations: Vec<Option<Relocation>>,
+    /// Files whose contents the relocation changed.
+    relocated_files: u64,
     /// Hashes file contents off the write path; owns the chunk buffers.
     hasher: ContentHasher,
     totals: Totals,
@@ -247,6 +249,7 @@ impl ImageWriter {
             opts,
             tree,
             relocations: Vec::new(),
+            relocated_files: 0,
             hasher: ContentHasher::start(CHUNK),
             totals: Totals::default(),
             links: HashMap::new(),
@@ -595,6 +598,11 @@ impl ImageWriter {
         self.totals
     }
 
+    /// How many files' contents a relocation rewrote so far.
+    pub fn relocated_files(&self) -> u64 {
+        self.relocated_files
+    }
+
     /// The content digest: BLAKE3 over every path, depth first in name order, with what is
     /// recorded about it (type, mode, owner, xattrs, size, BLAKE3 of the contents or the link
     /// target). Independent of input order and of the image layout.
@@ -702,6 +710,9 @@ impl ImageWriter {
         }
         // Back to the pool.
         self.hasher.data(pending, buf, 0);
+        if rewriter.as_ref().is_some_and(Rewriter::matched) {
+            self.relocated_files += 1;
+        }
         Ok(placed)
     }
 

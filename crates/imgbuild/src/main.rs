@@ -19,11 +19,26 @@ fn main() -> ExitCode {
                     s.image_bytes as f64 / 1048576.0,
                     s.seconds
                 );
+                if let Some(n) = s.relocated_files {
+                    eprintln!("crashcart-imgbuild: relocation rewrote {n} files");
+                }
+                for p in &s.packages {
+                    eprintln!(
+                        "crashcart-imgbuild:   {:<24} closure {:>8.1} MiB in {} store paths",
+                        p.name,
+                        p.closure_bytes as f64 / 1048576.0,
+                        p.closure_paths
+                    );
+                }
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("crashcart-imgbuild: {}", one_line(&chain(&e)));
+            if let Some(log) = e.log_tail() {
+                // Lines as nix printed them (control bytes already removed).
+                eprintln!("{log}");
+            }
             ExitCode::from(e.exit_code() as u8)
         }
     }
