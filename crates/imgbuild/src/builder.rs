@@ -545,7 +545,7 @@ fn write_inputs(
 ) -> Result<(), BuildError> {
     for (dir, name) in &inputs.dirs {
         let origin = writer.add_origin(name.clone());
-        input::add_tree(writer, dir, Path::new(""), origin, true)?;
+        input::add_tree(writer, dir, Path::new(""), origin, input::TreeKind::Dir)?;
     }
     let relocation = &inputs.relocation;
     if let Some(c) = &inputs.closure {
@@ -553,7 +553,8 @@ fn write_inputs(
             let name = format!("store path {}", p.display());
             let origin = writer.add_input(name, relocation.clone());
             let source = real_path(&c.real_root, p);
-            input::add_tree(writer, &source, &image_store_path(p), origin, false)?;
+            let at = image_store_path(p);
+            input::add_tree(writer, &source, &at, origin, input::TreeKind::StorePath)?;
         }
     }
     if let Some(t) = inputs.tar.as_mut() {

@@ -22,11 +22,21 @@ fn main() -> ExitCode {
                 if let Some(n) = s.relocated_files {
                     eprintln!("crashcart-imgbuild: relocation rewrote {n} files");
                 }
-                for p in &s.packages {
+                if !s.packages.is_empty() {
                     eprintln!(
-                        "crashcart-imgbuild:   {:<24} closure {:>8.1} MiB in {} store paths",
+                        "crashcart-imgbuild: closure of each package (shared paths in each):"
+                    );
+                }
+                for p in &s.packages {
+                    let paths = if p.closure_paths == 1 {
+                        "path"
+                    } else {
+                        "paths"
+                    };
+                    eprintln!(
+                        "crashcart-imgbuild:   {:<24} {:>10} in {:>4} store {paths}",
                         p.name,
-                        p.closure_bytes as f64 / 1048576.0,
+                        human_bytes(p.closure_bytes),
                         p.closure_paths
                     );
                 }
@@ -42,6 +52,22 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code() as u8)
         }
     }
+}
+
+/// `512 B`, `3.4 KiB`, `12.0 MiB`, `1.2 GiB`.
+fn human_bytes(bytes: u64) -> String {
+    let mut value = bytes as f64;
+    for unit in ["B", "KiB", "MiB"] {
+        if value < 1024.0 {
+            return if unit == "B" {
+                format!("{bytes} B")
+            } else {
+                format!("{value:.1} {unit}")
+            };
+        }
+        value /= 1024.0;
+    }
+    format!("{value:.1} GiB")
 }
 
 /// The error and its causes, each printed once: `error: cause: cause of the cause`. Library
@@ -74,6 +100,13 @@ fn one_line(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sizes_read_as_people_read_them() {
+        assert_eq!(super::human_bytes(472), "472 B");
+        assert_eq!(super::human_bytes(1985440), "1.9 MiB");
+        assert_eq!(super::human_bytes(3 << 30), "3.0 GiB");
+    }
+
     #[test]
     fn messages_stay_on_one_line() {
         assert_eq!(super::one_line("a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
