@@ -14,6 +14,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use crashcart_layout::STORE_DIR;
+
 use crate::attributes::{Attributes, Xattrs};
 use crate::content::Content;
 use crate::image::{ImageWriter, Special, WriteError};
@@ -343,12 +345,21 @@ pub fn add_tar(
         }
         let target = tar_target(&member, store_dir);
         let header = entry.header().clone();
-        let attrs = Attributes {
+        let mut attrs = Attributes {
             perm: header.mode().map_err(tar_err)? & 0o7777,
             uid: header.uid().map_err(tar_err)? as u32,
             gid: header.gid().map_err(tar_err)? as u32,
             xattrs,
         };
+        if target.starts_with(STORE_DIR) {
+            // A store path's files, as a closure input would give them (TreeKind::StorePath).
+            attrs.xattrs.clear();
+            attrs.perm = if header.entry_type() == tar::EntryType::Symlink {
+                0o777
+            } else {
+                canonical_store_mode(attrs.perm)
+            };
+        }
         let link_name = || {
             linkpath.clone().unwrap_or_else(|| {
                 entry
