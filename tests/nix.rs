@@ -883,20 +883,39 @@ fn host_attributes_of_store_files_do_not_reach_the_image() {
 #[test]
 fn the_profile_installs_what_nix_env_would_and_the_session_sees_its_data() {
     let Some(ws) = Workspace::new() else { return };
-    let image = ws.build(
-        &[
-            "cart-multi",
-            "cart-multi-dev",
-            "cacert",
-            "cart-docs",
-            "busybox",
-        ],
-        None,
-        "store",
-        "profile.img",
-    );
+    let packages = [
+        "cart-multi",
+        "cart-multi-dev",
+        "cacert",
+        "cart-docs",
+        "busybox",
+    ];
+    let args = ws.build_args(&packages, None, "store", "profile.img");
+    let out = ws.imgbuild(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "build failed:\n{stderr}");
+    let image = ws.path("profile.img");
     assert_fsck_clean(&image);
     let manifest = manifest(&image);
+
+    // The summary lists what each package costs.
+    for name in packages {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(name) && l.contains("store path")),
+            "no cost line for {name}:\n{stderr}"
+        );
+    }
+    // The gzipped page naming busybox's store path cannot be relocated: the build says so.
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("warning: 1 compressed file"))
+        .unwrap_or_else(|| panic!("no warning about the compressed page:\n{stderr}"));
+    assert!(
+        warning.contains("cart-docs-shell.1.gz") && warning.contains("/nix/store"),
+        "{warning}"
+    );
 
     // Outputs: meta.outputsToInstall for the package, the selected output alone for `.dev`.
     let packages = manifest["packages"].as_array().expect("packages");

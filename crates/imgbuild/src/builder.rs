@@ -676,6 +676,7 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
     let mut writer = ImageWriter::create(pending.file()?, pending.path(), geometry, opts, progress)
         .map_err(|e| with_hint(e.into()))?;
     write_inputs(&mut writer, cli, &mut inputs).map_err(with_hint)?;
+    warn_unrewritable(writer.unrewritable(), &inputs);
     let (digest, totals) = write_generated(&mut writer, cli, &inputs).map_err(with_hint)?;
     let relocated_files = inputs.relocation.as_ref().map(|_| writer.relocated_files());
     writer.finish(cli.uuid).map_err(|e| with_hint(e.into()))?;
@@ -753,4 +754,35 @@ fn write_profile(
         }
     }
     Ok(())
+}
+
+/// How many paths a warning names before summing up the rest.
+const WARN_PATHS: usize = 5;
+
+/// Warns about compressed files that name the store once unpacked: `--relocate` rewrote the
+/// store directory in their bytes, not in what a program unpacks.
+fn warn_unrewritable(paths: &[PathBuf], inputs: &Inputs) {
+    let Some(relocation) = &inputs.relocation else {
+        return;
+    };
+    if paths.is_empty() {
+        return;
+    }
+    let mut named: Vec<String> = paths
+        .iter()
+        .take(WARN_PATHS)
+        .map(|p| p.display().to_string())
+        .collect();
+    if paths.len() > WARN_PATHS {
+        named.push(format!("and {} more", paths.len() - WARN_PATHS));
+    }
+    eprintln!(
+        "crashcart-imgbuild: warning: {} compressed file{} (gzip, xz, zip) name {} once \
+         unpacked, which the relocation to {} cannot rewrite: {}",
+        paths.len(),
+        if paths.len() == 1 { "" } else { "s" },
+        relocation.from,
+        relocation.to,
+        named.join(", ")
+    );
 }
