@@ -144,7 +144,7 @@ cat > "$work/old-way.sh" <<'SCRIPT'
 set -euo pipefail
 store="local?root=$work/fresh/relocated"
 profile=$(nix-build "$work/old-nix" --argstr nixpkgs "$fixture" --store "$store" \
-    --option build-users-group '' --no-out-link 2>/dev/null)
+    --option build-users-group '' --no-out-link)
 nix-store --store "$store" -qR "$profile" > "$work/old.closure"
 "$imgbuild" -q --closure "$work/old.closure" --profile "$profile" \
     --store-root "$work/fresh/relocated" --relocate /nix/store=/dev/.cart -o "$work/old.img"
@@ -159,8 +159,8 @@ fresh="chmod -R u+w $work/fresh 2>/dev/null || true; rm -rf $work/fresh $work/ol
 NIX_CONFIG=$cache_config hyperfine --shell bash --runs 5 --export-json "$work/runner.json" \
     --prepare "$fresh" \
     -n "today: substitute, nix builds the profile (buildenv), --closure" "bash $work/old-way.sh" \
-    -n "--packages: substitute, profile merged by crashcart-imgbuild" "bash $work/new-way.sh" \
-    -n "--packages, mount denied (seccomp)" "RESTRICT='$deny mount' bash $work/new-way.sh" >&2
+    -n "crashcart-imgbuild --packages: substitute, profile merged without nix" "bash $work/new-way.sh" \
+    -n "crashcart-imgbuild --packages, mount denied (seccomp)" "RESTRICT='$deny mount' bash $work/new-way.sh" >&2
 eval "$fresh"
 old_restricted=$(NIX_CONFIG=$cache_config "$deny" mount bash "$work/old-way.sh" 2>&1 >/dev/null |
     grep -o "unable to make '/' private[^\"]*" | head -1 || true)
@@ -174,8 +174,8 @@ debugfs -R 'cat /.crashcart/manifest.json' "$work/large-packages.img" 2>/dev/nul
     python3 -c 'import json, sys; m = json.load(sys.stdin); print("\n".join(m["store_paths"])); print(m["files"], m["relocated_files"], file=open(sys.argv[1], "w"))' "$work/large.counts" > "$work/large.closure"
 large="$imgbuild -q --closure $work/large.closure --store-root $work/large/relocated"
 hyperfine --runs 7 --export-json "$work/large.json" --prepare "rm -f $shm/large.img" \
-    -n "--closure (6,018 files)" "$large -o $shm/large.img" \
-    -n "--closure --relocate /nix/store=/dev/.cart" \
+    -n "cart-large: --closure" "$large -o $shm/large.img" \
+    -n "cart-large: --closure with --relocate /nix/store=/dev/.cart" \
     "$large --relocate /nix/store=/dev/.cart -o $shm/large.img" >&2
 $large -o "$work/large-plain.img"
 $large --relocate /nix/store=/dev/.cart -o "$work/large-reloc.img"
