@@ -1027,3 +1027,120 @@ fn the_profile_installs_what_nix_env_would_and_the_session_sees_its_data() {
         "both CA variables resolve:\n{session}"
     );
 }
+
+/// nix's own `builtin:buildenv` over the outputs of a plan: the profile `nix-env -i` would
+/// make of them, to check crashcart-imgbuild's merge against.
+const BUILDENV_NIX: &str = r#"{ planJSON }:
+let
+  plan = builtins.fromJSON planJSON;
+  entry = i:
+    let p = builtins.elemAt plan i;
+    in [ "true" (toString (i + 1)) (toString (builtins.length p.outputs)) ]
+      ++ map builtins.storePath p.outputs;
+in
+derivation {
+  name = "buildenv-profile";
+  system = builtins.currentSystem;
+  builder = "builtin:buildenv";
+  derivations = builtins.concatLists (builtins.genList entry (builtins.length plan));
+  manifest = builtins.toFile "manifest" "[]";
+}
+"#;
+
+/// Every entry under `dir`, relative, with `dir` for a directory or `-> target` for a link,
+/// `/dev/.cart` read as `/nix/store`.
+fn profile_listing(dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("read profile dir") {
+            let path = entry.expect("entry").path();
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&path).expect("lstat");
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap().display().to_string();
+                out.insert(format!(
+                    "{rel} -> {}",
+                    target.replace("/dev/.cart/", "/nix/store/")
+                ));
+            } else if meta.is_dir() {
+                out.insert(format!("{rel} dir"));
+                todo.push(path);
+            } else {
+                out.insert(format!("{rel} file"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_profile_is_the_one_nix_buildenv_makes() {
+    let Some(ws) = Workspace::new() else { return };
+    // Overlapping trees: bin/ and share/ from several packages, share/man from two;
+    // cart-shadow's bin/sh and bin/cart-check lose to those listed before it, win over
+    // cart-check's listed after; its propagated cart-data comes last.
+    let packages = [
+        "cart-docs",
+        "cart-multi",
+        "cart-multi-dev",
+        "busybox",
+        "cart-shadow",
+        "cacert",
+        "cart-check",
+    ];
+    let image = ws.build(&packages, None, "store", "merge.img");
+    let plan: Vec<serde_json::Value> = manifest(&image)["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .map(|p| serde_json::json!({ "outputs": p["outputs"] }))
+        .collect();
+
+    // nix's profile of the same outputs, built in the same store (this machine lets nix
+    // build in its sandbox).
+    let expr = ws.path("buildenv");
+    std::fs::create_dir_all(&expr).unwrap();
+    std::fs::write(expr.join("default.nix"), BUILDENV_NIX).unwrap();
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&expr));
+    let store_root = ws.path("store/relocated");
+    let nix_profile = run_ok(
+        ws.as_builder(None, BUILD_PATH, OFFLINE, Path::new("nix-build"))
+            .arg(&expr)
+            .args(["--argstr", "planJSON"])
+            .arg(serde_json::Value::Array(plan).to_string())
+            .arg("--store")
+            .arg(format!("local?root={}", store_root.display()))
+            .args(["--option", "build-users-group", "", "--no-out-link"]),
+    );
+    let nix_profile = store_root.join(nix_profile.trim().trim_start_matches('/'));
+    let mut theirs = profile_listing(&nix_profile);
+    theirs.retain(|e| !e.starts_with("manifest.nix"));
+
+    // Ours, copied out of the image.
+    let dump = ws.path("dump");
+    std::fs::create_dir_all(&dump).unwrap();
+    run_ok(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("rdump /profile {}", dump.display()))
+            .arg(&image),
+    );
+    let ours = profile_listing(&dump.join("profile"));
+    assert!(ours.len() > 10, "{ours:?}");
+    let shadow = |name: &str| {
+        ours.iter()
+            .any(|e| e.starts_with(&format!("bin/{name} -> ")) && e.contains("-cart-shadow-1.0/"))
+    };
+    assert!(!shadow("sh") && shadow("cart-check"), "{ours:?}");
+    assert!(
+        ours.iter()
+            .any(|e| e.starts_with("share/cart -> ") && e.contains("-cart-data-1.0/")),
+        "{ours:?}"
+    );
+    assert_eq!(
+        ours.symmetric_difference(&theirs).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "crashcart-imgbuild's profile differs from nix's buildenv"
+    );
+}

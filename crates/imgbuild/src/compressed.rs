@@ -179,6 +179,34 @@ mod tests {
     }
 
     #[test]
+    fn every_chunking_finds_what_the_whole_holds() {
+        let needle = b"/nix/store";
+        for text in [
+            &b"xx/nix/store/a"[..],
+            b"/nix/stor/nix/store",
+            b"/nix/stor e/nix/stor",
+            b"/nix/store",
+        ] {
+            let whole = Finder::new(needle).find(text).is_some();
+            for size in 1..=text.len() {
+                let mut search = Search::new(needle);
+                for chunk in text.chunks(size) {
+                    // Refused once found: that stops the unpacking.
+                    if search.write_all(chunk).is_err() {
+                        break;
+                    }
+                }
+                assert_eq!(
+                    search.found,
+                    whole,
+                    "{:?} in chunks of {size}",
+                    String::from_utf8_lossy(text)
+                );
+            }
+        }
+    }
+
+    #[test]
     fn garbage_after_the_magic_is_not_a_match() {
         assert!(!holds(
             &file_with(b"\x1f\x8bgarbage /nix/store"),
