@@ -81,8 +81,18 @@ pub struct Cli {
     /// List what can be targeted on this machine (pods' containers, Docker, Podman, containerd
     /// and CRI-O containers): name, runtime, ID, PID, image, state; a table on a terminal,
     /// tab-separated lines otherwise.
-    #[arg(long, exclusive = true)]
+    #[arg(
+        long,
+        conflicts_with_all = ["image", "mount", "unmount", "exec", "user", "target_and_command"]
+    )]
     pub list: bool,
+
+    /// The CRI runtime's socket (unix:///PATH or PATH), asked about a pod (k8s://) that the
+    /// runtimes' state under /run does not show, and by --list when /run shows no pod
+    /// [default: $CONTAINER_RUNTIME_ENDPOINT, else /run/containerd/containerd.sock, then
+    /// /run/crio/crio.sock].
+    #[arg(long, value_name = "ENDPOINT")]
+    pub cri_endpoint: Option<String>,
 
     /// Print shell completions or the man page on stdout.
     #[arg(long, value_name = "WHAT", hide = true, exclusive = true)]
@@ -153,6 +163,7 @@ impl Cli {
             mode,
             user: self.user,
             profile: self.profile(),
+            cri_endpoint: self.cri_endpoint.clone(),
         }
     }
 
