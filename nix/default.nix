@@ -8,7 +8,7 @@
 # turns into an attribute set of derivations: by default the revision pinned in pin.json, or a
 # checkout, or the offline test fixture.
 #
-# To move the pin, set `rev` in pin.json to a nixpkgs commit and `sha256` to what
+# To move the pin, follow nix/README.md: set `rev` in pin.json to a nixpkgs commit and `sha256` to what
 #   nix-prefetch-url --unpack https://github.com/NixOS/nixpkgs/archive/REV.tar.gz
 # prints; the same packages file and pin always give the same image.
 {
