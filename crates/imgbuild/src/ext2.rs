@@ -28,7 +28,7 @@ pub const JOURNAL_BLOCKS: u32 = 1024;
 pub const INODE_SIZE: u16 = 256;
 /// `i_extra_isize` for [`INODE_SIZE`] inodes: the fields of `ext2_inode_large` past the first 128
 /// bytes.
-const EXTRA_ISIZE: u16 = (std::mem::size_of::<sys::ext2_inode_large>() - 128) as u16;
+pub const INODE_EXTRA_ISIZE: u16 = (std::mem::size_of::<sys::ext2_inode_large>() - 128) as u16;
 
 /// A failed libext2fs call.
 #[derive(Debug, thiserror::Error)]
@@ -51,10 +51,17 @@ impl Ext2Error {
             sys::EXT2_ET_BLOCK_ALLOC_FAIL,
             sys::EXT2_ET_INODE_ALLOC_FAIL,
             sys::EXT2_ET_DIR_NO_SPACE,
-            sys::EXT2_ET_EA_NO_SPACE,
         ]
         .iter()
         .any(|&c| i64::from(c) == self.code)
+    }
+}
+
+impl Ext2Error {
+    /// True when a file's extended attributes do not fit in its inode and one attribute
+    /// block: a matter of the attributes, not of the image's size.
+    pub fn is_xattr_overflow(&self) -> bool {
+        self.code == i64::from(sys::EXT2_ET_EA_NO_SPACE)
     }
 }
 
@@ -380,7 +387,7 @@ impl Filesystem {
         raw.osd2.linux2.l_i_blocks_hi = (sectors >> 32) as u16;
         raw.i_flags = record.flags;
         raw.i_block = record.block;
-        raw.i_extra_isize = EXTRA_ISIZE;
+        raw.i_extra_isize = INODE_EXTRA_ISIZE;
         // SAFETY: valid handle; `raw` is a full ext2_inode_large and its size is passed.
         let rc = unsafe {
             sys::ext2fs_write_inode_full(

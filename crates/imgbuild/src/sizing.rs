@@ -206,9 +206,16 @@ impl Estimate {
         // directory (`tar cf x.tar d/f` has none), and the writer makes the missing ones.
         let mut dirs: HashSet<Vec<u8>> = HashSet::new();
         let mut archive = tar::Archive::new(stream);
+        let mut global = Vec::new();
         for entry in archive.entries().map_err(tar_err)? {
             let mut entry = entry.map_err(tar_err)?;
-            let mut pax = crate::pax::MemberPax::of(&mut entry).map_err(tar_err)?;
+            if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).map_err(tar_err)?;
+                global.extend(crate::pax::global_records(&data).map_err(tar_err)?);
+                continue;
+            }
+            let mut pax = crate::pax::MemberPax::of(&mut entry, &global).map_err(tar_err)?;
             let member = (pax.sparse.as_ref().and_then(|s| s.name.clone()))
                 .or_else(|| pax.path.clone())
                 .unwrap_or_else(|| entry.path_bytes().into_owned());
