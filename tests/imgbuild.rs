@@ -2015,3 +2015,466 @@ fn a_gzip_stream_with_a_bad_checksum_or_trailing_garbage_is_refused() {
     ]);
     assert_fsck_clean(&image);
 }
+
+/// Sets bytes `at..` of the header of the member named `name` in a tar from [`pax_tar`], and
+/// its checksum: header fields [`pax_tar`] leaves at 0 (owners, device numbers), in octal or
+/// GNU base-256.
+fn patch_header(tar: &mut [u8], name: &str, at: usize, bytes: &[u8]) {
+    let block = tar
+        .chunks_exact(512)
+        .position(|h| {
+            &h[257..263] == b"ustar\0"
+                && h[..100].split(|&b| b == 0).next() == Some(name.as_bytes())
+        })
+        .unwrap_or_else(|| panic!("no member {name}"));
+    let h = &mut tar[block * 512..block * 512 + 512];
+    h[at..at + bytes.len()].copy_from_slice(bytes);
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+/// Offsets of the ustar header's uid, gid, device major and device minor fields.
+const UID_FIELD: usize = 108;
+const GID_FIELD: usize = 116;
+const DEVMAJOR_FIELD: usize = 329;
+const DEVMINOR_FIELD: usize = 337;
+
+/// An 8-byte numeric field in GNU tar's base-256 form.
+fn base256(n: u64) -> [u8; 8] {
+    let mut f = n.to_be_bytes();
+    f[0] |= 0x80;
+    f
+}
+
+/// A POSIX ACL as `getxattr` gives it: version 2, then (tag, perm, id) entries.
+fn acl_xattr(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+/// The word after `label` in debugfs output.
+fn stat_field<'a>(stat: &'a str, label: &str) -> &'a str {
+    let mut words = stat.split_whitespace();
+    words.find(|w| *w == label);
+    words.next().unwrap_or_default()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Builds from the tar `bytes` with `args`, expecting exit 3, a one-line message with every
+/// `needle`, and nothing at `-o`.
+fn assert_tar_bytes_refused(
+    b: &Builder,
+    s: &Scratch,
+    tag: &str,
+    bytes: &[u8],
+    args: &[&str],
+    needles: &[&str],
+) {
+    let tar = s.path(&format!("{tag}.tar"));
+    write(&tar, bytes);
+    chmod(&tar, 0o644);
+    let img = s.out(&format!("{tag}.img"));
+    let mut all: Vec<&OsStr> = vec![OsStr::new("--tar"), tar.as_os_str()];
+    all.extend(args.iter().map(OsStr::new));
+    all.extend([OsStr::new("-o"), img.as_os_str()]);
+    let out = b.run(&all);
+    assert_fails(&out, 3, needles, &s.path("out"), &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).lines().count(),
+        1,
+        "{tag}: one line"
+    );
+}
+
+const ACL_USER_OBJ: u16 = 0x01;
+const ACL_USER: u16 = 0x02;
+const ACL_GROUP_OBJ: u16 = 0x04;
+const ACL_MASK: u16 = 0x10;
+const ACL_OTHER: u16 = 0x20;
+const ACL_UNDEFINED_ID: u32 = u32::MAX;
+
+/// Issue 10, item 12: device numbers, owners and extended attributes ext cannot hold are
+/// refused with exit 3 naming the entry, never stored altered (major 5000 was 904:257, uid
+/// 2³²+5 was 5, a 5,000-byte xattr "image too small" even at --size 1G, a bad ACL exit 1).
+#[test]
+fn values_ext_cannot_hold_are_refused_not_altered() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let member =
+        |pax: &'static [(&'static str, &'static [u8])], name: &'static str, kind: u8| TarMember {
+            pax,
+            name,
+            kind,
+            link: "",
+            data: b"",
+        };
+    let keep = ["--keep-owner"];
+    // Device numbers: ustar octal fields, GNU base-256, libarchive's SCHILY records.
+    let mut t = pax_tar(&[member(&[], "dev5000", b'3')]);
+    patch_header(&mut t, "dev5000", DEVMAJOR_FIELD, b"0011610\0");
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "major",
+        &t,
+        &[],
+        &["/dev5000", "device major 5000", "12 bits"],
+    );
+    let mut t = pax_tar(&[member(&[], "minor", b'4')]);
+    patch_header(&mut t, "minor", DEVMINOR_FIELD, b"4000000\0");
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "minor",
+        &t,
+        &[],
+        &["/minor", "device minor 1048576", "20 bits"],
+    );
+    let mut t = pax_tar(&[member(&[], "big", b'3')]);
+    patch_header(&mut t, "big", DEVMAJOR_FIELD, &base256((1 << 32) + 1));
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "base256",
+        &t,
+        &[],
+        &["/big", "device major 4294967297"],
+    );
+    let t = pax_tar(&[member(&[("SCHILY.devmajor", b"4096")], "schily", b'3')]);
+    assert_tar_bytes_refused(&b, &s, "schily", &t, &[], &["/schily", "device major 4096"]);
+    // Owners, kept: PAX values past 32 bits, (uid_t)-1, a base-256 header field, garbage.
+    let t = pax_tar(&[TarMember {
+        data: b"x",
+        ..member(&[("uid", b"4294967301")], "u", b'0')
+    }]);
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "uid",
+        &t,
+        &keep,
+        &["/u", "uid 4294967301", "32 bits"],
+    );
+    let t = pax_tar(&[member(&[("uid", b"4294967295")], "u", b'0')]);
+    assert_tar_bytes_refused(&b, &s, "uid-1", &t, &keep, &["/u", "(uid_t)-1"]);
+    let mut t = pax_tar(&[member(&[], "g", b'0')]);
+    patch_header(&mut t, "g", GID_FIELD, &base256((1 << 32) + 5));
+    assert_tar_bytes_refused(&b, &s, "gid", &t, &keep, &["/g", "gid 4294967301"]);
+    let t = pax_tar(&[member(&[("uid", b"12x")], "u", b'0')]);
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "uid-garbage",
+        &t,
+        &keep,
+        &["/u", "uid=\"12x\"", "not a number"],
+    );
+    // Extended attributes: one larger than the xattr block (whatever --size), more than the
+    // inode and one block together, a name Linux would not list, ACLs ext cannot store as given.
+    let big = vec![b'v'; 5000];
+    let pax: Vec<(&str, &[u8])> = vec![("SCHILY.xattr.user.big", &big)];
+    let t = pax_tar(&[TarMember {
+        pax: &pax,
+        ..member(&[], "f", b'0')
+    }]);
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "xattr5000",
+        &t,
+        &["--size", "1G"],
+        &["/f", "\"user.big\"", "more than ext's xattr block holds"],
+    );
+    let half = vec![b'v'; 2040];
+    let pax: Vec<(&str, &[u8])> = vec![
+        ("SCHILY.xattr.user.a", &half),
+        ("SCHILY.xattr.user.b", &half),
+    ];
+    let t = pax_tar(&[TarMember {
+        pax: &pax,
+        ..member(&[], "f", b'0')
+    }]);
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "xattrs2x2040",
+        &t,
+        &[],
+        &["/f", "4120 bytes", "more than the inode"],
+    );
+    let t = pax_tar(&[member(&[("SCHILY.xattr.foo.bar", b"v")], "f", b'0')]);
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "namespace",
+        &t,
+        &[],
+        &["/f", "\"foo.bar\"", "not in a namespace"],
+    );
+    let mut bad_version = acl_xattr(&[(ACL_USER_OBJ, 6, ACL_UNDEFINED_ID)]);
+    bad_version[0] = 1;
+    let with_id = acl_xattr(&[
+        (ACL_USER_OBJ, 6, 0),
+        (ACL_GROUP_OBJ, 4, ACL_UNDEFINED_ID),
+        (ACL_OTHER, 4, ACL_UNDEFINED_ID),
+    ]);
+    for (tag, value, needle) in [
+        ("acl-version", &bad_version, "not version 2"),
+        ("acl-id", &with_id, "with an id"),
+        ("acl-cut", &bad_version[..6].to_vec(), "not version 2"),
+    ] {
+        let pax: Vec<(&str, &[u8])> = vec![("SCHILY.xattr.system.posix_acl_access", value)];
+        let t = pax_tar(&[TarMember {
+            pax: &pax,
+            ..member(&[], "f", b'0')
+        }]);
+        assert_tar_bytes_refused(
+            &b,
+            &s,
+            tag,
+            &t,
+            &[],
+            &[
+                "/f",
+                "\"system.posix_acl_access\"",
+                "not a POSIX ACL ext can store",
+                needle,
+            ],
+        );
+    }
+
+    // Owners that are not kept are not refused: everything is root's.
+    let t = pax_tar(&[TarMember {
+        data: b"x",
+        ..member(&[("uid", b"4294967301")], "u", b'0')
+    }]);
+    let tar = s.path("dropped.tar");
+    write(&tar, &t);
+    chmod(&tar, 0o644);
+    let img = s.out("dropped.img");
+    b.build(&[
+        OsStr::new("--tar"),
+        tar.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert!(
+        debugfs(&img, "stat /u").contains("User:     0"),
+        "{}",
+        debugfs(&img, "stat /u")
+    );
+    fs::remove_file(&img).unwrap();
+
+    // --dir: an xattr larger than ext's block, from a filesystem that holds one (tmpfs).
+    if is_root() {
+        let src = tempfile::tempdir_in("/dev/shm").expect("tempdir on tmpfs");
+        chmod(src.path(), 0o755);
+        let f = src.path().join("big");
+        write(&f, b"x");
+        chmod(&f, 0o644);
+        let value = format!("{}", "v".repeat(5000));
+        run_ok(
+            Command::new("setfattr")
+                .args(["-n", "user.big", "-v", &value])
+                .arg(&f),
+        );
+        let img = s.out("dir.img");
+        let out = b.run(&[
+            OsStr::new("--dir"),
+            src.path().as_os_str(),
+            OsStr::new("-o"),
+            img.as_os_str(),
+        ]);
+        assert_fails(
+            &out,
+            3,
+            &[
+                "/big",
+                "\"user.big\"",
+                "5020 bytes",
+                "more than ext's xattr block holds",
+            ],
+            &s.path("out"),
+            &[],
+        );
+    }
+}
+
+/// Issue 10, item 12, the other side: the largest values ext holds come back exactly, read by
+/// the kernel through a read-only mount and by debugfs.
+#[test]
+fn values_at_ext_limits_come_back_exactly() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let file = |pax: &'static [(&'static str, &'static [u8])], name: &'static str| TarMember {
+        pax,
+        name,
+        kind: b'0',
+        link: "",
+        data: b"data\n",
+    };
+    let block_max = vec![b'b'; 4040]; // 4060 bytes of block less a 20-byte entry for "a"
+    let inode_max = vec![b'i'; 68]; // 88 bytes in the inode less the entry
+    let acl = acl_xattr(&[
+        (ACL_USER_OBJ, 6, ACL_UNDEFINED_ID),
+        (ACL_USER, 4, 1000),
+        (ACL_GROUP_OBJ, 4, ACL_UNDEFINED_ID),
+        (ACL_MASK, 4, ACL_UNDEFINED_ID),
+        (ACL_OTHER, 0, ACL_UNDEFINED_ID),
+    ]);
+    let block_pax: Vec<(&str, &[u8])> = vec![("SCHILY.xattr.user.a", &block_max)];
+    let both_pax: Vec<(&str, &[u8])> = vec![
+        ("SCHILY.xattr.user.a", &inode_max),
+        ("SCHILY.xattr.user.b", &block_max),
+    ];
+    let acl_pax: Vec<(&str, &[u8])> = vec![("SCHILY.xattr.system.posix_acl_access", &acl)];
+    let members = [
+        TarMember {
+            kind: b'3',
+            data: b"",
+            ..file(&[], "c4095")
+        },
+        TarMember {
+            kind: b'4',
+            data: b"",
+            ..file(
+                &[
+                    ("SCHILY.devmajor", b"4095"),
+                    ("SCHILY.devminor", b"1048575"),
+                ],
+                "b4095",
+            )
+        },
+        TarMember {
+            kind: b'3',
+            data: b"",
+            ..file(&[], "c1_3")
+        },
+        file(&[("uid", b"4294967294"), ("gid", b"4294967294")], "owner"),
+        TarMember {
+            pax: &block_pax,
+            ..file(&[], "xblock")
+        },
+        TarMember {
+            pax: &both_pax,
+            ..file(&[], "xboth")
+        },
+        TarMember {
+            pax: &acl_pax,
+            ..file(&[], "acl")
+        },
+    ];
+    let mut t = pax_tar(&members);
+    patch_header(&mut t, "c4095", DEVMAJOR_FIELD, b"0007777\0");
+    patch_header(&mut t, "c4095", DEVMINOR_FIELD, &base256(1_048_575));
+    patch_header(&mut t, "c1_3", DEVMAJOR_FIELD, b"0000001\0");
+    patch_header(&mut t, "c1_3", DEVMINOR_FIELD, b"0000003\0");
+    // A global header: its owner applies to every later member.
+    t.truncate(t.len() - 1024);
+    let global = pax_tar(&[TarMember {
+        kind: b'g',
+        ..file(&[], "global")
+    }]);
+    let records = b"16 uid=70000000\n16 gid=70000001\n";
+    let mut g = global[..512].to_vec();
+    g[124..136].copy_from_slice(format!("{:011o}\0", records.len()).as_bytes());
+    g.extend_from_slice(records);
+    g.resize(1024, 0);
+    t.extend_from_slice(&g);
+    patch_header(
+        &mut t,
+        "global",
+        124,
+        format!("{:011o}\0", records.len()).as_bytes(),
+    );
+    t.extend_from_slice(&pax_tar(&[file(&[], "after-global")]));
+    let tar = s.path("limits.tar");
+    write(&tar, &t);
+    chmod(&tar, 0o644);
+    // GNU tar reads the same archive the same way.
+    let listed = run_ok(
+        Command::new("tar")
+            .args(["--numeric-owner", "-tvf"])
+            .arg(&tar),
+    );
+    assert!(listed.contains("4095,1048575"), "{listed}");
+    assert!(listed.contains("4294967294/4294967294"), "{listed}");
+    assert!(listed.contains("70000000/70000001"), "{listed}");
+    let img = s.out("limits.img");
+    b.build(&[
+        OsStr::new("--tar"),
+        tar.as_os_str(),
+        OsStr::new("--keep-owner"),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fsck_clean(&img);
+    let stat = debugfs(&img, "stat /c4095");
+    assert!(
+        stat.contains("Device major/minor number: 4095:1048575"),
+        "{stat}"
+    );
+    // debugfs prints owners as signed numbers: 4294967294 is -2.
+    let stat = debugfs(&img, "stat /owner");
+    assert_eq!(stat_field(&stat, "User:"), "-2", "{stat}");
+    assert_eq!(stat_field(&stat, "Group:"), "-2", "{stat}");
+    if !is_root() {
+        return;
+    }
+    let m = Mounted::new(&img);
+    let rdev = |name: &str| {
+        let r = fs::symlink_metadata(m.path().join(name)).unwrap().rdev();
+        (
+            ((r >> 32) & !0xfff) | ((r >> 8) & 0xfff),
+            ((r >> 12) & !0xff) | (r & 0xff),
+        )
+    };
+    assert_eq!(rdev("c4095"), (4095, 1_048_575));
+    assert_eq!(rdev("b4095"), (4095, 1_048_575));
+    assert_eq!(rdev("c1_3"), (1, 3));
+    let meta = fs::metadata(m.path().join("owner")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (4_294_967_294, 4_294_967_294));
+    let meta = fs::metadata(m.path().join("after-global")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (70_000_000, 70_000_001));
+    let xattr = |name: &str, attr: &str| {
+        let out = run_ok(
+            Command::new("getfattr")
+                .args(["--absolute-names", "-e", "hex", "-n", attr])
+                .arg(m.path().join(name)),
+        );
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{attr}=0x")))
+            .unwrap_or_else(|| panic!("{attr} of {name}: {out}"))
+            .to_string()
+    };
+    assert_eq!(xattr("xblock", "user.a"), hex(&block_max));
+    assert_eq!(xattr("xboth", "user.a"), hex(&inode_max));
+    assert_eq!(xattr("xboth", "user.b"), hex(&block_max));
+    assert_eq!(xattr("acl", "system.posix_acl_access"), hex(&acl));
+
+    // --dir: the kernel's own largest device number, made with mknod, comes back the same.
+    let src = s.path("devdir");
+    fs::create_dir(&src).unwrap();
+    run_ok(
+        Command::new("mknod")
+            .arg(src.join("dev"))
+            .args(["c", "4095", "1048575"]),
+    );
+    let img = s.out("devdir.img");
+    b.build_dir(&src, &img);
+    assert_fsck_clean(&img);
+    let m = Mounted::new(&img);
+    assert_eq!(
+        fs::symlink_metadata(m.path().join("dev")).unwrap().rdev(),
+        fs::symlink_metadata(src.join("dev")).unwrap().rdev()
+    );
+}

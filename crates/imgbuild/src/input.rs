@@ -337,7 +337,9 @@ pub fn add_tar(
             gid,
             devmajor,
             devminor,
-        } = MemberPax::of(&mut entry, &global).map_err(tar_err)?;
+        } = MemberPax::of(&mut entry, &global)
+            .map_err(|e| named(Path::new(OsStr::from_bytes(&entry.path_bytes())), e))
+            .map_err(tar_err)?;
         // A GNU sparse file's real name, else a path only the PAX reader could read.
         let member = (sparse.as_ref().and_then(|s| s.name.clone()))
             .or(path)
