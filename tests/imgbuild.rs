@@ -2252,6 +2252,42 @@ fn values_ext_cannot_hold_are_refused_not_altered() {
         );
     }
 
+    // Files larger than the kernel reads back (reads would end early): a GNU sparse member
+    // of no data, refused before any byte is read. The limits are checked against the kernel
+    // in the unit tests of limits.rs.
+    for (fs_kind, size, needle) in [
+        ("ext3", "2196873666561", "--fs ext4 holds up to"),
+        (
+            "ext4",
+            "17592186040321",
+            "more than an ext4 file holds (17592186040320 bytes)",
+        ),
+    ] {
+        let pax: Vec<(&str, &[u8])> = vec![
+            ("GNU.sparse.major", b"0"),
+            ("GNU.sparse.minor", b"1"),
+            ("GNU.sparse.name", b"huge"),
+            ("GNU.sparse.realsize", size.as_bytes()),
+            ("GNU.sparse.map", b"0,0"),
+        ];
+        let t = pax_tar(&[TarMember {
+            pax: &pax,
+            ..member(&[], "GNUSparseFile.0/huge", b'0')
+        }]);
+        assert_tar_bytes_refused(
+            &b,
+            &s,
+            &format!("huge-{fs_kind}"),
+            &t,
+            &["--fs", fs_kind],
+            &[
+                "/huge",
+                &format!("{size} bytes is more than an {fs_kind} file holds"),
+                needle,
+            ],
+        );
+    }
+
     // Owners that are not kept are not refused: everything is root's.
     let t = pax_tar(&[TarMember {
         data: b"x",

@@ -454,6 +454,12 @@ impl ImageWriter {
         if let Some(&(ino, record)) = link_key.and_then(|key| self.links.get(&key)) {
             return self.link(slot, ino, FileType::Regular, record, origin);
         }
+        if let Some(problem) = limits::file_size_problem(self.opts.kind, size) {
+            return Err(WriteError::Unrepresentable {
+                path: slot.path,
+                problem,
+            });
+        }
         let mode = S_IFREG | (attrs.perm & 0o7777);
         let (ino, record) = self.new_entry(
             slot,

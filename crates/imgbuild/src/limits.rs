@@ -7,7 +7,7 @@
 //! rather than stored altered. The figures follow the kernel (`new_encode_dev`,
 //! `ext4_acl_to_disk`) and libext2fs 1.47 (`ext2fs_xattr_set`, which the writer calls).
 
-use crate::ext2::{BLOCK_SIZE, INODE_EXTRA_ISIZE, INODE_SIZE};
+use crate::ext2::{FsKind, BLOCK_SIZE, INODE_EXTRA_ISIZE, INODE_SIZE};
 
 /// Largest device major ext stores: the kernel's `new_encode_dev` keeps 12 bits.
 pub const DEV_MAJOR_MAX: u32 = (1 << 12) - 1;
@@ -205,6 +205,44 @@ pub fn device_problem(major: u64, minor: u64) -> Option<String> {
     }
 }
 
+/// The largest file the kernel reads whole from an image of `kind`. Past it, reads end early
+/// and seeks fail: a larger file would look cut.
+///
+/// ext4 files are extent-mapped: `s_maxbytes` (`ext4_max_size` with `huge_file`), 2³² − 1
+/// blocks, as extents start at a 32-bit block. ext3 files are block-mapped and the builder's
+/// ext3 has no `huge_file`, so `s_bitmap_maxbytes` (`ext4_max_bitmap_size`, Linux 5.14 on)
+/// applies: data and map blocks together at most 2³² − 1 sectors of 512 bytes.
+pub fn max_file_size(kind: FsKind) -> u64 {
+    let bs = u64::from(BLOCK_SIZE);
+    match kind {
+        FsKind::Ext4 => ((1u64 << 32) - 1) * bs,
+        FsKind::Ext3 => {
+            let ppb = bs / 4; // block numbers per map block
+            let mut left = ((1u64 << 32) - 1) / (bs / 512);
+            let mut blocks = left;
+            // Map blocks needed to address `left` blocks: indirect, double, triple.
+            left -= 12 + ppb;
+            let mut meta = 1 + 1 + ppb;
+            left -= ppb * ppb;
+            meta += 1 + left.div_ceil(ppb) + left.div_ceil(ppb * ppb);
+            blocks -= meta;
+            blocks * bs
+        }
+    }
+}
+
+/// Why a regular file of `size` bytes cannot be stored in an image of `kind`, if it cannot.
+pub fn file_size_problem(kind: FsKind, size: u64) -> Option<String> {
+    let max = max_file_size(kind);
+    (size > max).then(|| match kind {
+        FsKind::Ext3 => format!(
+            "{size} bytes is more than an ext3 file holds ({max} bytes); --fs ext4 holds up to {}",
+            max_file_size(FsKind::Ext4)
+        ),
+        FsKind::Ext4 => format!("{size} bytes is more than an ext4 file holds ({max} bytes)"),
+    })
+}
+
 /// Why owner `id` (`what` is "uid" or "gid") cannot be stored, if it cannot: ext holds 32 bits
 /// (16 in the inode, 16 in `l_i_uid_high`/`l_i_gid_high`, read by every kernel mounting without
 /// `nouid32`), and `(uid_t)-1` is no owner.
@@ -278,6 +316,17 @@ mod tests {
             check_xattrs(&[x("system.foo", 1)]),
             Err((_, XattrProblem::Namespace))
         ));
+    }
+
+    #[test]
+    fn file_sizes_follow_the_kernel_s_maxbytes() {
+        // ext4_max_size(12, huge_file): 0xffffffff blocks. ext4_max_bitmap_size(12, no
+        // huge_file): 0x1fffffff blocks less 524,801 map blocks (checked: truncate on a kernel ext3 mount).
+        assert_eq!(max_file_size(FsKind::Ext4), 17_592_186_040_320);
+        assert_eq!(max_file_size(FsKind::Ext3), 536_346_110 * 4096);
+        assert!(file_size_problem(FsKind::Ext3, 536_346_110 * 4096).is_none());
+        assert!(file_size_problem(FsKind::Ext3, 536_346_110 * 4096 + 1).is_some());
+        assert!(file_size_problem(FsKind::Ext4, 17_592_186_040_321).is_some());
     }
 
     #[test]
