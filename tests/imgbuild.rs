@@ -2121,6 +2121,7 @@ fn values_ext_cannot_hold_are_refused_not_altered() {
     // Device numbers: ustar octal fields, GNU base-256, libarchive's SCHILY records.
     let mut t = pax_tar(&[member(&[], "dev5000", b'3')]);
     patch_header(&mut t, "dev5000", DEVMAJOR_FIELD, b"0011610\0");
+    patch_header(&mut t, "dev5000", DEVMINOR_FIELD, b"0000001\0");
     assert_tar_bytes_refused(
         &b,
         &s,
@@ -2130,6 +2131,7 @@ fn values_ext_cannot_hold_are_refused_not_altered() {
         &["/dev5000", "device major 5000", "12 bits"],
     );
     let mut t = pax_tar(&[member(&[], "minor", b'4')]);
+    patch_header(&mut t, "minor", DEVMAJOR_FIELD, b"0000010\0");
     patch_header(&mut t, "minor", DEVMINOR_FIELD, b"4000000\0");
     assert_tar_bytes_refused(
         &b,
@@ -2141,6 +2143,7 @@ fn values_ext_cannot_hold_are_refused_not_altered() {
     );
     let mut t = pax_tar(&[member(&[], "big", b'3')]);
     patch_header(&mut t, "big", DEVMAJOR_FIELD, &base256((1 << 32) + 1));
+    patch_header(&mut t, "big", DEVMINOR_FIELD, b"0000001\0");
     assert_tar_bytes_refused(
         &b,
         &s,
@@ -2167,6 +2170,7 @@ fn values_ext_cannot_hold_are_refused_not_altered() {
     let t = pax_tar(&[member(&[("uid", b"4294967295")], "u", b'0')]);
     assert_tar_bytes_refused(&b, &s, "uid-1", &t, &keep, &["/u", "(uid_t)-1"]);
     let mut t = pax_tar(&[member(&[], "g", b'0')]);
+    patch_header(&mut t, "g", UID_FIELD, b"0000007\0");
     patch_header(&mut t, "g", GID_FIELD, &base256((1 << 32) + 5));
     assert_tar_bytes_refused(&b, &s, "gid", &t, &keep, &["/g", "gid 4294967301"]);
     let t = pax_tar(&[member(&[("uid", b"12x")], "u", b'0')]);
@@ -2317,7 +2321,7 @@ fn values_ext_cannot_hold_are_refused_not_altered() {
         let f = src.path().join("big");
         write(&f, b"x");
         chmod(&f, 0o644);
-        let value = format!("{}", "v".repeat(5000));
+        let value = "v".repeat(5000);
         run_ok(
             Command::new("setfattr")
                 .args(["-n", "user.big", "-v", &value])
@@ -2513,4 +2517,69 @@ fn values_at_ext_limits_come_back_exactly() {
         fs::symlink_metadata(m.path().join("dev")).unwrap().rdev(),
         fs::symlink_metadata(src.join("dev")).unwrap().rdev()
     );
+}
+
+/// A `dumpe2fs -h` field as a number.
+fn superblock_field(image: &Path, field: &str) -> u64 {
+    let out = run_ok(Command::new("dumpe2fs").arg("-h").arg(image));
+    out.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in dumpe2fs output"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{field} is not a number"))
+}
+
+/// Issue 10, sizing: the computed size follows the layout libext2fs really makes. With many
+/// inodes and little data it makes groups smaller than 32,768 blocks (more bitmaps and
+/// backups); many tiny directories take a block each, not two. Both build without `--size`
+/// and leave less than 10% of the image free (before: 19% and 49%).
+#[test]
+fn inode_heavy_trees_are_sized_by_the_real_layout() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let files = s.path("files");
+    for d in 0..100 {
+        let dir = files.join(format!("d{d:03}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..1000 {
+            fs::File::create(dir.join(format!("f{f:03}"))).unwrap();
+        }
+    }
+    let dirs = s.path("dirs");
+    for d in 0..200 {
+        for e in 0..200 {
+            fs::create_dir_all(dirs.join(format!("a{d:03}/b{e:03}"))).unwrap();
+        }
+    }
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(s.path(".")));
+    for (name, src, fs_kind) in [
+        ("files", &files, "ext3"),
+        ("files4", &files, "ext4"),
+        ("dirs", &dirs, "ext3"),
+    ] {
+        let img = s.out(&format!("{name}.img"));
+        b.build(&[
+            OsStr::new("--dir"),
+            src.as_os_str(),
+            OsStr::new("--fs"),
+            OsStr::new(fs_kind),
+            OsStr::new("-o"),
+            img.as_os_str(),
+        ]);
+        assert_fsck_clean(&img);
+        let blocks = superblock_field(&img, "Block count");
+        let free = superblock_field(&img, "Free blocks");
+        let per_group = superblock_field(&img, "Blocks per group");
+        if src == &files {
+            assert!(per_group < 32768, "{name}: {per_group} blocks per group");
+        }
+        let overshoot = free as f64 / blocks as f64;
+        eprintln!(
+            "{name}: {blocks} blocks, {free} free ({:.1}%), {per_group} per group",
+            overshoot * 100.0
+        );
+        assert!(overshoot < 0.10, "{name}: {free} of {blocks} blocks free");
+        fs::remove_file(&img).unwrap();
+    }
 }

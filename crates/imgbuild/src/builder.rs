@@ -489,7 +489,9 @@ fn size_image(cli: &Cli, inputs: &mut Inputs) -> Result<(Geometry, Estimate), Bu
     // The manifest and the rc file.
     estimate.generated(4096 + estimate.store_paths * 160 + inputs.programs.len() as u64 * 256);
     estimate.generated(4096);
-    let computed = estimate.geometry(cli.fs.into(), cli.headroom);
+    let computed = estimate
+        .geometry(cli.fs.into(), cli.headroom)
+        .map_err(WriteError::from)?;
     let Some(size) = cli.size else {
         return Ok((computed, estimate));
     };

@@ -190,6 +190,29 @@ pub fn check_xattrs(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), (Vec<u8>, Xattr
     Ok(())
 }
 
+/// Whether `xattrs` (sorted by name) take an attribute block besides the inode, as
+/// [`check_xattrs`] places them; attributes it refuses count as none (the build stops there).
+pub fn needs_xattr_block(xattrs: &[(Vec<u8>, Vec<u8>)]) -> bool {
+    let mut in_inode = IN_INODE_XATTR_SPACE;
+    for (name, value) in xattrs {
+        let Some(stored) = stored_name(name) else {
+            continue;
+        };
+        let len = if is_acl(name) {
+            acl_disk_size(value).unwrap_or(0)
+        } else {
+            value.len()
+        };
+        let needs = entry_bytes(stored.len(), len);
+        if needs <= in_inode {
+            in_inode -= needs;
+        } else {
+            return true;
+        }
+    }
+    false
+}
+
 /// Why device number `major:minor` cannot be stored, if it cannot.
 pub fn device_problem(major: u64, minor: u64) -> Option<String> {
     if major > u64::from(DEV_MAJOR_MAX) {
@@ -308,6 +331,9 @@ mod tests {
             Err((n, XattrProblem::TooMany { needs: 4120 })) if n.is_empty()
         ));
         assert_eq!(check_xattrs(&[x("user.a", 68), x("user.b", 4040)]), Ok(()));
+        assert!(!needs_xattr_block(&[x("user.a", 68)]));
+        assert!(needs_xattr_block(&[x("user.a", 69)]));
+        assert!(needs_xattr_block(&[x("user.a", 68), x("user.b", 0)]));
         assert!(matches!(
             check_xattrs(&[x("nope.a", 1)]),
             Err((_, XattrProblem::Namespace))
