@@ -315,7 +315,7 @@ impl ImageWriter {
 
     /// Refuses what ext would not give back as given, before anything is written: owners
     /// (when kept) and extended attributes.
-    fn check_attrs(path: &Path, attrs: &Attributes) -> Result<(), WriteError> {
+    fn check_attrs(path: &Path, attrs: &Attributes, kind: FileType) -> Result<(), WriteError> {
         for (what, id) in [("uid", attrs.uid), ("gid", attrs.gid)] {
             if let Some(problem) = limits::owner_problem(what, u64::from(id)) {
                 return Err(WriteError::Unrepresentable {
@@ -324,10 +324,13 @@ impl ImageWriter {
                 });
             }
         }
-        limits::check_xattrs(&attrs.xattrs).map_err(|(name, problem)| WriteError::BadXattr {
-            path: path.to_path_buf(),
-            name: String::from_utf8_lossy(&name).into_owned(),
-            problem,
+        let file_or_dir = matches!(kind, FileType::Regular | FileType::Directory);
+        limits::check_xattrs(&attrs.xattrs, file_or_dir).map_err(|(name, problem)| {
+            WriteError::BadXattr {
+                path: path.to_path_buf(),
+                name: String::from_utf8_lossy(&name).into_owned(),
+                problem,
+            }
         })
     }
 
@@ -370,7 +373,7 @@ impl ImageWriter {
             // able to reach the tools.
             return Ok(());
         }
-        Self::check_attrs(path, &attrs)?;
+        Self::check_attrs(path, &attrs, FileType::Directory)?;
         let (parent, name) = self.parent_of(path, origin)?;
         let fs = &mut self.fs;
         self.tree
@@ -417,7 +420,7 @@ impl ImageWriter {
         write: impl FnOnce(&mut Self, &Path, &Attributes) -> Result<Body, WriteError>,
     ) -> Result<(u32, Record), WriteError> {
         let attrs = self.owned(attrs);
-        Self::check_attrs(&slot.path, &attrs)?;
+        Self::check_attrs(&slot.path, &attrs, kind)?;
         let ino = self.fs.new_inode(false, &slot.path)?;
         let body = write(self, &slot.path, &attrs)?;
         let record = InodeRecord {

@@ -58,6 +58,9 @@ pub enum XattrProblem {
     NulInName,
     /// A prefix Linux does not list (not `user.`, `trusted.`, `security.`, the ACLs, `gnu.`).
     Namespace,
+    /// A `user.` attribute on something other than a regular file or a directory: the kernel
+    /// lists it but never reads it back (`xattr_permission`).
+    UserOnSpecial,
     /// A `system.posix_acl_*` value that is not an ACL ext stores exactly.
     Acl(&'static str),
     /// One attribute larger than the attribute block holds.
@@ -80,6 +83,10 @@ impl std::fmt::Display for XattrProblem {
             XattrProblem::Namespace => f.write_str(
                 "not in a namespace Linux reads from ext (user., trusted., security., \
                  system.posix_acl_access, system.posix_acl_default, gnu.)",
+            ),
+            XattrProblem::UserOnSpecial => f.write_str(
+                "a user. attribute on a symlink, device, FIFO or socket, which Linux never reads \
+                 back",
             ),
             XattrProblem::Acl(what) => write!(f, "not a POSIX ACL ext can store: {what}"),
             XattrProblem::TooBig { needs } => write!(
@@ -148,8 +155,12 @@ fn entry_bytes(stored_name_len: usize, value_len: usize) -> usize {
 /// the image unchanged. Returns the offending name (empty when it is their sum) and why not.
 ///
 /// Placement follows `ext2fs_xattr_set`: each attribute goes into the inode while it fits
-/// there, else into the block.
-pub fn check_xattrs(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), (Vec<u8>, XattrProblem)> {
+/// there, else into the block. `file_or_dir` says whether the inode is a regular file or a
+/// directory (the only ones whose `user.` attributes Linux reads).
+pub fn check_xattrs(
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+    file_or_dir: bool,
+) -> Result<(), (Vec<u8>, XattrProblem)> {
     let mut sizes = Vec::with_capacity(xattrs.len());
     for (name, value) in xattrs {
         let fail = |problem| Err((name.clone(), problem));
@@ -162,6 +173,9 @@ pub fn check_xattrs(xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), (Vec<u8>, Xattr
         let Some(stored) = stored_name(name) else {
             return fail(XattrProblem::Namespace);
         };
+        if !file_or_dir && name.starts_with(b"user.") {
+            return fail(XattrProblem::UserOnSpecial);
+        }
         let value_len = if is_acl(name) {
             match acl_disk_size(value) {
                 Ok(n) => n,
@@ -320,26 +334,34 @@ mod tests {
     fn attributes_fill_the_inode_then_one_block() {
         let x = |name: &str, len: usize| (name.as_bytes().to_vec(), vec![b'v'; len]);
         // The largest value of "user.a" the block holds: 4060 - (16 + 1 → 20).
-        assert_eq!(check_xattrs(&[x("user.a", 4040)]), Ok(()));
+        assert_eq!(check_xattrs(&[x("user.a", 4040)], true), Ok(()));
         assert!(matches!(
-            check_xattrs(&[x("user.a", 4041)]),
+            check_xattrs(&[x("user.a", 4041)], true),
             Err((n, XattrProblem::TooBig { needs: 4064 })) if n == b"user.a"
         ));
         // 88 bytes in the inode, 4060 in the block: two of 2040 + 20 do not fit.
         assert!(matches!(
-            check_xattrs(&[x("user.a", 2040), x("user.b", 2040)]),
+            check_xattrs(&[x("user.a", 2040), x("user.b", 2040)], true),
             Err((n, XattrProblem::TooMany { needs: 4120 })) if n.is_empty()
         ));
-        assert_eq!(check_xattrs(&[x("user.a", 68), x("user.b", 4040)]), Ok(()));
+        assert_eq!(
+            check_xattrs(&[x("user.a", 68), x("user.b", 4040)], true),
+            Ok(())
+        );
         assert!(!needs_xattr_block(&[x("user.a", 68)]));
         assert!(needs_xattr_block(&[x("user.a", 69)]));
         assert!(needs_xattr_block(&[x("user.a", 68), x("user.b", 0)]));
         assert!(matches!(
-            check_xattrs(&[x("nope.a", 1)]),
+            check_xattrs(&[x("nope.a", 1)], true),
             Err((_, XattrProblem::Namespace))
         ));
         assert!(matches!(
-            check_xattrs(&[x("system.foo", 1)]),
+            check_xattrs(&[x("user.a", 1)], false),
+            Err((_, XattrProblem::UserOnSpecial))
+        ));
+        assert_eq!(check_xattrs(&[x("trusted.a", 1)], false), Ok(()));
+        assert!(matches!(
+            check_xattrs(&[x("system.foo", 1)], true),
             Err((_, XattrProblem::Namespace))
         ));
     }

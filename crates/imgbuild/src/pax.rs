@@ -73,10 +73,17 @@ impl<R: Read> PaxRecoder<R> {
             b'x' => {
                 let data = self.read_up_to(padded as usize)?;
                 let records = &data[..(size as usize).min(data.len())];
-                match (data.len() as u64 == padded)
-                    .then(|| recode(records))
-                    .flatten()
-                {
+                let complete = data.len() as u64 == padded;
+                match complete.then(|| recode(records)).flatten() {
+                    // A length that runs past the header, a record not ending in a newline or
+                    // without `=`: GNU tar refuses these ("Malformed extended header"), and the
+                    // tar crate would read some of them otherwise.
+                    None if complete => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "malformed PAX extended header",
+                        ))
+                    }
                     Some((records, pax_size)) => {
                         self.pax_size = pax_size;
                         let mut header = header;
@@ -87,7 +94,7 @@ impl<R: Read> PaxRecoder<R> {
                         self.pending.resize(len, 0);
                     }
                     None => {
-                        // Not PAX as anyone reads it: the tar crate reports it.
+                        // Cut short: the tar crate reports the truncated archive.
                         self.passthrough = true;
                         self.pending = header;
                         self.pending.extend_from_slice(&data);
@@ -466,13 +473,17 @@ fn pax_number(key: &[u8], value: &[u8]) -> io::Result<Option<u64>> {
 
 /// The records of a global PAX header (`g`), which apply to every member after it. Records
 /// that name or size one member (`path`, `linkpath`, `size`, `GNU.sparse.*`) are refused:
-/// applied to every member they would make no sense, and GNU tar treats them differently.
+/// applied to every member they would make no sense. So are extended attributes: POSIX
+/// applies them to every later member, GNU tar 1.34 ignores them; either reading would
+/// surprise someone, and neither may happen silently.
 pub fn global_records(data: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed global PAX header");
-    let data = data.split(|&b| b == 0).next().unwrap_or_default();
     let mut out = Vec::new();
     for (key, value) in records(data).ok_or_else(malformed)? {
-        if matches!(key, b"path" | b"linkpath" | b"size") || key.starts_with(b"GNU.sparse.") {
+        if matches!(key, b"path" | b"linkpath" | b"size")
+            || key.starts_with(b"GNU.sparse.")
+            || key.starts_with(b"SCHILY.xattr.")
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
