@@ -3183,3 +3183,98 @@ mod pax_fuzz {
         assert!(accepted >= n / 4 && accepted < n, "both outcomes exercised");
     }
 }
+
+/// The corpus in tests/fixtures/pax-hostile: each member is read or refused as expected.tsv
+/// records, by the builder and by GNU tar, and what is read comes back right.
+#[test]
+fn hostile_tar_members_are_read_or_refused_as_recorded() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let corpus = crashcart_tests::workspace_root().join("tests/fixtures/pax-hostile");
+    let table = fs::read_to_string(corpus.join("expected.tsv")).unwrap();
+    let mut cases = 0;
+    for line in table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let [file, ours, needle, gnu, _why] = cols[..] else {
+            panic!("bad line in expected.tsv: {line}");
+        };
+        let tar = s.path(file);
+        fs::copy(corpus.join(file), &tar).unwrap();
+        chmod(&tar, 0o644);
+        let img = s.out("corpus.img");
+        let out = b.run(&[
+            OsStr::new("--keep-owner"),
+            OsStr::new("--tar"),
+            tar.as_os_str(),
+            OsStr::new("-o"),
+            img.as_os_str(),
+        ]);
+        let ours: i32 = ours.parse().unwrap();
+        if ours == 0 {
+            assert_success(&out, file);
+            assert_fsck_clean(&img);
+            fs::remove_file(&img).unwrap();
+        } else {
+            assert_fails(&out, ours, &[needle], &s.path("out"), &[]);
+            assert_eq!(
+                String::from_utf8_lossy(&out.stderr).lines().count(),
+                1,
+                "{file}"
+            );
+        }
+        if is_root() {
+            let dir = tempfile::tempdir().unwrap();
+            let gnu_tar = run(Command::new("tar")
+                .args([
+                    "--xattrs",
+                    "--xattrs-include=*",
+                    "--numeric-owner",
+                    "--same-owner",
+                    "-xf",
+                ])
+                .arg(&tar)
+                .arg("-C")
+                .arg(dir.path()));
+            assert_eq!(
+                gnu_tar.status.code(),
+                Some(gnu.parse().unwrap()),
+                "GNU tar on {file}"
+            );
+        }
+        cases += 1;
+    }
+    assert!(cases >= 19, "{cases} cases");
+    // What the two accepted cases hold, read back by the kernel.
+    if is_root() {
+        for (file, check) in [
+            ("newline-in-xattr-then-size.tar", "xattr"),
+            ("global-uid.tar", "uid"),
+        ] {
+            let tar = s.path(file);
+            let img = s.out("read.img");
+            b.build(&[
+                OsStr::new("--keep-owner"),
+                OsStr::new("--tar"),
+                tar.as_os_str(),
+                OsStr::new("-o"),
+                img.as_os_str(),
+            ]);
+            let m = Mounted::new(&img);
+            let f = m.path().join("f");
+            assert_eq!(fs::read(&f).unwrap(), b"data\n", "{file}");
+            match check {
+                "xattr" => {
+                    let mut v = [0u8; 16];
+                    let n = rustix::fs::lgetxattr(&f, "user.bin", &mut v).unwrap();
+                    assert_eq!(&v[..n], b"a\nb\0c");
+                }
+                _ => assert_eq!(fs::metadata(&f).unwrap().uid(), 1234),
+            }
+            drop(m);
+            fs::remove_file(&img).unwrap();
+        }
+    }
+}

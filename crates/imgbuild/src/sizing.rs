@@ -222,7 +222,12 @@ impl Estimate {
                 global.extend(crate::pax::global_records(&data).map_err(tar_err)?);
                 continue;
             }
-            let mut pax = crate::pax::MemberPax::of(&mut entry, &global).map_err(tar_err)?;
+            let mut pax = crate::pax::MemberPax::of(&mut entry, &global)
+                .map_err(|e| {
+                    let member = entry.path_bytes();
+                    crate::pax::named(Path::new(std::ffi::OsStr::from_bytes(&member)), e)
+                })
+                .map_err(tar_err)?;
             let member = (pax.sparse.as_ref().and_then(|s| s.name.clone()))
                 .or_else(|| pax.path.clone())
                 .unwrap_or_else(|| entry.path_bytes().into_owned());
