@@ -3278,3 +3278,48 @@ fn hostile_tar_members_are_read_or_refused_as_recorded() {
         }
     }
 }
+
+/// A file with more names than an inode's 16-bit link count: refused as bad input (exit 3;
+/// it was exit 1, an internal error); 65,535 names still fit.
+#[test]
+fn more_hard_links_than_an_inode_counts_are_refused() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let names: Vec<String> = (1..65536).map(|i| format!("l/{i:05}")).collect();
+    let mut members = vec![TarMember {
+        pax: &[],
+        name: "f",
+        kind: b'0',
+        link: "",
+        data: b"x\n",
+    }];
+    members.extend(names.iter().map(|n| TarMember {
+        pax: &[],
+        name: n,
+        kind: b'1',
+        link: "f",
+        data: b"",
+    }));
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "links65536",
+        &pax_tar(&members),
+        &[],
+        &["/l/65535", "more names than an ext inode counts (65535)"],
+    );
+    members.pop();
+    let tar = s.path("links65535.tar");
+    write(&tar, &pax_tar(&members));
+    chmod(&tar, 0o644);
+    let img = s.out("links.img");
+    b.build(&[
+        OsStr::new("--tar"),
+        tar.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fsck_clean(&img);
+    let stat = debugfs(&img, "stat /f");
+    assert_eq!(stat_field(&stat, "Links:"), "65535", "{stat}");
+}

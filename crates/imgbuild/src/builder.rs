@@ -98,7 +98,7 @@ impl From<WriteError> for BuildError {
             | WriteError::TooManySubdirs { .. } => BuildError::Input(InputError::Write(e)),
             // Attributes libext2fs found no room for, whatever the image's size: the checks
             // before writing ([`crate::limits`]) refuse these first, this is the backstop.
-            WriteError::Ext2(ref x) if x.is_xattr_overflow() => {
+            WriteError::Ext2(ref x) if x.is_xattr_overflow() || x.is_link_overflow() => {
                 BuildError::Input(InputError::Write(e))
             }
             e if e.is_disk_full() => BuildError::DiskFull(e),

@@ -63,6 +63,11 @@ impl Ext2Error {
     pub fn is_xattr_overflow(&self) -> bool {
         self.code == i64::from(sys::EXT2_ET_EA_NO_SPACE)
     }
+
+    /// True when an inode would get more names than its 16-bit link count holds.
+    pub fn is_link_overflow(&self) -> bool {
+        self.op == LINK_OP && self.code == 0
+    }
 }
 
 fn check(code: sys::errcode_t, op: &'static str, path: &Path) -> Result<(), Ext2Error> {
@@ -125,6 +130,9 @@ impl FsKind {
 /// subdirectories holds a link count of 1 under ext4's `dir_nlink` ("many"); ext3 has no such
 /// escape.
 pub const LINK_MAX: u32 = 65_000;
+
+/// [`Ext2Error::op`] of a link count that would overflow its 16 bits.
+const LINK_OP: &str = "link";
 
 /// An inode time as ext4 stores it: the low 32 bits (read as signed), and the `_extra` word
 /// whose two low bits extend them past 2038 (zero nanoseconds: reproducible).
@@ -479,10 +487,10 @@ impl Filesystem {
     pub fn add_link(&mut self, ino: u32, path: &Path) -> Result<(), Ext2Error> {
         self.update_inode(ino, path, |raw| {
             raw.i_links_count = raw.i_links_count.checked_add(1).ok_or(Ext2Error {
-                op: "link",
+                op: LINK_OP,
                 path: path.to_path_buf(),
                 code: 0,
-                message: "too many hard links (65535)".into(),
+                message: "more names than an ext inode counts (65535)".into(),
             })?;
             Ok(())
         })
