@@ -1,11 +1,14 @@
 //! What ext2/3/4, as the builder writes it and Linux reads it, can hold exactly: device
-//! numbers, owners, extended attribute names, values and the room for them, POSIX ACLs.
+//! numbers, owners, extended attribute names, values and the room for them, POSIX ACLs, file
+//! sizes.
 //!
 //! Every check here answers "would this value come back unchanged?". A value that would not
 //! (a device major cut to 12 bits, an owner that is `(uid_t)-1`, an attribute the kernel does
 //! not list, an ACL entry id ext does not store) is refused by the writer, naming the entry,
 //! rather than stored altered. The figures follow the kernel (`new_encode_dev`,
-//! `ext4_acl_to_disk`) and libext2fs 1.47 (`ext2fs_xattr_set`, which the writer calls).
+//! `ext4_acl_to_disk`, `xattr_permission`, `ext4_max_size`) and libext2fs 1.47
+//! (`ext2fs_xattr_set`, which the writer calls). Names are checked in `tree`, link counts in
+//! `ext2`.
 
 use crate::ext2::{FsKind, BLOCK_SIZE, INODE_EXTRA_ISIZE, INODE_SIZE};
 
