@@ -2617,7 +2617,7 @@ fn listing(root: &Path) -> Vec<String> {
     lines
 }
 
-/// README "Input order and reproducibility": inputs merge the same in any order (same entries,
+/// README, "Building an image": inputs merge the same in any order (same entries,
 /// same digest) except that a directory two inputs provide takes the attributes of the first;
 /// the same inputs in the same order give the same bytes; and `--tar` of a tree made with
 /// `tar --sort=name --format=posix --xattrs` gives the same bytes as `--dir` of it.
