@@ -32,13 +32,17 @@ mod elf_deps;
 mod files;
 mod ld_cache;
 mod locate;
+mod packages;
 mod pkginfo;
+mod privdrop;
 mod relocate;
 mod runtime_data;
 mod stage;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+
+pub use packages::HostSet;
 
 /// Command-line flags owned by this module (flattened into the builder's CLI).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -47,6 +51,25 @@ pub struct HostArgs {
     /// libraries. Repeatable.
     #[arg(long = "host", value_name = "PROG")]
     pub programs: Vec<OsString>,
+
+    /// Bundle every program a package of the host installed in a bin or sbin directory (as
+    /// dpkg or rpm lists them), with its manual pages. Repeatable.
+    #[arg(long = "host-package", id = "host_packages", value_name = "NAME")]
+    pub packages: Vec<String>,
+
+    /// Bundle a ready set of host packages, those of them this host has (the others are
+    /// named on stderr): `debug` is a shell, coreutils, procps, iproute2, util-linux,
+    /// findutils, grep, sed, gawk, less, curl, dig, tcpdump, strace, gdb, lsof, htop, vim, jq,
+    /// netcat, psmisc, tput and man.
+    #[arg(long = "host-set", id = "host_sets", value_name = "SET", value_enum)]
+    pub sets: Vec<HostSet>,
+}
+
+impl HostArgs {
+    /// Whether no host program was asked for.
+    pub fn is_empty(&self) -> bool {
+        self.programs.is_empty() && self.packages.is_empty() && self.sets.is_empty()
+    }
 }
 
 /// One program placed in the image.
@@ -73,6 +96,9 @@ pub struct HostBundle {
     /// The bundled libc's compiled-in gconv directory and its stand-in in the image, for the
     /// writer's [`crate::confine::Confinement`].
     pub gconv: Option<crate::confine::GconvRedirect>,
+    /// What the user should know about the bundle, one line each: the members of a
+    /// `--host-set` this host lacks, package programs that were left out and why.
+    pub notes: Vec<String>,
 }
 
 /// Errors from bundling host programs.
@@ -162,6 +188,18 @@ pub enum HostError {
     /// `patchelf` could not be started.
     #[error("cannot run patchelf (install the patchelf package)")]
     PatchelfMissing(#[source] std::io::Error),
+    /// A `--host-package` the host's package database does not have installed.
+    #[error("package {0} is not installed on this host (asked dpkg-query, then rpm)")]
+    PackageNotInstalled(String),
+    /// The package database's client could not be run.
+    #[error("cannot run {command}")]
+    PackageDatabase {
+        /// The command line.
+        command: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// `patchelf` refused a file.
     #[error("patchelf failed on {files}: {stderr}")]
     Patchelf {
@@ -182,10 +220,41 @@ fn for_program(needed_by: &Path, program: &Path) -> String {
     }
 }
 
-/// Fills the empty directory `staging` with `programs` and everything they need.
-pub fn bundle(programs: &[OsString], staging: &Path) -> Result<HostBundle, HostError> {
-    let plan = stage::plan(programs)?;
-    let staged = stage::write(&plan, staging)?;
+/// Fills the empty directory `staging` with the programs `args` asks for and everything they
+/// need.
+pub fn bundle(args: &HostArgs, staging: &Path) -> Result<HostBundle, HostError> {
+    let mut notes = Vec::new();
+    let mut wanted: Vec<packages::Package> = Vec::new();
+    for name in &args.packages {
+        wanted.push(packages::require(name)?);
+    }
+    for set in &args.sets {
+        let (found, missing) = packages::resolve_set(*set)?;
+        if !missing.is_empty() {
+            notes.push(format!(
+                "--host-set {}: not installed on this host, skipped: {}",
+                set.name(),
+                missing.join(", ")
+            ));
+        }
+        wanted.extend(found);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    wanted.retain(|p| seen.insert(p.name.clone()));
+    let packaged: Vec<stage::PackagedProgram> = wanted
+        .iter()
+        .flat_map(|p| {
+            p.programs.iter().map(|path| stage::PackagedProgram {
+                path: path.clone(),
+                package: p.name.clone(),
+            })
+        })
+        .collect();
+
+    let (plan, left_out) = stage::plan(&args.programs, &packaged)?;
+    if !left_out.is_empty() {
+        notes.push(format!("--host-package: left out {}", left_out.join(", ")));
+    }
     let packages = pkginfo::lookup(
         &plan
             .programs
@@ -193,6 +262,29 @@ pub fn bundle(programs: &[OsString], staging: &Path) -> Result<HostBundle, HostE
             .map(|p| (p.found_path.as_path(), p.host_path.as_path()))
             .collect::<Vec<_>>(),
     );
+    // Manual pages: all of each bundled package's, and for single programs those of their
+    // package that carry the program's name.
+    let mut man_pages: Vec<PathBuf> = wanted.iter().flat_map(|p| p.man_pages.clone()).collect();
+    let mut single: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (program, package) in plan.programs.iter().zip(&packages) {
+        if let Some((name, _)) = package {
+            if !seen.contains(name) {
+                single
+                    .entry(name.clone())
+                    .or_default()
+                    .push(program.name.clone());
+            }
+        }
+    }
+    for (package, programs) in single {
+        if let Some(p) = packages::lookup(&package)? {
+            man_pages.extend(p.man_pages.into_iter().filter(|page| {
+                runtime_data::man_page_topic(page).is_some_and(|t| programs.iter().any(|n| n == t))
+            }));
+        }
+    }
+    let staged = stage::write(&plan, staging, &man_pages)?;
+    notes.extend(staged.notes);
     let programs = plan
         .programs
         .iter()
@@ -211,5 +303,6 @@ pub fn bundle(programs: &[OsString], staging: &Path) -> Result<HostBundle, HostE
         programs,
         env: staged.env,
         gconv: staged.gconv,
+        notes,
     })
 }
