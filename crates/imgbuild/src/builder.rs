@@ -342,6 +342,7 @@ fn resolve_inputs(cli: &Cli) -> Result<Inputs, BuildError> {
     let mut programs = Vec::new();
     let mut gconv = None;
     let mut notes = Vec::new();
+    let mut redirects = Vec::new();
     let staging = if cli.host.is_empty() {
         None
     } else {
@@ -353,6 +354,7 @@ fn resolve_inputs(cli: &Cli) -> Result<Inputs, BuildError> {
         dirs.push((staging.path().to_path_buf(), "--host".into()));
         env.extend(bundle.env);
         notes = bundle.notes;
+        redirects = bundle.redirects;
         gconv = bundle.gconv;
         programs = bundle
             .programs
@@ -436,7 +438,7 @@ fn resolve_inputs(cli: &Cli) -> Result<Inputs, BuildError> {
         store_dir,
         env,
         programs,
-        confinement: Confinement::new(gconv.as_ref()),
+        confinement: Confinement::new(gconv.as_ref(), &redirects),
         notes,
         _staging: staging,
         _keep: keep,

@@ -157,8 +157,10 @@ pub struct Confinement {
 }
 
 impl Confinement {
-    /// [`NEUTRALISED_PATHS`], plus the gconv directory when a `--host` libc has one.
-    pub fn new(gconv: Option<&GconvRedirect>) -> Confinement {
+    /// [`NEUTRALISED_PATHS`], plus the gconv directory when a `--host` libc has one, plus
+    /// `redirects` (`(container path, image path)`, the image's no longer): compiled-in
+    /// helper programs and configuration files of `--host` programs, read from the image.
+    pub fn new(gconv: Option<&GconvRedirect>, redirects: &[(String, String)]) -> Confinement {
         let mut rules: Vec<Rule> = NEUTRALISED_PATHS
             .iter()
             .map(|p| Rule::neutralise(p))
@@ -168,6 +170,10 @@ impl Confinement {
             rules.push(Rule::replace(&g.from, &g.to));
             rules.push(Rule::neutralise(&format!("{}/{GCONV_CACHE}", g.from)));
             ignores.push(g.from.clone());
+        }
+        for (from, to) in redirects.iter().filter(|(f, t)| t.len() <= f.len()) {
+            rules.push(Rule::replace(from, to));
+            ignores.push(from.clone());
         }
         Confinement { rules, ignores }
     }
@@ -306,7 +312,7 @@ mod tests {
 
     #[test]
     fn whole_strings_are_emptied_at_every_chunk_boundary() {
-        let c = Confinement::new(None);
+        let c = Confinement::new(None, &[]);
         let mut input = b"\0".to_vec();
         let mut want = b"\0".to_vec();
         for p in NEUTRALISED_PATHS {
@@ -323,7 +329,7 @@ mod tests {
 
     #[test]
     fn suffixes_prefixes_and_unterminated_strings_stay() {
-        let c = Confinement::new(None);
+        let c = Confinement::new(None, &[]);
         let input = elf(b"\0x/etc/inputrc\0\
               \0/etc/inputrc.d\0\
               \0/etc/bash.bashrc.local\0\
@@ -337,7 +343,7 @@ mod tests {
 
     #[test]
     fn a_string_before_a_hole_or_after_one_counts_as_whole() {
-        let c = Confinement::new(None);
+        let c = Confinement::new(None, &[]);
         let rw = c.rewriter();
         let mut buf = b"/etc/inputrc".to_vec();
         assert_eq!(rw.rewrite(&mut buf, true, Next::Nul), buf.len());
@@ -353,7 +359,7 @@ mod tests {
     #[test]
     fn gconv_directory_is_redirected_and_its_cache_emptied() {
         let g = GconvRedirect::new(DIR, "/dev/crashcart/lib/gconv").unwrap();
-        let c = Confinement::new(Some(&g));
+        let c = Confinement::new(Some(&g), &[]);
         let cache = format!("{DIR}/{GCONV_CACHE}");
         let input = elf(format!("\0{DIR}\0gconv-modules\0{cache}\0{DIR}/X\0").as_bytes());
         let mut want = b"\0".to_vec();
@@ -373,7 +379,7 @@ mod tests {
     #[test]
     fn rewriting_twice_changes_nothing_more() {
         let g = GconvRedirect::new(DIR, "/dev/crashcart/lib/gconv").unwrap();
-        let c = Confinement::new(Some(&g));
+        let c = Confinement::new(Some(&g), &[]);
         let rw = c.rewriter();
         let mut once = elf(format!("\0{DIR}\0/etc/ld.so.cache\0").as_bytes());
         rw.rewrite(&mut once, false, Next::End);

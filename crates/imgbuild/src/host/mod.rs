@@ -96,6 +96,9 @@ pub struct HostBundle {
     /// The bundled libc's compiled-in gconv directory and its stand-in in the image, for the
     /// writer's [`crate::confine::Confinement`].
     pub gconv: Option<crate::confine::GconvRedirect>,
+    /// Compiled-in container paths (helper programs, configuration files) the bundled
+    /// programs read as paths of the image, for the writer's [`crate::confine::Confinement`].
+    pub redirects: Vec<(String, String)>,
     /// What the user should know about the bundle, one line each: the members of a
     /// `--host-set` this host lacks, package programs that were left out and why.
     pub notes: Vec<String>,
@@ -303,6 +306,11 @@ pub fn bundle(args: &HostArgs, staging: &Path) -> Result<HostBundle, HostError> 
         programs,
         env: staged.env,
         gconv: staged.gconv,
+        redirects: plan
+            .redirects
+            .iter()
+            .map(|r| (r.from.clone(), r.to.clone()))
+            .collect(),
         notes,
     })
 }

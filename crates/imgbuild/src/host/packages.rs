@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use super::HostError;
 
@@ -89,6 +90,7 @@ const DEBUG_SET: &[SetMember] = &[
     member("tput", &["ncurses-bin", "ncurses"]),
     member("man", &["man-db"]),
     member("groff", &["groff-base", "groff"]),
+    member("col", &["bsdextrautils", "util-linux"]),
 ];
 
 impl HostSet {
@@ -127,11 +129,14 @@ enum Database {
 }
 
 impl Database {
-    /// The first database whose client runs here.
+    /// The first database whose client runs here (asked once per process).
     fn find() -> Option<Database> {
-        [Database::Dpkg, Database::Rpm]
-            .into_iter()
-            .find(|db| db.client_runs())
+        static FOUND: OnceLock<Option<Database>> = OnceLock::new();
+        *FOUND.get_or_init(|| {
+            [Database::Dpkg, Database::Rpm]
+                .into_iter()
+                .find(|db| db.client_runs())
+        })
     }
 
     fn client_runs(self) -> bool {
@@ -249,16 +254,13 @@ fn programs_of(files: &[PathBuf]) -> Vec<PathBuf> {
         .iter()
         .filter_map(|p| p.file_name().map(OsStr::to_os_string))
         .collect();
-    for link in program_dir_symlinks() {
+    for (link, target) in program_dir_symlinks() {
         let Some(name) = link.file_name() else {
             continue;
         };
-        if names.contains(name) {
-            continue;
-        }
-        if std::fs::canonicalize(&link).is_ok_and(|t| targets.contains(&t)) {
+        if !names.contains(name) && targets.contains(target) {
             names.insert(name.to_os_string());
-            programs.push(link);
+            programs.push(link.clone());
         }
     }
     programs
@@ -274,8 +276,18 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Every symlink in the program directories (each directory once, when `/bin` is `/usr/bin`),
-/// in name order.
-fn program_dir_symlinks() -> Vec<PathBuf> {
+/// in name order, with the file it leads to (read once per process).
+fn program_dir_symlinks() -> &'static [(PathBuf, PathBuf)] {
+    static LINKS: OnceLock<Vec<(PathBuf, PathBuf)>> = OnceLock::new();
+    LINKS.get_or_init(|| {
+        symlinks_in_program_dirs()
+            .into_iter()
+            .filter_map(|link| std::fs::canonicalize(&link).ok().map(|t| (link, t)))
+            .collect()
+    })
+}
+
+fn symlinks_in_program_dirs() -> Vec<PathBuf> {
     let mut seen = BTreeSet::new();
     let mut links = Vec::new();
     for dir in PROGRAM_DIRS {

@@ -40,6 +40,40 @@ enum ProgramKind {
     },
 }
 
+/// Programs that run helper programs by an absolute path compiled in, and those helpers'
+/// paths on the host. Each helper found is bundled under `bin/`, and the compiled-in path is
+/// rewritten to the image's (equal length or shorter, [`crate::confine`]), so the program
+/// never runs what the container has at that path.
+const HELPERS: &[(&str, &[&str])] = &[(
+    "man",
+    &[
+        "/usr/libexec/man-db/zsoelim",
+        "/usr/libexec/man-db/manconv",
+        "/usr/lib/man-db/zsoelim",
+        "/usr/lib/man-db/manconv",
+    ],
+)];
+
+/// Configuration files a program cannot start without, compiled in by absolute path: the
+/// program reads the image's copy instead (`(program, container path, file in the image,
+/// contents)`).
+const CONFIG_FILES: &[(&str, &str, &str, &str)] = &[(
+    "man",
+    "/etc/manpath.config",
+    ".man",
+    "# man-db's configuration in a crashcart image: pages from the image only.\n\
+     MANDATORY_MANPATH /dev/crashcart/share/man\n",
+)];
+
+/// A compiled-in container path the image's programs read as a path of the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// The path compiled in.
+    pub from: String,
+    /// The image's path, no longer than `from`.
+    pub to: String,
+}
+
 /// Everything a bundle will contain, found on the host but not yet copied.
 pub struct Plan {
     /// Programs in the order given (script interpreters before their scripts).
@@ -47,6 +81,10 @@ pub struct Plan {
     closure: Closure,
     /// Names in `lib/` that are loaders (`PT_INTERP` targets), which are never rewritten.
     loaders: BTreeSet<String>,
+    /// Compiled-in paths pointed into the image.
+    pub redirects: Vec<Redirect>,
+    /// Files to create in the image (`path under the root`, contents) for [`CONFIG_FILES`].
+    config_files: Vec<(String, String)>,
 }
 
 /// A program found in a package's file list (`--host-package`, `--host-set`).
@@ -71,6 +109,8 @@ pub fn plan(
             programs: Vec::new(),
             closure: Closure::default(),
             loaders: BTreeSet::new(),
+            redirects: Vec::new(),
+            config_files: Vec::new(),
         },
     };
     for program in programs {
@@ -114,6 +154,7 @@ pub fn plan(
             Err(e) => return Err(e),
         }
     }
+    planner.add_helpers()?;
     if let Some(libc) = planner.plan.closure.libraries.get("libc.so.6") {
         for (name, path) in runtime_data::libc_dlopened(&libc.path.clone()) {
             planner
@@ -131,6 +172,37 @@ struct Planner {
 }
 
 impl Planner {
+    /// Adds the [`HELPERS`] and [`CONFIG_FILES`] of the programs planned so far.
+    fn add_helpers(&mut self) -> Result<(), HostError> {
+        let names: Vec<String> = self.plan.programs.iter().map(|p| p.name.clone()).collect();
+        for (program, helpers) in HELPERS {
+            if !names.iter().any(|n| n == program) {
+                continue;
+            }
+            for helper in helpers.iter().map(Path::new).filter(|h| h.is_file()) {
+                let name = self.add_program(helper, 0)?;
+                let to = format!("{IMAGE_ROOT}/bin/{name}");
+                let from = helper.to_string_lossy().into_owned();
+                if to.len() <= from.len() {
+                    self.plan.redirects.push(Redirect { from, to });
+                }
+            }
+        }
+        for (program, path, file, contents) in CONFIG_FILES {
+            let to = format!("{IMAGE_ROOT}/{file}");
+            if names.iter().any(|n| n == program) && to.len() <= path.len() {
+                self.plan.redirects.push(Redirect {
+                    from: path.to_string(),
+                    to,
+                });
+                self.plan
+                    .config_files
+                    .push((file.to_string(), contents.to_string()));
+            }
+        }
+        Ok(())
+    }
+
     /// Adds the program at `found`, returning its name under `bin/`.
     fn add_program(&mut self, found: &Path, depth: usize) -> Result<String, HostError> {
         let name = found
@@ -324,6 +396,10 @@ pub fn write(plan: &Plan, staging: &Path, man_pages: &[PathBuf]) -> Result<Stage
         }
     }
 
+    for (file, contents) in &plan.config_files {
+        write_file(&staging.join(file), contents.as_bytes(), 0o644)?;
+    }
+
     let mut env = runtime_data::copy_terminfo(staging)?;
     let mut gconv = None;
     if let Some(libc) = plan.closure.libraries.get("libc.so.6") {
@@ -365,6 +441,8 @@ pub fn write(plan: &Plan, staging: &Path, man_pages: &[PathBuf]) -> Result<Stage
     env.extend(runtime_data::copy_man_pages(man_pages, staging)?);
     if let Some(groff) = plan.programs.iter().find(|p| p.name == "groff") {
         env.extend(runtime_data::copy_groff_data(&groff.host_path, staging)?);
+        // groff runs troff and its output drivers from here before PATH.
+        env.push(("GROFF_BIN_PATH".to_string(), format!("{IMAGE_ROOT}/bin")));
     }
     if runtime_data::needs_ca_bundle(
         plan.programs.iter().map(|p| p.name.as_str()),
