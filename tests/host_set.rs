@@ -318,17 +318,31 @@ fn unpatched_tcpdump_stops_at_its_user() {
     }
     let image = debug_image();
     let container = Container::start(&[], &[]);
-    // The image's libraries, the host's binary: patched like every program but for the
-    // default user. Copy it over with the image's interpreter and rpath set by patchelf.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tree = dir.path().join("tree/bin");
-    std::fs::create_dir_all(&tree).expect("mkdir");
     let host = ["/usr/bin/tcpdump", "/usr/sbin/tcpdump"]
         .into_iter()
         .find(|p| Path::new(p).exists())
         .expect("tcpdump installed");
-    let copy = tree.join("tcpdump-unpatched");
-    std::fs::copy(host, &copy).expect("copy tcpdump");
+    copy_unpatched(&container, Path::new(host), "/tcpdump-unpatched");
+    let out = run(crashcart(
+        &image.path,
+        &container.id,
+        &["/tcpdump-unpatched", "-n", "-c", "1", "-i", "lo"],
+    )
+    .stdin(Stdio::null()));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Couldn't find user 'tcpdump'"),
+        "control: the host's tcpdump should stop at its user: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Copies the host program `host` into the container at `at` as the host built it, only
+/// pointed at the image's loader and libraries (what the builder does to every program,
+/// without the rewrites the tests check): the control for what the image's copy changes.
+fn copy_unpatched(container: &Container, host: &Path, at: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("program");
+    std::fs::copy(host, &copy).expect("copy the host program");
     run_ok(
         Command::new("patchelf")
             .args([
@@ -342,18 +356,7 @@ fn unpatched_tcpdump_stops_at_its_user() {
         Command::new("docker")
             .arg("cp")
             .arg(&copy)
-            .arg(format!("{}:/tcpdump-unpatched", container.id)),
-    );
-    let out = run(crashcart(
-        &image.path,
-        &container.id,
-        &["/tcpdump-unpatched", "-n", "-c", "1", "-i", "lo"],
-    )
-    .stdin(Stdio::null()));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("Couldn't find user 'tcpdump'"),
-        "control: the host's tcpdump should stop at its user: {}",
-        String::from_utf8_lossy(&out.stderr)
+            .arg(format!("{}:{at}", container.id)),
     );
 }
 
@@ -500,4 +503,61 @@ fn an_unknown_package_is_bad_input() {
         ),
         "{help}"
     );
+}
+
+/// The container is the attacker: a system vimrc and a man-db configuration planted in its
+/// `/etc` run commands when read (vim's Ex commands, man-db's `DEFINE tbl`). The image's
+/// vim never reads the container's `/etc/vim/vimrc`, and its man reads the image's own
+/// configuration; each payload is shown to work when the tool is pointed at it explicitly
+/// (vim) or when the host's man reads its compiled-in path.
+#[test]
+fn planted_vimrc_and_man_config_never_run() {
+    if !docker_ready() || !debug_set_installed() {
+        return;
+    }
+    let image = debug_image();
+    let ignores = manifest(&image.path)["ignores"].clone();
+    for path in [
+        "/etc/vim/vimrc",
+        "/etc/manpath.config",
+        "/usr/libexec/man-db/zsoelim",
+    ] {
+        assert!(
+            ignores
+                .as_array()
+                .is_some_and(|a| a.iter().any(|p| p == path)),
+            "{path} in {ignores}"
+        );
+    }
+    let container = Container::start(&[], &[]);
+    let planted = container.exec(&[
+        "sh",
+        "-c",
+        "mkdir -p /etc/vim && \
+         echo \"call writefile(['x'], '/pwned-vimrc')\" > /etc/vim/vimrc && \
+         printf 'MANDATORY_MANPATH /dev/crashcart/share/man\\nDEFINE tbl /busybox touch /pwned-man\\n' \
+           > /etc/manpath.config",
+    ]);
+    assert!(planted.status.success(), "cannot plant the payloads");
+    let markers = || {
+        let out = container.exec(&["sh", "-c", "ls /pwned-vimrc /pwned-man 2>/dev/null"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    session_ok(&image.path, &container.id, &["vim", "-Es", "-c", "qa!"]);
+    session_ok(&image.path, &container.id, &["man", "-P", "cat", "strace"]);
+    assert_eq!(markers(), "", "a planted file ran in the session");
+    // Controls: named explicitly, each payload runs.
+    session_ok(
+        &image.path,
+        &container.id,
+        &["vim", "-Es", "-u", "/etc/vim/vimrc", "-c", "qa!"],
+    );
+    copy_unpatched(&container, Path::new("/usr/bin/man"), "/man-unpatched");
+    run(crashcart(
+        &image.path,
+        &container.id,
+        &["/man-unpatched", "-P", "cat", "strace"],
+    )
+    .stdin(Stdio::null()));
+    assert_eq!(markers(), "/pwned-man\n/pwned-vimrc", "controls");
 }

@@ -17,6 +17,7 @@
 //! | `/etc/nsswitch.conf` | glibc's NSS | a `libnss_*` module, or a path with `/` |
 //! | `/etc/profile`, `/etc/bash.bash_logout` | bash login shells | commands |
 //! | `/etc/gdb/gdbinit`, `/etc/gdb/gdbinit.d` | gdb (Debian's system init file and dir) | gdb and Python commands, `shell` |
+//! | `/etc/vim/vimrc`, `/etc/vim/gvimrc` | vim (Debian's system vimrc) | Ex commands, `:!` |
 //!
 //! Each is **neutralised**: its first byte becomes NUL, so the program passes `""` to
 //! `open`/`access`, which fails with `ENOENT`. The upstream code paths treat that exactly like
@@ -31,6 +32,7 @@
 //!   `FEVAL_ENOENTOK`: a missing file is silently skipped.
 //! - readline `bind.c`: `rl_read_init_file` tries `$INPUTRC`, else `~/.inputrc`, then
 //!   `SYS_INPUTRC` last; a failed open returns `errno`, nothing further is tried.
+//! - vim `main.c`: `do_source (SYS_VIMRC_FILE, ...)` ignores a file it cannot read.
 //! - glibc >= 2.34 `nss/nss_database.c`: `fopen (_PATH_NSSWITCH_CONF, "rce")` failing with
 //!   `ENOENT` applies the built-in defaults (`files`, `dns` for hosts), both inside libc since
 //!   2.34: no module is loaded.
@@ -44,6 +46,13 @@
 //! cache path below it (the host's cache names host paths, which are container paths in the
 //! container). Only `--host` bundles need it: a nix glibc's directory is a store path, in the
 //! image's `store/` (native) or behind the store alias (relocated), like its loader.
+//!
+//! `--host` programs that run a **helper by absolute path** or cannot start without a
+//! **configuration file** (man-db's `/usr/libexec/man-db/zsoelim` and `manconv`, and
+//! `/etc/manpath.config`, whose `DEFINE` lines name the programs man runs) have those paths
+//! rewritten to the image's copies (`/dev/crashcart/bin/zsoelim`, `/dev/crashcart/.man`),
+//! NUL padded like the gconv directory: the builder finds them (`host::stage`), this module
+//! rewrites them.
 //!
 //! **Which files.** Every regular file that starts with the ELF magic, from every input: the
 //! strings only mean these paths, so cutting them out of an unexpected program (a statically
@@ -73,6 +82,8 @@ pub const NEUTRALISED_PATHS: &[&str] = &[
     "/etc/bash.bash_logout",
     "/etc/gdb/gdbinit",
     "/etc/gdb/gdbinit.d",
+    "/etc/vim/vimrc",
+    "/etc/vim/gvimrc",
 ];
 
 /// The first bytes of every ELF file.
@@ -374,6 +385,33 @@ mod tests {
         }
         assert_eq!(c.ignores().last().map(String::as_str), Some(DIR));
         assert!(GconvRedirect::new("/usr/lib64/gconv", "/dev/crashcart/lib/gconv").is_err());
+    }
+
+    #[test]
+    fn helpers_and_configuration_are_redirected_into_the_image() {
+        let redirects = [
+            (
+                "/usr/libexec/man-db/zsoelim".to_string(),
+                "/dev/crashcart/bin/zsoelim".to_string(),
+            ),
+            (
+                "/etc/manpath.config".to_string(),
+                "/dev/crashcart/.man".to_string(),
+            ),
+            // Longer than the compiled-in path: cannot be made, left alone.
+            ("/etc/x".to_string(), "/dev/crashcart/x".to_string()),
+        ];
+        let c = Confinement::new(None, &redirects);
+        let input = elf(b"\0/usr/libexec/man-db/zsoelim\0/etc/manpath.config\0/etc/x\0");
+        let mut want = b"\0/dev/crashcart/bin/zsoelim\0\0".to_vec();
+        want.extend_from_slice(b"/dev/crashcart/.man\0/etc/x\0");
+        let want = elf(&want);
+        for size in 1..=input.len() {
+            assert_eq!(stream(&c, &input, size), want, "chunk size {size}");
+        }
+        let ignores = c.ignores();
+        assert!(ignores.iter().any(|p| p == "/etc/manpath.config"));
+        assert!(!ignores.iter().any(|p| p == "/etc/x"));
     }
 
     #[test]

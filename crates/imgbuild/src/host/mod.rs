@@ -1,6 +1,9 @@
 //! `--host PROG`: bundle the host's own binaries, with their loader and libraries, into a
 //! tree that runs from `/dev/crashcart` in any container.
 //!
+//! Programs come from `--host PROG`, and from `--host-package NAME` and `--host-set debug`
+//! through the host's package database ([`packages`]).
+//!
 //! Seam with the image writer: the CLI flattens [`HostArgs`]; when programs are given, the
 //! builder creates an empty staging directory, calls [`bundle`], then adds that directory to
 //! the image exactly like a `--dir` source, and records [`HostBundle::programs`] and
@@ -14,7 +17,12 @@
 //! | `lib/<soname>` | every library of the closure, flat, and the loader itself |
 //! | `lib/gconv/` | glibc's iconv modules (no host cache), when a bundled object calls `iconv_open` |
 //! | `lib/pythonX.Y/` | the pure-Python standard library, for libpython (gdb) or `pythonX.Y` |
-//! | `share/terminfo/` | terminfo entries for common terminals |
+//! | `bin/<name>` → `<first>` | another name of a program already copied (`vi` → `vim`) |
+//! | `share/terminfo/` | the host's whole terminfo database |
+//! | `share/vim/vimNN/` | vim's runtime, when vim is bundled |
+//! | `share/man/manN/` | the bundled packages' manual pages |
+//! | `share/groff/` | groff's macros and fonts, when groff is bundled (`man`) |
+//! | `.man` | man-db's configuration, when man is bundled |
 //! | `share/gdb/` | gdb's data directory, when gdb is bundled |
 //! | `share/misc/magic.mgc` | libmagic's database, when libmagic is bundled (`file`) |
 //! | `etc/ssl/certs/ca-certificates.crt` | the host's CA bundle, when TLS libraries are bundled |

@@ -1,5 +1,6 @@
 //! Data files the bundled tools read at run time, which an empty container does not have:
-//! terminfo, glibc's dlopened NSS modules and gconv modules, CA certificates.
+//! terminfo, glibc's dlopened NSS modules and gconv modules, CA certificates, vim's runtime,
+//! manual pages and groff's data.
 //!
 //! Each comes with the variable that points the tools at the image's copy. Those variables
 //! also reach the container's own programs started from the debug shell, so each is chosen
