@@ -561,3 +561,108 @@ fn planted_vimrc_and_man_config_never_run() {
     .stdin(Stdio::null()));
     assert_eq!(markers(), "/pwned-man\n/pwned-vimrc", "controls");
 }
+
+/// On an rpm host (no dpkg), packages come from rpm's database. Here: a real rpm database in
+/// a temporary directory (`%_dbpath` in `$HOME/.rpmmacros`), holding a package built with
+/// rpmbuild that owns the host's `/usr/bin/true`, and a `PATH` without dpkg-query.
+#[test]
+fn rpm_database_when_there_is_no_dpkg() {
+    if !have("rpm") || !have("rpmbuild") || !have("patchelf") {
+        skip("needs rpm, rpmbuild and patchelf (tests/setup.sh)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let home = root.join("home");
+    std::fs::create_dir_all(&home).expect("mkdir home");
+    std::fs::write(
+        home.join(".rpmmacros"),
+        format!("%_dbpath {0}/db\n%_topdir {0}/top\n", root.display()),
+    )
+    .expect("write .rpmmacros");
+    let spec = root.join("test.spec");
+    std::fs::write(
+        &spec,
+        "Name: crashcart-rpm-test\nVersion: 1\nRelease: 2\nSummary: test\nLicense: MIT\n\
+         %description\ntest\n%install\nmkdir -p %{buildroot}/usr/bin\n\
+         cp /usr/bin/true %{buildroot}/usr/bin/true\n%files\n/usr/bin/true\n",
+    )
+    .expect("write spec");
+    let rpm = |args: &[&OsStr]| {
+        run_ok(
+            Command::new("rpm")
+                .args(args)
+                .env("HOME", &home)
+                .stderr(Stdio::null()),
+        )
+    };
+    run_ok(
+        Command::new("rpmbuild")
+            .arg("-bb")
+            .arg(&spec)
+            .env("HOME", &home)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let built = walk_for_rpm(&root.join("top/RPMS")).expect("rpmbuild made a package");
+    rpm(&[OsStr::new("--initdb")]);
+    rpm(&[
+        OsStr::new("-i"),
+        OsStr::new("--justdb"),
+        OsStr::new("--nodeps"),
+        built.as_os_str(),
+    ]);
+    // A PATH with rpm and patchelf, and no dpkg-query.
+    let bin_dir = root.join("bin");
+    std::fs::create_dir(&bin_dir).expect("mkdir bin");
+    for tool in ["rpm", "patchelf"] {
+        let path = run_ok(Command::new("sh").args(["-c", &format!("command -v {tool}")]));
+        std::os::unix::fs::symlink(path, bin_dir.join(tool)).expect("symlink");
+    }
+    let env = [("PATH", bin_dir.as_os_str()), ("HOME", home.as_os_str())];
+    let image = root.join("rpm.img");
+    let out = imgbuild(
+        &[
+            OsStr::new("--host-package"),
+            OsStr::new("crashcart-rpm-test"),
+        ],
+        &image,
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let programs = manifest(&image)["programs"].clone();
+    let truth = programs
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == "true").cloned())
+        .unwrap_or_else(|| panic!("true not bundled: {programs}"));
+    assert_eq!(truth["package"], "crashcart-rpm-test", "{truth}");
+    assert_eq!(truth["version"], "1-2", "{truth}");
+    // Not in rpm's database: the same error as on dpkg hosts.
+    let out = imgbuild(
+        &[
+            OsStr::new("--host-package"),
+            OsStr::new("crashcart-no-such-package"),
+        ],
+        &root.join("none.img"),
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(3));
+}
+
+fn walk_for_rpm(dir: &Path) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = walk_for_rpm(&path) {
+                return Some(found);
+            }
+        } else if path.extension().is_some_and(|e| e == "rpm") {
+            return Some(path);
+        }
+    }
+    None
+}
