@@ -65,10 +65,8 @@ pub struct HostArgs {
     #[arg(long = "host-package", id = "host_packages", value_name = "NAME")]
     pub packages: Vec<String>,
 
-    /// Bundle a ready set of host packages, those of them this host has (the others are
-    /// named on stderr): `debug` is a shell, coreutils, procps, iproute2, util-linux,
-    /// findutils, grep, sed, gawk, less, curl, dig, tcpdump, strace, gdb, lsof, htop, vim, jq,
-    /// netcat, psmisc, tput and man.
+    /// Bundle a ready set of host packages as --host-package does, those of them this host
+    /// has (the others are named on stderr, in one line). Repeatable.
     #[arg(long = "host-set", id = "host_sets", value_name = "SET", value_enum)]
     pub sets: Vec<HostSet>,
 }

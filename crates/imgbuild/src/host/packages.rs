@@ -32,9 +32,9 @@ const MAN_ROOT: &str = "/usr/share/man";
 /// A named set of packages (`--host-set`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum HostSet {
-    /// A shell and the tools an SRE reaches for in a container: coreutils, procps, iproute2,
-    /// util-linux, findutils, grep, sed, gawk, less, curl, dig, tcpdump, strace, gdb, lsof,
-    /// htop, vim, jq, netcat, psmisc, tput and man.
+    /// A shell and the tools an SRE reaches for in a container: bash, coreutils, procps,
+    /// iproute2, util-linux, findutils, grep, sed, gawk, less, curl, dig, tcpdump, strace, gdb,
+    /// lsof, htop, vim, jq, netcat, psmisc, tput, man and col/column/hexdump.
     Debug,
 }
 
