@@ -24,11 +24,15 @@ if [ -z "$exodus" ]; then
     exodus=$venv/bin/exodus
 fi
 
-work=$(mktemp -d)
+# Everything (outputs, staging, exodus's scratch) in memory: the build machine's disk is
+# shared, and its queue, not the tools, set the pace otherwise.
+work=$(mktemp -d -p /dev/shm)
 trap 'rm -rf "$work"' EXIT
+export TMPDIR=$work
 host_args=()
 for t in "${tools[@]}"; do host_args+=(--host "$t"); done
 
+load_start=$(cut -d' ' -f1 /proc/loadavg)
 hyperfine --warmup 1 --runs 5 --export-json "$work/times.json" \
     -n "crashcart-imgbuild --host" "rm -f $work/host.img; $imgbuild ${host_args[*]} -o $work/host.img" \
     -n "crashcart-imgbuild --host-set debug" "rm -f $work/debug.img; $imgbuild -q --host-set debug -o $work/debug.img" \
@@ -87,6 +91,8 @@ if docker info >/dev/null 2>&1 && docker image inspect crashcart-test-distroless
     docker rm -f "$cid" >/dev/null
 fi
 
+load_end=$(cut -d' ' -f1 /proc/loadavg)
+export BENCH_LOAD="$load_start at the start, $load_end at the end, on $(nproc) cores"
 export BENCH_DATE=$(date -u +%Y-%m-%d) BENCH_DEBIAN=$(cat /etc/debian_version 2>/dev/null || echo '?')
 export BENCH_TOOLS="${tools[*]}" debug_programs image_bytes image_used debug_bytes debug_used \
     host_files debug_files exodus_tgz exodus_tree exodus_files exodus_debug_tgz \
@@ -102,7 +108,8 @@ exo_debug = float(e["exodus_debug_time"])
 print(f"""Written by `bench/host.sh --write` on {e['BENCH_DATE']}. Bundling the test machine's
 `{e['BENCH_TOOLS']}`, and `--host-set debug` ({e['debug_programs']} programs of the set's packages),
 Debian {e['BENCH_DEBIAN']}; hyperfine, 1 warmup + 5 runs (exodus on the debug set's programs: one run,
-`/usr/bin/time`). Release build.
+`/usr/bin/time`). Release build; outputs and scratch space on tmpfs.
+Load average (1 min) {e['BENCH_LOAD']}: other jobs share the machine, compare the ratios.
 
 Six tools:
 
