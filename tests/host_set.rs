@@ -486,6 +486,23 @@ fn an_unknown_package_is_bad_input() {
          host (asked dpkg-query, then rpm)\n"
     );
     assert!(!out_path.exists());
+    // A package named as a program: the error says which flag bundles it.
+    if have("dpkg-query") {
+        let out = imgbuild(
+            &[OsStr::new("--host"), OsStr::new("coreutils")],
+            &out_path,
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "crashcart-imgbuild: --host: program coreutils not found on PATH; coreutils is a \
+             package: --host-package coreutils bundles its programs\n"
+        );
+        assert!(!out_path.exists());
+    } else {
+        skip("dpkg-query not installed: the package hint is not checked");
+    }
     // A program that is not there is the same class of error, with the same code.
     let out = imgbuild(
         &[OsStr::new("--host"), OsStr::new("crashcart-no-such-tool")],

@@ -129,7 +129,8 @@ impl BuildError {
                 | host::HostError::NotExecutable(_)
                 | host::HostError::InterpreterNotFound { .. }
                 | host::HostError::WrongArchitecture { .. }
-                | host::HostError::PackageNotInstalled(_),
+                | host::HostError::PackageNotInstalled(_)
+                | host::HostError::ProgramIsAPackage(_),
             ) => 3,
             BuildError::Host(_) | BuildError::Nix(_) => 6,
             BuildError::Write(_) => 1,

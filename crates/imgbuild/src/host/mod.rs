@@ -197,6 +197,11 @@ pub enum HostError {
     /// `patchelf` could not be started.
     #[error("cannot run patchelf (install the patchelf package)")]
     PatchelfMissing(#[source] std::io::Error),
+    /// A `--host` name that is not a program but an installed package.
+    #[error(
+        "program {0} not found on PATH; {0} is a package: --host-package {0} bundles its programs"
+    )]
+    ProgramIsAPackage(String),
     /// A `--host-package` the host's package database does not have installed.
     #[error("package {0} is not installed on this host (asked dpkg-query, then rpm)")]
     PackageNotInstalled(String),
@@ -260,7 +265,17 @@ pub fn bundle(args: &HostArgs, staging: &Path) -> Result<HostBundle, HostError> 
         })
         .collect();
 
-    let (plan, left_out) = stage::plan(&args.programs, &packaged)?;
+    let (plan, left_out) = match stage::plan(&args.programs, &packaged) {
+        // `--host coreutils`: say what the user meant.
+        Err(HostError::ProgramNotFound(name)) => {
+            let name = name.to_string_lossy().into_owned();
+            return Err(match packages::lookup(&name)? {
+                Some(_) => HostError::ProgramIsAPackage(name),
+                None => HostError::ProgramNotFound(name.into()),
+            });
+        }
+        result => result?,
+    };
     if !left_out.is_empty() {
         notes.push(format!("--host-package: left out {}", left_out.join(", ")));
     }
