@@ -1,7 +1,7 @@
 //! Programs built to switch to a user of their own when started as root, a user that the
 //! container being debugged does not have.
 //!
-//! Debian, Ubuntu and Fedora build tcpdump with `--with-user=tcpdump`: as root, tcpdump takes
+//! Debian and Ubuntu (and other distributions) build tcpdump with `--with-user=tcpdump`: as root, tcpdump takes
 //! `tcpdump` as its `-Z` user unless one is given (`if (!username) username = WITH_USER;` in
 //! `tcpdump.c`), and after opening the capture device calls `droproot`, whose `getpwnam`
 //! fails in a container with no such line in its `/etc/passwd` (every distroless and
