@@ -1,9 +1,10 @@
 //! Programs built to switch to a user of their own when started as root, a user that the
 //! container being debugged does not have.
 //!
-//! Debian and Ubuntu (and other distributions) build tcpdump with `--with-user=tcpdump`: as root, tcpdump takes
-//! `tcpdump` as its `-Z` user unless one is given (`if (!username) username = WITH_USER;` in
-//! `tcpdump.c`), and after opening the capture device calls `droproot`, whose `getpwnam`
+//! Debian and Ubuntu (and other distributions) build tcpdump with `--with-user=tcpdump`: as
+//! root, tcpdump takes `tcpdump` as its `-Z` user unless one is given (`if (!username)
+//! username = WITH_USER;` in `tcpdump.c`), and after opening the capture device calls
+//! `droproot`, whose `getpwnam`
 //! fails in a container with no such line in its `/etc/passwd` (every distroless and
 //! `FROM scratch` image): `tcpdump: Couldn't find user 'tcpdump'`, before a single packet.
 //! `-Z root` is no way out there either: tcpdump 4.99.3 and older still ask `getpwnam("root")`,
