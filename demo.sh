@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# crashcart demo: build both programs, bundle some of this machine's tools into an image,
+# crashcart demo: build both programs, bundle this machine's debugging tools into an image,
 # start a distroless container (nothing in it but one static binary) and use the tools there.
 # Needs root and Rust; installs the Debian packages it needs (tests/setup.sh).
 set -euo pipefail
@@ -13,8 +13,8 @@ say "building crashcart and crashcart-imgbuild (release)"
 cargo build --release --locked -q
 bin=target/release
 
-say "bundling this machine's bash, ps, ip, strace and a few coreutils into demo.img (no root needed for this step)"
-"$bin/crashcart-imgbuild" --host bash --host ps --host ip --host strace --host ls --host cat --host cut --host tr -o demo.img
+say "bundling this machine's debugging tools into demo.img, one command (no root needed for this step)"
+"$bin/crashcart-imgbuild" --host-set debug -o demo.img
 
 say "starting a distroless container: FROM scratch, only /busybox, no shell on PATH"
 ctx=$(mktemp -d)
@@ -37,6 +37,10 @@ say "its files, with the image at /dev/crashcart"
 cc ls /dev/crashcart/bin /
 say "tracing a process started inside it"
 cc strace -f -e trace=execve bash -c '/busybox true' 2>&1 | tail -3
+say "capturing a packet on its loopback, no -Z needed"
+(sleep 1; docker exec "$id" /busybox ping -c 2 127.0.0.1 >/dev/null) &
+cc tcpdump -n -c 1 -i lo icmp 2>/dev/null
+wait
 say "a pipeline in bash from the image"
 cc bash -c 'echo "PATH=$PATH" | cut -c1-60; cat /proc/1/cmdline | tr "\0" " "; echo'
 say "afterwards: nothing left in the container, no loop device for demo.img"

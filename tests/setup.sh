@@ -19,6 +19,11 @@ packages=(
     util-linux           # losetup, nsenter, unshare, mount
     iproute2 procps strace tcpdump gdb bash file python3  # host tools bundled by --host tests
     ncurses-term ca-certificates             # terminfo and CA certs bundled by --host
+    kitty-terminfo       # tests/host_set.rs: a terminal outside ncurses-term (xterm-kitty)
+    # tests/host_set.rs: every package of --host-set debug, so nothing is skipped
+    coreutils findutils grep sed gawk less curl bind9-dnsutils htop vim jq netcat-openbsd
+    psmisc ncurses-bin man-db groff-base bsdextrautils
+    rpm                  # tests/host_set.rs: --host-package from an rpm database
     musl-tools           # a musl-only container for the --host tests (musl-gcc)
     lsof                 # tests/hostile_privileges.rs: lsof -p 1 from a session
     gcc libc6-dev        # tests/hostile_privileges.rs: static payloads (tests/fixtures/hostile)

@@ -147,7 +147,9 @@ impl BuildError {
                 | host::HostError::ProgramPathNotFound(_)
                 | host::HostError::NotExecutable(_)
                 | host::HostError::InterpreterNotFound { .. }
-                | host::HostError::WrongArchitecture { .. },
+                | host::HostError::WrongArchitecture { .. }
+                | host::HostError::PackageNotInstalled(_)
+                | host::HostError::ProgramIsAPackage(_),
             ) => 3,
             BuildError::Host(_) | BuildError::Nix(_) => 6,
             BuildError::Write(_) => 1,
@@ -174,6 +176,8 @@ pub struct Summary {
     pub packages: Vec<Package>,
     /// Files whose contents the relocation rewrote.
     pub relocated_files: Option<u64>,
+    /// Lines for the user about what was left out (`--host-set` members this host lacks).
+    pub notes: Vec<String>,
 }
 
 /// A closure to write: from `--closure` or from `--packages`.
@@ -315,6 +319,8 @@ struct Inputs {
     programs: Vec<Program>,
     /// What is cut out of the ELF files (the `--host` libc's gconv directory among it).
     confinement: Confinement,
+    /// Lines for the user from `--host` (set members skipped, programs left out).
+    notes: Vec<String>,
     /// The `--host` staging directory, removed when the build ends.
     _staging: Option<tempfile::TempDir>,
     /// Whatever `--packages` needs alive until the image is written.
@@ -340,9 +346,11 @@ fn check_flags(cli: &Cli) -> Result<(), BuildError> {
         && cli.closure.is_none()
         && cli.tar.is_none()
         && cli.nix.packages.is_none()
-        && cli.host.programs.is_empty();
+        && cli.host.is_empty();
     if no_input {
-        return usage("no input: give --dir, --closure, --tar, --packages or --host");
+        return usage(
+            "no input: give --dir, --closure, --tar, --packages, --host, --host-package or --host-set",
+        );
     }
     Ok(())
 }
@@ -367,16 +375,20 @@ fn resolve_inputs(cli: &Cli) -> Result<Inputs, BuildError> {
     let mut env = BTreeMap::new();
     let mut programs = Vec::new();
     let mut gconv = None;
-    let staging = if cli.host.programs.is_empty() {
+    let mut notes = Vec::new();
+    let mut redirects = Vec::new();
+    let staging = if cli.host.is_empty() {
         None
     } else {
         let staging = tempfile::tempdir().map_err(|source| OutputError::Create {
             dir: std::env::temp_dir(),
             source,
         })?;
-        let bundle = host::bundle(&cli.host.programs, staging.path())?;
+        let bundle = host::bundle(&cli.host, staging.path())?;
         dirs.push((staging.path().to_path_buf(), "--host".into()));
         env.extend(bundle.env);
+        notes = bundle.notes;
+        redirects = bundle.redirects;
         gconv = bundle.gconv;
         programs = bundle
             .programs
@@ -466,7 +478,8 @@ fn resolve_inputs(cli: &Cli) -> Result<Inputs, BuildError> {
         store_dir,
         env,
         programs,
-        confinement: Confinement::new(gconv.as_ref()),
+        confinement: Confinement::new(gconv.as_ref(), &redirects),
+        notes,
         _staging: staging,
         _keep: keep,
         packages,
@@ -698,6 +711,7 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
         digest,
         packages: inputs.packages,
         relocated_files,
+        notes: inputs.notes,
     })
 }
 

@@ -31,10 +31,13 @@ impl From<FsType> for FsKind {
 /// reproducibly.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "crashcart-imgbuild", version, long_about = None)]
-#[command(after_help = "Exit status: 0 image written, 2 usage, 3 bad input, \
-    4 image or disk too small, 5 cannot write the output, 6 --host/--packages failed, \
-    1 anything else. SOURCE_DATE_EPOCH sets every timestamp (default 0; at most 2147483647, \
-    2038-01-19, with --fs ext3, 15032385535, 2446-05-10, with ext4; later is a usage error).")]
+#[command(
+    after_help = "Exit status: 0 image written, 2 usage, 3 bad input (among it a \
+    --host program or --host-package package this host does not have), 4 image or disk too \
+    small, 5 cannot write the output, 6 --host or --packages could not bundle or build what \
+    exists (patchelf, nix), 1 anything else. SOURCE_DATE_EPOCH sets every timestamp (default 0; at most 2147483647, \
+    2038-01-19, with --fs ext3, 15032385535, 2446-05-10, with ext4; later is a usage error)."
+)]
 pub struct Cli {
     /// Copy the tree under DIR into the image root (DIR/bin/x becomes /dev/crashcart/bin/x).
     /// Repeatable; two dirs providing the same file is an error.

@@ -17,6 +17,7 @@
 //! | `/etc/nsswitch.conf` | glibc's NSS | a `libnss_*` module, or a path with `/` |
 //! | `/etc/profile`, `/etc/bash.bash_logout` | bash login shells | commands |
 //! | `/etc/gdb/gdbinit`, `/etc/gdb/gdbinit.d` | gdb (Debian's system init file and dir) | gdb and Python commands, `shell` |
+//! | `/etc/vim/vimrc`, `/etc/vim/gvimrc` | vim (Debian's system vimrc) | Ex commands, `:!` |
 //!
 //! Each is **neutralised**: its first byte becomes NUL, so the program passes `""` to
 //! `open`/`access`, which fails with `ENOENT`. The upstream code paths treat that exactly like
@@ -31,6 +32,7 @@
 //!   `FEVAL_ENOENTOK`: a missing file is silently skipped.
 //! - readline `bind.c`: `rl_read_init_file` tries `$INPUTRC`, else `~/.inputrc`, then
 //!   `SYS_INPUTRC` last; a failed open returns `errno`, nothing further is tried.
+//! - vim `main.c`: `do_source (SYS_VIMRC_FILE, ...)` ignores a file it cannot read.
 //! - glibc >= 2.34 `nss/nss_database.c`: `fopen (_PATH_NSSWITCH_CONF, "rce")` failing with
 //!   `ENOENT` applies the built-in defaults (`files`, `dns` for hosts), both inside libc since
 //!   2.34: no module is loaded.
@@ -44,6 +46,13 @@
 //! cache path below it (the host's cache names host paths, which are container paths in the
 //! container). Only `--host` bundles need it: a nix glibc's directory is a store path, in the
 //! image's `store/` (native) or behind the store alias (relocated), like its loader.
+//!
+//! `--host` programs that run a **helper by absolute path** or cannot start without a
+//! **configuration file** (man-db's `/usr/libexec/man-db/zsoelim` and `manconv`, and
+//! `/etc/manpath.config`, whose `DEFINE` lines name the programs man runs) have those paths
+//! rewritten to the image's copies (`/dev/crashcart/bin/zsoelim`, `/dev/crashcart/.man`),
+//! NUL padded like the gconv directory: the builder finds them (`host::stage`), this module
+//! rewrites them.
 //!
 //! **Which files.** Every regular file that starts with the ELF magic, from every input: the
 //! strings only mean these paths, so cutting them out of an unexpected program (a statically
@@ -73,6 +82,8 @@ pub const NEUTRALISED_PATHS: &[&str] = &[
     "/etc/bash.bash_logout",
     "/etc/gdb/gdbinit",
     "/etc/gdb/gdbinit.d",
+    "/etc/vim/vimrc",
+    "/etc/vim/gvimrc",
 ];
 
 /// The first bytes of every ELF file.
@@ -157,8 +168,10 @@ pub struct Confinement {
 }
 
 impl Confinement {
-    /// [`NEUTRALISED_PATHS`], plus the gconv directory when a `--host` libc has one.
-    pub fn new(gconv: Option<&GconvRedirect>) -> Confinement {
+    /// [`NEUTRALISED_PATHS`], plus the gconv directory when a `--host` libc has one, plus
+    /// `redirects` (`(container path, image path)`, the image's no longer): compiled-in
+    /// helper programs and configuration files of `--host` programs, read from the image.
+    pub fn new(gconv: Option<&GconvRedirect>, redirects: &[(String, String)]) -> Confinement {
         let mut rules: Vec<Rule> = NEUTRALISED_PATHS
             .iter()
             .map(|p| Rule::neutralise(p))
@@ -168,6 +181,10 @@ impl Confinement {
             rules.push(Rule::replace(&g.from, &g.to));
             rules.push(Rule::neutralise(&format!("{}/{GCONV_CACHE}", g.from)));
             ignores.push(g.from.clone());
+        }
+        for (from, to) in redirects.iter().filter(|(f, t)| t.len() <= f.len()) {
+            rules.push(Rule::replace(from, to));
+            ignores.push(from.clone());
         }
         Confinement { rules, ignores }
     }
@@ -306,7 +323,7 @@ mod tests {
 
     #[test]
     fn whole_strings_are_emptied_at_every_chunk_boundary() {
-        let c = Confinement::new(None);
+        let c = Confinement::new(None, &[]);
         let mut input = b"\0".to_vec();
         let mut want = b"\0".to_vec();
         for p in NEUTRALISED_PATHS {
@@ -323,7 +340,7 @@ mod tests {
 
     #[test]
     fn suffixes_prefixes_and_unterminated_strings_stay() {
-        let c = Confinement::new(None);
+        let c = Confinement::new(None, &[]);
         let input = elf(b"\0x/etc/inputrc\0\
               \0/etc/inputrc.d\0\
               \0/etc/bash.bashrc.local\0\
@@ -337,7 +354,7 @@ mod tests {
 
     #[test]
     fn a_string_before_a_hole_or_after_one_counts_as_whole() {
-        let c = Confinement::new(None);
+        let c = Confinement::new(None, &[]);
         let rw = c.rewriter();
         let mut buf = b"/etc/inputrc".to_vec();
         assert_eq!(rw.rewrite(&mut buf, true, Next::Nul), buf.len());
@@ -353,7 +370,7 @@ mod tests {
     #[test]
     fn gconv_directory_is_redirected_and_its_cache_emptied() {
         let g = GconvRedirect::new(DIR, "/dev/crashcart/lib/gconv").unwrap();
-        let c = Confinement::new(Some(&g));
+        let c = Confinement::new(Some(&g), &[]);
         let cache = format!("{DIR}/{GCONV_CACHE}");
         let input = elf(format!("\0{DIR}\0gconv-modules\0{cache}\0{DIR}/X\0").as_bytes());
         let mut want = b"\0".to_vec();
@@ -371,9 +388,36 @@ mod tests {
     }
 
     #[test]
+    fn helpers_and_configuration_are_redirected_into_the_image() {
+        let redirects = [
+            (
+                "/usr/libexec/man-db/zsoelim".to_string(),
+                "/dev/crashcart/bin/zsoelim".to_string(),
+            ),
+            (
+                "/etc/manpath.config".to_string(),
+                "/dev/crashcart/.man".to_string(),
+            ),
+            // Longer than the compiled-in path: cannot be made, left alone.
+            ("/etc/x".to_string(), "/dev/crashcart/x".to_string()),
+        ];
+        let c = Confinement::new(None, &redirects);
+        let input = elf(b"\0/usr/libexec/man-db/zsoelim\0/etc/manpath.config\0/etc/x\0");
+        let mut want = b"\0/dev/crashcart/bin/zsoelim\0\0".to_vec();
+        want.extend_from_slice(b"/dev/crashcart/.man\0/etc/x\0");
+        let want = elf(&want);
+        for size in 1..=input.len() {
+            assert_eq!(stream(&c, &input, size), want, "chunk size {size}");
+        }
+        let ignores = c.ignores();
+        assert!(ignores.iter().any(|p| p == "/etc/manpath.config"));
+        assert!(!ignores.iter().any(|p| p == "/etc/x"));
+    }
+
+    #[test]
     fn rewriting_twice_changes_nothing_more() {
         let g = GconvRedirect::new(DIR, "/dev/crashcart/lib/gconv").unwrap();
-        let c = Confinement::new(Some(&g));
+        let c = Confinement::new(Some(&g), &[]);
         let rw = c.rewriter();
         let mut once = elf(format!("\0{DIR}\0/etc/ld.so.cache\0").as_bytes());
         rw.rewrite(&mut once, false, Next::End);

@@ -11,6 +11,9 @@ fn main() -> ExitCode {
     match builder::build(&cli) {
         Ok(s) => {
             if !cli.quiet {
+                for note in &s.notes {
+                    eprintln!("crashcart-imgbuild: {}", one_line(note));
+                }
                 eprintln!(
                     "crashcart-imgbuild: wrote {}: {} files, {:.1} MiB of contents, image {:.1} MiB, {:.2} s",
                     s.output.display(),

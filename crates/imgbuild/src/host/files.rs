@@ -40,6 +40,14 @@ fn place(
         .map_err(|source| write_error(to, source))
 }
 
+/// Makes `to` a symlink to `target` (its directory made on the way).
+pub fn symlink(target: &str, to: &Path) -> Result<(), HostError> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| write_error(to, source))?;
+    }
+    std::os::unix::fs::symlink(target, to).map_err(|source| write_error(to, source))
+}
+
 fn write_error(path: &Path, source: std::io::Error) -> HostError {
     HostError::Write {
         path: path.to_path_buf(),

@@ -1,5 +1,6 @@
 //! Data files the bundled tools read at run time, which an empty container does not have:
-//! terminfo, glibc's dlopened NSS modules and gconv modules, CA certificates.
+//! terminfo, glibc's dlopened NSS modules and gconv modules, CA certificates, vim's runtime,
+//! manual pages and groff's data.
 //!
 //! Each comes with the variable that points the tools at the image's copy. Those variables
 //! also reach the container's own programs started from the debug shell, so each is chosen
@@ -14,35 +15,8 @@ use super::files::copy_file;
 use super::HostError;
 use crate::confine::GconvRedirect;
 
-/// Terminals people debug from; entries a host lacks are skipped (Debian's `ncurses-base`
-/// has the common ones, `ncurses-term` the rest).
-const TERMINALS: &[&str] = &[
-    "alacritty",
-    "ansi",
-    "dumb",
-    "foot",
-    "linux",
-    "putty",
-    "putty-256color",
-    "rxvt",
-    "rxvt-256color",
-    "rxvt-unicode",
-    "rxvt-unicode-256color",
-    "screen",
-    "screen-256color",
-    "st-256color",
-    "tmux",
-    "tmux-256color",
-    "vt100",
-    "vt102",
-    "vt220",
-    "xterm",
-    "xterm-256color",
-    "xterm-color",
-    "xterm-kitty",
-];
-
-/// ncurses' compiled-in search list, most specific first.
+/// ncurses' compiled-in search list, most specific first: an entry found in an earlier
+/// directory hides the same name in a later one.
 const TERMINFO_SOURCES: &[&str] = &["/etc/terminfo", "/lib/terminfo", "/usr/share/terminfo"];
 
 /// Libraries glibc dlopens by name, from its own directory: the NSS modules `passwd`,
@@ -65,24 +39,16 @@ const CA_BUNDLES: &[&str] = &[
     "/etc/pki/tls/certs/ca-bundle.crt",
 ];
 
-/// Copies the terminfo entries for [`TERMINALS`] into `share/terminfo/`.
+/// Copies the host's whole terminfo database (every entry of [`TERMINFO_SOURCES`], the first
+/// of each name winning, as for ncurses) into `share/terminfo/`, so that any `TERM` a user
+/// comes with is known. Entries that are relative symlinks (aliases) stay symlinks.
 pub fn copy_terminfo(staging: &Path) -> Result<Vec<(String, String)>, HostError> {
     let dest_root = staging.join("share/terminfo");
     let mut copied = 0;
-    for name in TERMINALS {
-        let Some(first) = name.chars().next() else {
-            continue;
-        };
-        let relative = PathBuf::from(first.to_string()).join(name);
-        let Some(source) = TERMINFO_SOURCES
-            .iter()
-            .map(|dir| Path::new(dir).join(&relative))
-            .find(|p| p.is_file())
-        else {
-            continue;
-        };
-        copy_file(&source, &dest_root.join(&relative), 0o644)?;
-        copied += 1;
+    for source in TERMINFO_SOURCES.iter().map(Path::new) {
+        if source.is_dir() {
+            copied += merge_tree(source, &dest_root)?;
+        }
     }
     Ok(if copied == 0 {
         Vec::new()
@@ -92,6 +58,51 @@ pub fn copy_terminfo(staging: &Path) -> Result<Vec<(String, String)>, HostError>
             format!("{IMAGE_ROOT}/share/terminfo:"),
         )]
     })
+}
+
+/// Copies the files and relative symlinks under `from` into `to`, skipping names `to`
+/// already has; other symlinks are followed (dangling ones skipped). Returns how many
+/// entries were placed.
+fn merge_tree(from: &Path, to: &Path) -> Result<usize, HostError> {
+    let mut placed = 0;
+    for entry in walkdir::WalkDir::new(from).sort_by_file_name().min_depth(1) {
+        let entry = entry.map_err(|e| HostError::Read {
+            path: from.to_path_buf(),
+            source: e.into(),
+        })?;
+        let Ok(relative) = entry.path().strip_prefix(from) else {
+            continue;
+        };
+        let dest = to.join(relative);
+        if entry.file_type().is_dir() || std::fs::symlink_metadata(&dest).is_ok() {
+            continue;
+        }
+        if entry.file_type().is_symlink() {
+            let target = std::fs::read_link(entry.path()).map_err(|source| HostError::Read {
+                path: entry.path().to_path_buf(),
+                source,
+            })?;
+            let inside = target.is_relative()
+                && relative.parent().is_some_and(|dir| {
+                    let depth = dir.components().count();
+                    target
+                        .components()
+                        .filter(|c| matches!(c, std::path::Component::ParentDir))
+                        .count()
+                        <= depth
+                });
+            if inside && entry.path().exists() {
+                super::files::symlink(&target.to_string_lossy(), &dest)?;
+                placed += 1;
+                continue;
+            }
+        }
+        if entry.path().is_file() {
+            copy_file(entry.path(), &dest, 0o644)?;
+            placed += 1;
+        }
+    }
+    Ok(placed)
 }
 
 /// The dlopened companions of `libc` that exist next to it on the host.
@@ -287,6 +298,135 @@ pub fn copy_gdb_data(gdb: &Path, staging: &Path) -> Result<(), HostError> {
     copy_tree(&source, &staging.join("share/gdb"))
 }
 
+/// Whether `program` (a canonical host path) is vim (`vim`, Debian's `vim.basic`,
+/// `vim.tiny`, `vim.nox`...), which reads its runtime files from `$VIMRUNTIME`.
+pub fn is_vim(program: &Path) -> bool {
+    program
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n == "vim" || n.starts_with("vim."))
+}
+
+/// Where distributions keep vim's runtime directories (`vimNN`).
+const VIM_ROOTS: &[&str] = &["/usr/share/vim", "/usr/local/share/vim"];
+
+/// Copies vim's runtime directory (`defaults.vim`, syntax, filetype and indent plugins, help,
+/// colours) to `share/vim/vimNN/`, and names it in `VIMRUNTIME` (and `$VIM` its parent), so
+/// vim finds it in any container. The directory is the one whose name (`vim90`) the binary
+/// was built for; failing that, the newest that has `defaults.vim`.
+pub fn copy_vim_runtime(vim: &Path, staging: &Path) -> Result<Vec<(String, String)>, HostError> {
+    let binary = std::fs::read(vim).map_err(|source| HostError::Read {
+        path: vim.to_path_buf(),
+        source,
+    })?;
+    let mut candidates: Vec<PathBuf> = VIM_ROOTS
+        .iter()
+        .filter_map(|root| std::fs::read_dir(root).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|dir| {
+            dir.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("vim"))
+                .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                && dir.join("defaults.vim").is_file()
+        })
+        .collect();
+    candidates.sort();
+    let built_for = candidates.iter().find(|dir| {
+        let name = dir.file_name().unwrap_or_default().as_encoded_bytes();
+        memchr::memmem::find(&binary, name).is_some()
+    });
+    let Some(source) = built_for.or(candidates.last()) else {
+        return Ok(Vec::new());
+    };
+    let name = source.file_name().unwrap_or_default().to_string_lossy();
+    copy_tree(source, &staging.join("share/vim").join(&*name))?;
+    Ok(vec![
+        ("VIM".to_string(), format!("{IMAGE_ROOT}/share/vim")),
+        (
+            "VIMRUNTIME".to_string(),
+            format!("{IMAGE_ROOT}/share/vim/{name}"),
+        ),
+    ])
+}
+
+/// The topic of a manual page file: `ls` for `.../man1/ls.1.gz`.
+pub fn man_page_topic(page: &Path) -> Option<&str> {
+    let name = page.file_name()?.to_str()?;
+    let name = name.strip_suffix(".gz").unwrap_or(name);
+    let (topic, section) = name.rsplit_once('.')?;
+    section
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_digit())
+        .then_some(topic)
+}
+
+/// Copies manual pages (host paths under `/usr/share/man/manN/`) to `share/man/manN/` and
+/// names that directory in `MANPATH`.
+pub fn copy_man_pages(
+    pages: &[PathBuf],
+    staging: &Path,
+) -> Result<Vec<(String, String)>, HostError> {
+    let mut copied = 0;
+    for page in pages {
+        let (Some(name), Some(section)) =
+            (page.file_name(), page.parent().and_then(Path::file_name))
+        else {
+            continue;
+        };
+        let dest = staging.join("share/man").join(section).join(name);
+        // A page reached twice (two packages, or a program and its package) is one file.
+        if page.is_file() && std::fs::symlink_metadata(&dest).is_err() {
+            copy_file(page, &dest, 0o644)?;
+            copied += 1;
+        }
+    }
+    Ok(if copied == 0 {
+        Vec::new()
+    } else {
+        vec![("MANPATH".to_string(), format!("{IMAGE_ROOT}/share/man"))]
+    })
+}
+
+/// Copies groff's macro and font directories (which `man` formats pages with) to
+/// `share/groff/`, and names them in `GROFF_TMAC_PATH` and `GROFF_FONT_PATH`, which groff
+/// searches before its compiled-in directories.
+pub fn copy_groff_data(groff: &Path, staging: &Path) -> Result<Vec<(String, String)>, HostError> {
+    let Some(root) = groff
+        .parent()
+        .and_then(Path::parent)
+        .map(|prefix| prefix.join("share/groff"))
+    else {
+        return Ok(Vec::new());
+    };
+    let current = ["current"]
+        .iter()
+        .map(|n| root.join(n))
+        .find(|d| d.join("tmac").is_dir());
+    let Some(current) = current else {
+        return Ok(Vec::new());
+    };
+    let dest = staging.join("share/groff");
+    copy_tree(&current.join("tmac"), &dest.join("tmac"))?;
+    copy_tree(&current.join("font"), &dest.join("font"))?;
+    if root.join("site-tmac").is_dir() {
+        copy_tree(&root.join("site-tmac"), &dest.join("site-tmac"))?;
+    }
+    Ok(vec![
+        (
+            "GROFF_TMAC_PATH".to_string(),
+            format!("{IMAGE_ROOT}/share/groff/site-tmac:{IMAGE_ROOT}/share/groff/tmac"),
+        ),
+        (
+            "GROFF_FONT_PATH".to_string(),
+            format!("{IMAGE_ROOT}/share/groff/font"),
+        ),
+    ])
+}
+
 /// Copies regular files and directories under `from` to `to`, in name order; symlinks are
 /// followed (dangling ones skipped).
 fn copy_tree(from: &Path, to: &Path) -> Result<(), HostError> {
@@ -333,6 +473,27 @@ mod tests {
         assert_eq!(python_version("python3"), None);
         assert_eq!(python_version("python3.11-config"), None);
         assert_eq!(python_version("libz.so.1"), None);
+    }
+
+    #[test]
+    fn man_page_topics() {
+        assert_eq!(man_page_topic(Path::new("/m/man1/ls.1.gz")), Some("ls"));
+        assert_eq!(
+            man_page_topic(Path::new("/m/man8/ip-link.8")),
+            Some("ip-link")
+        );
+        assert_eq!(
+            man_page_topic(Path::new("/m/man3/SSL.3ssl.gz")),
+            Some("SSL")
+        );
+        assert_eq!(man_page_topic(Path::new("/m/man1/README")), None);
+    }
+
+    #[test]
+    fn vim_is_recognised_by_its_file_name() {
+        assert!(is_vim(Path::new("/usr/bin/vim.basic")));
+        assert!(is_vim(Path::new("/usr/bin/vim")));
+        assert!(!is_vim(Path::new("/usr/bin/vimdiff")));
     }
 
     #[test]

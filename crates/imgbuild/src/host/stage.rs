@@ -40,6 +40,40 @@ enum ProgramKind {
     },
 }
 
+/// Programs that run helper programs by an absolute path compiled in, and those helpers'
+/// paths on the host. Each helper found is bundled under `bin/`, and the compiled-in path is
+/// rewritten to the image's (equal length or shorter, [`crate::confine`]), so the program
+/// never runs what the container has at that path.
+const HELPERS: &[(&str, &[&str])] = &[(
+    "man",
+    &[
+        "/usr/libexec/man-db/zsoelim",
+        "/usr/libexec/man-db/manconv",
+        "/usr/lib/man-db/zsoelim",
+        "/usr/lib/man-db/manconv",
+    ],
+)];
+
+/// Configuration files a program cannot start without, compiled in by absolute path: the
+/// program reads the image's copy instead (`(program, container path, file in the image,
+/// contents)`).
+const CONFIG_FILES: &[(&str, &str, &str, &str)] = &[(
+    "man",
+    "/etc/manpath.config",
+    ".man",
+    "# man-db's configuration in a crashcart image: pages from the image only.\n\
+     MANDATORY_MANPATH /dev/crashcart/share/man\n",
+)];
+
+/// A compiled-in container path the image's programs read as a path of the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// The path compiled in.
+    pub from: String,
+    /// The image's path, no longer than `from`.
+    pub to: String,
+}
+
 /// Everything a bundle will contain, found on the host but not yet copied.
 pub struct Plan {
     /// Programs in the order given (script interpreters before their scripts).
@@ -47,22 +81,80 @@ pub struct Plan {
     closure: Closure,
     /// Names in `lib/` that are loaders (`PT_INTERP` targets), which are never rewritten.
     loaders: BTreeSet<String>,
+    /// Compiled-in paths pointed into the image.
+    pub redirects: Vec<Redirect>,
+    /// Files to create in the image (`path under the root`, contents) for [`CONFIG_FILES`].
+    config_files: Vec<(String, String)>,
 }
 
-/// Finds every program, interpreter and library for `programs`.
-pub fn plan(programs: &[OsString]) -> Result<Plan, HostError> {
+/// A program found in a package's file list (`--host-package`, `--host-set`).
+pub struct PackagedProgram {
+    /// Its path in a program directory.
+    pub path: PathBuf,
+    /// The package that installed it (or the program it links to).
+    pub package: String,
+}
+
+/// Finds every program, interpreter and library for `programs`, then for the `packaged`
+/// programs. A named program that cannot be bundled is an error; a package's program that
+/// cannot (a script whose interpreter the host lacks, a name an earlier program took) is left
+/// out, and returned as `name (why)`.
+pub fn plan(
+    programs: &[OsString],
+    packaged: &[PackagedProgram],
+) -> Result<(Plan, Vec<String>), HostError> {
     let mut planner = Planner {
         resolver: LibraryResolver::for_host(Machine::host()),
         plan: Plan {
             programs: Vec::new(),
             closure: Closure::default(),
             loaders: BTreeSet::new(),
+            redirects: Vec::new(),
+            config_files: Vec::new(),
         },
     };
     for program in programs {
         let found = find_program(program)?;
         planner.add_program(&found, 0)?;
     }
+    let mut left_out = Vec::new();
+    for program in packaged {
+        let name = program
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let taken = planner.plan.programs.iter().find(|p| p.name == name);
+        if let Some(taken) = taken {
+            let same = std::fs::canonicalize(&program.path).is_ok_and(|p| p == taken.host_path);
+            if !same {
+                left_out.push(format!(
+                    "{name} of {} (bin/{name} is {})",
+                    program.package,
+                    taken.found_path.display()
+                ));
+            }
+            continue;
+        }
+        // Nothing of a program that fails is kept but libraries its closure reached.
+        let before = planner.plan.programs.len();
+        match planner.add_program(&program.path, 0) {
+            Ok(_) => {}
+            Err(
+                e @ (HostError::NotExecutable(_)
+                | HostError::InterpreterNotFound { .. }
+                | HostError::InterpreterTooDeep(_)
+                | HostError::WrongArchitecture { .. }
+                | HostError::MissingLibrary { .. }
+                | HostError::NameClash { .. }),
+            ) => {
+                planner.plan.programs.truncate(before);
+                left_out.push(format!("{name} of {} ({e})", program.package));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    planner.add_helpers()?;
     if let Some(libc) = planner.plan.closure.libraries.get("libc.so.6") {
         for (name, path) in runtime_data::libc_dlopened(&libc.path.clone()) {
             planner
@@ -71,7 +163,7 @@ pub fn plan(programs: &[OsString]) -> Result<Plan, HostError> {
                 .add_dlopened(&planner.resolver, &name, &path)?;
         }
     }
-    Ok(planner.plan)
+    Ok((planner.plan, left_out))
 }
 
 struct Planner {
@@ -80,6 +172,37 @@ struct Planner {
 }
 
 impl Planner {
+    /// Adds the [`HELPERS`] and [`CONFIG_FILES`] of the programs planned so far.
+    fn add_helpers(&mut self) -> Result<(), HostError> {
+        let names: Vec<String> = self.plan.programs.iter().map(|p| p.name.clone()).collect();
+        for (program, helpers) in HELPERS {
+            if !names.iter().any(|n| n == program) {
+                continue;
+            }
+            for helper in helpers.iter().map(Path::new).filter(|h| h.is_file()) {
+                let name = self.add_program(helper, 0)?;
+                let to = format!("{IMAGE_ROOT}/bin/{name}");
+                let from = helper.to_string_lossy().into_owned();
+                if to.len() <= from.len() {
+                    self.plan.redirects.push(Redirect { from, to });
+                }
+            }
+        }
+        for (program, path, file, contents) in CONFIG_FILES {
+            let to = format!("{IMAGE_ROOT}/{file}");
+            if names.iter().any(|n| n == program) && to.len() <= path.len() {
+                self.plan.redirects.push(Redirect {
+                    from: path.to_string(),
+                    to,
+                });
+                self.plan
+                    .config_files
+                    .push((file.to_string(), contents.to_string()));
+            }
+        }
+        Ok(())
+    }
+
     /// Adds the program at `found`, returning its name under `bin/`.
     fn add_program(&mut self, found: &Path, depth: usize) -> Result<String, HostError> {
         let name = found
@@ -190,17 +313,28 @@ pub struct Staged {
     pub env: Vec<(String, String)>,
     /// The bundled libc's gconv directory, to be pointed into the image.
     pub gconv: Option<GconvRedirect>,
+    /// Lines for the user.
+    pub notes: Vec<String>,
 }
 
-/// Copies `plan` into `staging` and rewrites it.
-pub fn write(plan: &Plan, staging: &Path) -> Result<Staged, HostError> {
+/// Copies `plan` into `staging` and rewrites it, then adds the data its programs read and
+/// the manual pages `man_pages`.
+pub fn write(plan: &Plan, staging: &Path, man_pages: &[PathBuf]) -> Result<Staged, HostError> {
     let bin = staging.join("bin");
     let lib = staging.join("lib");
     let lib_in_image = format!("{IMAGE_ROOT}/lib");
     let mut programs_by_loader: BTreeMap<Option<String>, Vec<PathBuf>> = BTreeMap::new();
     let mut uses_iconv = false;
+    // A file reached under several names (`pkill` and `pgrep`, `vim` and `vi`) is copied once;
+    // its other names are symlinks to the first, so each still starts under the name typed.
+    let mut first_name: BTreeMap<&Path, &str> = BTreeMap::new();
     for program in &plan.programs {
         let dest = bin.join(&program.name);
+        if let Some(first) = first_name.get(program.host_path.as_path()) {
+            super::files::symlink(first, &dest)?;
+            continue;
+        }
+        first_name.insert(&program.host_path, &program.name);
         match &program.kind {
             ProgramKind::Elf(object) => {
                 copy_file(&program.host_path, &dest, 0o755)?;
@@ -251,6 +385,20 @@ pub fn write(plan: &Plan, staging: &Path) -> Result<Staged, HostError> {
         files: libraries,
     });
     rewrite_all(&batches)?;
+    let mut notes = Vec::new();
+    for program in &plan.programs {
+        if first_name.get(program.host_path.as_path()) == Some(&program.name.as_str()) {
+            if let Some(note) =
+                super::privdrop::patch(&program.host_path, &bin.join(&program.name))?
+            {
+                notes.push(note);
+            }
+        }
+    }
+
+    for (file, contents) in &plan.config_files {
+        write_file(&staging.join(file), contents.as_bytes(), 0o644)?;
+    }
 
     let mut env = runtime_data::copy_terminfo(staging)?;
     let mut gconv = None;
@@ -283,6 +431,19 @@ pub fn write(plan: &Plan, staging: &Path) -> Result<Staged, HostError> {
     if let Some(gdb) = plan.programs.iter().find(|p| p.name == "gdb") {
         runtime_data::copy_gdb_data(&gdb.host_path, staging)?;
     }
+    if let Some(vim) = plan
+        .programs
+        .iter()
+        .find(|p| runtime_data::is_vim(&p.host_path))
+    {
+        env.extend(runtime_data::copy_vim_runtime(&vim.host_path, staging)?);
+    }
+    env.extend(runtime_data::copy_man_pages(man_pages, staging)?);
+    if let Some(groff) = plan.programs.iter().find(|p| p.name == "groff") {
+        env.extend(runtime_data::copy_groff_data(&groff.host_path, staging)?);
+        // groff runs troff and its output drivers from here before PATH.
+        env.push(("GROFF_BIN_PATH".to_string(), format!("{IMAGE_ROOT}/bin")));
+    }
     if runtime_data::needs_ca_bundle(
         plan.programs.iter().map(|p| p.name.as_str()),
         plan.closure.libraries.keys().map(String::as_str),
@@ -290,7 +451,7 @@ pub fn write(plan: &Plan, staging: &Path) -> Result<Staged, HostError> {
         env.extend(runtime_data::copy_ca_bundle(staging)?);
     }
     env.sort();
-    Ok(Staged { env, gconv })
+    Ok(Staged { env, gconv, notes })
 }
 
 #[cfg(test)]
@@ -310,7 +471,7 @@ mod tests {
     fn env_script_brings_its_interpreter_and_points_at_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = script(dir.path(), "hello", "#!/usr/bin/env sh\necho hi\n");
-        let plan = plan(&[path.clone().into()]).unwrap();
+        let (plan, _) = plan(&[path.clone().into()], &[]).unwrap();
         let names: Vec<&str> = plan.programs.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["sh", "hello"]);
         let ProgramKind::Script { shebang, .. } = &plan.programs[1].kind else {
@@ -320,7 +481,7 @@ mod tests {
         assert!(plan.closure.libraries.contains_key("libc.so.6"));
 
         let staging = tempfile::tempdir().unwrap();
-        write(&plan, staging.path()).unwrap();
+        write(&plan, staging.path(), &[]).unwrap();
         assert_eq!(
             std::fs::read_to_string(staging.path().join("bin/hello")).unwrap(),
             "#!/dev/crashcart/bin/sh\necho hi\n"
@@ -334,14 +495,20 @@ mod tests {
         std::fs::create_dir(dir.path().join("b")).unwrap();
         let a = script(&dir.path().join("a"), "tool", "#!/bin/sh\necho a\n");
         let b = script(&dir.path().join("b"), "tool", "#!/bin/sh\necho b\n");
-        let err = plan(&[a.clone().into(), b.into()]).err().expect("clash");
+        let err = plan(&[a.clone().into(), b.into()], &[])
+            .err()
+            .expect("clash");
         assert!(
             matches!(err, HostError::NameClash { ref name, .. } if name == "tool"),
             "{err}"
         );
         // The same file twice is one program.
         assert_eq!(
-            plan(&[a.clone().into(), a.into()]).unwrap().programs.len(),
+            plan(&[a.clone().into(), a.into()], &[])
+                .unwrap()
+                .0
+                .programs
+                .len(),
             2
         );
     }
