@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, ValueEnum};
 
 use crate::request::{Mode, Request};
+use crate::user::UserSpec;
 
 /// Exit status for crashcart's own errors (usage included), as `docker run` and `nsenter` use.
 pub const EXIT_CRASHCART: u8 = 125;
@@ -60,10 +61,11 @@ pub struct Cli {
     #[arg(short, long)]
     pub exec: bool,
 
-    /// Run the command as UID[:GID] of the container (default 0:0; with --profile target, the
-    /// target's).
-    #[arg(long, value_name = "UID[:GID]", value_parser = parse_user)]
-    pub user: Option<(u32, u32)>,
+    /// Run the command as this user of the container: a name or UID, optionally :GROUP or :GID,
+    /// looked up in the container's /etc/passwd and /etc/group as docker exec -u does (default
+    /// 0:0; with --profile target, the target's).
+    #[arg(long, value_name = "USER[:GROUP]", value_parser = UserSpec::parse)]
+    pub user: Option<UserSpec>,
 
     /// What the command may do: `debug` (default) the target's capabilities plus those
     /// debuggers need, never one that reaches the host, with no_new_privs and a seccomp filter;
@@ -150,7 +152,7 @@ impl Cli {
             target: self.target().unwrap_or_default().to_string(),
             image: self.image.clone(),
             mode,
-            user: self.user,
+            user: self.user.clone(),
             profile: self.profile(),
         }
     }
@@ -172,23 +174,6 @@ impl Cli {
             None => &[],
         }
     }
-}
-
-fn parse_user(s: &str) -> Result<(u32, u32), String> {
-    let (uid, gid) = match s.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (s, None),
-    };
-    let uid: u32 = uid
-        .parse()
-        .map_err(|_| format!("{uid:?} is not a numeric UID"))?;
-    let gid: u32 = match gid {
-        Some(g) => g
-            .parse()
-            .map_err(|_| format!("{g:?} is not a numeric GID"))?,
-        None => 0,
-    };
-    Ok((uid, gid))
 }
 
 /// Parses `std::env::args`. On `--help`/`--version`/`--generate` prints and returns the exit
@@ -296,7 +281,7 @@ mod tests {
         );
         let request = parse(&["--profile", "target", "--user", "7:8", "web-1"]).request();
         assert_eq!(request.profile, crate::privileges::Profile::Target);
-        assert_eq!(request.user, Some((7, 8)));
+        assert_eq!(request.user, Some(UserSpec::parse("7:8").unwrap()));
         assert_eq!(request.target, "web-1");
     }
 
@@ -319,10 +304,12 @@ mod tests {
 
     #[test]
     fn user_forms() {
-        assert_eq!(parse_user("1000"), Ok((1000, 0)));
-        assert_eq!(parse_user("1000:100"), Ok((1000, 100)));
-        assert!(parse_user("bob").is_err());
-        assert!(parse_user("1:x").is_err());
+        for good in ["1000", "1000:100", "nginx", "nginx:www", "101:www", "bob:7"] {
+            assert!(Cli::try_parse_from(["crashcart", "--user", good, "web-1"]).is_ok());
+        }
+        for bad in ["", "bob:", "99999999999", "1:4294967296"] {
+            assert!(Cli::try_parse_from(["crashcart", "--user", bad, "web-1"]).is_err());
+        }
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod session;
 pub mod signals;
 pub mod sweep;
 mod sys;
+pub mod user;
 
 pub use request::{Mode, Request};
 pub use session::run;

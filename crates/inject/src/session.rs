@@ -37,7 +37,7 @@ use rustix::termios::isatty;
 
 use crate::cgroup::{CgroupError, CgroupProcs};
 use crate::cli::EXIT_CRASHCART;
-use crate::devdir::{self, DevError};
+use crate::devdir::{self, DevError, HomeOwner};
 use crate::environment::Environment;
 use crate::exec::{self, ChildFds, Command, CommandError, Stage};
 use crate::image::{self, Image, ImageError, Manifest};
@@ -54,6 +54,7 @@ use crate::sealed::{self, SealError};
 use crate::signals::{Forwarding, PARENT_DIED};
 use crate::step;
 use crate::sys::{self, Fork, SignalSet};
+use crate::user::{self, UserError, UserSpec};
 use crashcart_layout as layout;
 
 /// Arguments of the default command when it is bash: POSIX mode, because then bash reads only
@@ -106,6 +107,9 @@ pub enum SessionError {
     /// The profile's privileges could not be worked out.
     #[error(transparent)]
     Privileges(#[from] PrivilegeError),
+    /// `--user` names no user or group of the container, or its files cannot be read.
+    #[error(transparent)]
+    User(#[from] UserError),
     /// `-e` with a target that is not a Docker container.
     #[error("-e runs the command with docker exec, but {0} is not a Docker container")]
     ExecNeedsDocker(String),
@@ -186,12 +190,12 @@ pub fn run(request: &Request) -> Result<u8, SessionError> {
             if code != 0 {
                 return Ok(code);
             }
-            docker_exec(&target, &process, &command, request.user)
+            docker_exec(&target, &process, &command, request.user.as_ref())
         }
         request::Mode::Session { command } => {
             let plan = SessionPlan {
                 profile: request.profile,
-                user: request.user,
+                user: request.user.clone(),
                 default_shell: command.is_empty(),
                 command: command_or_shell(command)?,
                 shell,
@@ -220,7 +224,7 @@ fn mount_in_container(
 /// What a session runs, and with what privileges.
 struct SessionPlan {
     profile: Profile,
-    user: Option<(u32, u32)>,
+    user: Option<UserSpec>,
     command: Vec<OsString>,
     /// The image's shell, for `SHELL`.
     shell: Option<String>,
@@ -317,11 +321,11 @@ fn docker_exec(
     target: &Target,
     process: &TargetProcess,
     command: &[OsString],
-    user: Option<(u32, u32)>,
+    user: Option<&UserSpec>,
 ) -> Result<u8, SessionError> {
     let id = target.id.clone().unwrap_or_default();
     let environ = process.environ()?;
-    let env = Environment::for_command(&environ, None, None, &[]);
+    let env = Environment::for_command(&environ, None, None, devdir::SESSION_HOME, &[]);
     let mut docker = std::process::Command::new("docker");
     docker.arg("exec").arg("-i");
     if isatty(std::io::stdin()) {
@@ -331,8 +335,9 @@ fn docker_exec(
     path.push(std::ffi::OsStr::from_bytes(
         env.get(b"PATH").unwrap_or_default(),
     ));
-    if let Some((uid, gid)) = user {
-        docker.arg("--user").arg(format!("{uid}:{gid}"));
+    // docker exec resolves names in the container's passwd and group files itself.
+    if let Some(user) = user {
+        docker.arg("--user").arg(user.to_string());
     }
     docker.arg("-e").arg(path).arg(&id).args(command);
     step!("exec: {docker:?}");
@@ -355,16 +360,30 @@ fn session(
         &environ,
         std::env::var_os("TERM").as_deref(),
         plan.shell.as_deref(),
+        devdir::SESSION_HOME,
         &manifest.env,
     );
     if plan.default_shell {
         env.set(b"ENV", layout::IMAGE_RC.as_bytes());
     }
     let command = Command::new(&plan.command, &env)?;
-    let privileges = session_privileges(
+    let identity = match &plan.user {
+        Some(spec) => {
+            let identity = user::resolve_in_container(spec, process.root()?.as_fd())?;
+            step!(
+                "--user {spec}: uid {} gid {} groups {:?}",
+                identity.uid,
+                identity.gid,
+                identity.groups
+            );
+            Some(identity)
+        }
+        None => None,
+    };
+    let (privileges, home) = session_privileges(
         plan.profile,
         process,
-        plan.user,
+        identity.as_ref(),
         !namespaces.differs(Kind::Net),
     )?;
     if let Some(warning) = privileges.warning() {
@@ -385,6 +404,7 @@ fn session(
         cwd,
         command,
         privileges,
+        home,
         streams,
     };
     match sys::fork().map_err(sys_err("fork"))? {
@@ -424,6 +444,7 @@ struct Helper {
     cwd: Option<PathBuf>,
     command: Command,
     privileges: Privileges,
+    home: HomeOwner,
     streams: CommandStreams,
 }
 
@@ -442,6 +463,7 @@ impl Helper {
             cwd,
             command,
             privileges,
+            home,
             streams,
         } = self;
         // Its own session and process group: no controlling terminal for anything started
@@ -467,7 +489,7 @@ impl Helper {
         namespaces.enter(Kind::Mnt)?;
         mount::enter_private_copy()?;
         let dev = devdir::open_dev()?;
-        devdir::build_session_dev(dev.as_fd(), image_mount, store_alias.as_deref())?;
+        devdir::build_session_dev(dev.as_fd(), image_mount, store_alias.as_deref(), home)?;
         drop(dev);
         preload::cover_preload_files(&ignores)?;
         enter_cwd(cwd.as_deref());
@@ -623,13 +645,14 @@ fn report_failure(command: &Command, pid: u32, report: BorrowedFd<'_>) {
 }
 
 /// Works out, before anything is forked, what the command may do under `profile`: reads the
-/// target's credentials (and, for `target`, copies its seccomp filters by ptrace).
+/// target's credentials (and, for `target`, copies its seccomp filters by ptrace). Also who
+/// owns the session's `HOME`: the command's user and group, as host IDs.
 fn session_privileges(
     profile: Profile,
     process: &TargetProcess,
-    user: Option<(u32, u32)>,
+    user: Option<&user::Identity>,
     shares_host_network: bool,
-) -> Result<Privileges, SessionError> {
+) -> Result<(Privileges, HomeOwner), SessionError> {
     let credentials = TargetCredentials::read(process)?;
     let filters = if profile == Profile::Target && credentials.status.seccomp == 2 {
         privileges::target_seccomp_filters(process.pid)?
@@ -637,13 +660,15 @@ fn session_privileges(
         Vec::new()
     };
     step!("profile {profile:?}");
-    Ok(Privileges::new(
-        profile,
-        &credentials,
-        user,
-        shares_host_network,
-        filters,
-    )?)
+    let privileges = Privileges::new(profile, &credentials, user, shares_host_network, filters)?;
+    // An ID the namespace does not map cannot be taken by the command either (it fails to
+    // start); root then owns the directory.
+    let (uid, gid) = privileges.ids();
+    let home = HomeOwner {
+        uid: privileges::namespace_to_host_id(uid, &credentials.uid_map).unwrap_or(0),
+        gid: privileges::namespace_to_host_id(gid, &credentials.gid_map).unwrap_or(0),
+    };
+    Ok((privileges, home))
 }
 
 /// Changes to the target's working directory, resolved inside the (new) root without letting
