@@ -434,9 +434,9 @@ pub fn unmount_persistent(dev: BorrowedFd<'_>, ours: &[u64]) -> Result<(), DevEr
     drop(mounted);
     match unlinkat(dev, MOUNT_NAME, AtFlags::REMOVEDIR) {
         Ok(()) => step!("removed /dev/crashcart"),
-        Err(e) => {
-            eprintln!("crashcart: warning: cannot remove /dev/crashcart in the container: {e}")
-        }
+        Err(e) => crate::log::say(format_args!(
+            "warning: cannot remove /dev/crashcart in the container: {e}"
+        )),
     }
     remove_store_aliases(dev);
     Ok(())

@@ -21,6 +21,8 @@ pub struct Request {
     pub user: Option<UserSpec>,
     /// `--profile`.
     pub profile: Profile,
+    /// `-q`: no hints.
+    pub quiet: bool,
 }
 
 /// How crashcart deals with the target.

@@ -57,9 +57,12 @@ use crate::sys::{self, Fork, SignalSet};
 use crate::user::{self, UserError, UserSpec};
 use crashcart_layout as layout;
 
-/// Arguments of the default command when it is bash: POSIX mode, because then bash reads only
-/// `$ENV` at startup — never the container's `/etc/bash.bashrc` or `/etc/bashrc`, which an
-/// interactive bash reads even with `--rcfile`. The image's rc file leaves POSIX mode.
+/// Arguments of the default command when it is bash and stdin is a terminal: POSIX mode,
+/// because then bash reads only `$ENV` at startup — never the container's `/etc/bash.bashrc`
+/// or `/etc/bashrc`, which an interactive bash reads even with `--rcfile`. The image's rc file
+/// leaves POSIX mode. When stdin is not a terminal (commands piped in), bash runs
+/// non-interactively, without arguments: it then reads only `$BASH_ENV` (the rc file), and
+/// prints no prompts and no job-control warnings into the output.
 const BASH_ARGS: [&str; 2] = ["--posix", "-i"];
 
 /// Why a crashcart run failed (exit status 125).
@@ -127,6 +130,9 @@ pub enum SessionError {
         /// Why.
         source: Errno,
     },
+    /// `--list` could not write its output.
+    #[error("cannot write to stdout")]
+    Stdout(#[source] std::io::Error),
     /// `docker exec` could not be started.
     #[error("cannot run docker exec")]
     DockerExec(#[source] std::io::Error),
@@ -144,8 +150,10 @@ pub fn run(request: &Request) -> Result<u8, SessionError> {
     if request.mode == request::Mode::List {
         let listings = resolve::list(&resolve::Resolver::from_env());
         let table = std::io::IsTerminal::is_terminal(&std::io::stdout());
-        print!("{}", resolve::render(&listings, table));
-        return Ok(0);
+        return match crate::log::stdout_bytes(resolve::render(&listings, table).as_bytes()) {
+            Ok(()) => Ok(0),
+            Err(e) => Err(SessionError::Stdout(e)),
+        };
     }
     sealed::ensure()?;
     let exe = sealed::original_exe();
@@ -176,14 +184,22 @@ pub fn run(request: &Request) -> Result<u8, SessionError> {
     let (image_mount, manifest) = mount_image(&image)?;
     drop(image);
     let shell = image_shell(image_mount.as_fd());
+    let interactive = isatty(std::io::stdin());
     // The command as asked, else the image's shell (an error when it has none).
     let command_or_shell = |command: &Vec<OsString>| match (command.is_empty(), &shell) {
         (false, _) => Ok(command.clone()),
-        (true, Some(shell)) => Ok(default_command(shell)),
+        (true, Some(shell)) => Ok(default_command(shell, interactive)),
         (true, None) => Err(SessionError::NoShell(image_path.clone())),
     };
     match &request.mode {
-        request::Mode::Mount => mount_in_container(&process, image_mount, &manifest),
+        request::Mode::Mount => {
+            let user_ns = Namespaces::open(&process)?.differs(Kind::User);
+            let code = mount_in_container(&process, image_mount, &manifest)?;
+            if code == 0 && !request.quiet {
+                crate::log::stderr_text(&mount_hint(spec, &target, shell.as_deref(), user_ns));
+            }
+            Ok(code)
+        }
         request::Mode::DockerExec { command } => {
             let command = command_or_shell(command)?;
             let code = mount_in_container(&process, image_mount, &manifest)?;
@@ -197,6 +213,7 @@ pub fn run(request: &Request) -> Result<u8, SessionError> {
                 profile: request.profile,
                 user: request.user.clone(),
                 default_shell: command.is_empty(),
+                interactive,
                 command: command_or_shell(command)?,
                 shell,
             };
@@ -221,6 +238,37 @@ fn mount_in_container(
     })
 }
 
+/// After `-m`: how to use the mount (`docker exec` for a Docker container, else `nsenter`)
+/// and how to remove it.
+fn mount_hint(spec: &str, target: &Target, shell: Option<&str>, user_ns: bool) -> String {
+    let command = match shell {
+        Some(bash) if bash.ends_with("/bash") => {
+            format!("{bash} --rcfile {} -i", layout::IMAGE_RC)
+        }
+        Some(sh) => sh.to_string(),
+        None => format!("{}/...", layout::IMAGE_BIN),
+    };
+    let enter = match (&target.runtime, &target.id) {
+        (Runtime::Docker, Some(id)) => {
+            let container = target
+                .name
+                .clone()
+                .unwrap_or_else(|| id.chars().take(12).collect());
+            format!("docker exec -it {container} {command}")
+        }
+        _ => format!(
+            "nsenter -t {} -m -u -i -n -p{} {command}",
+            target.pid,
+            if user_ns { " -U" } else { "" }
+        ),
+    };
+    format!(
+        "crashcart: the image is mounted at {} in {spec}; use it with\n  {enter}\n\
+         and remove it with\n  crashcart -u {spec}\n",
+        layout::IMAGE_ROOT
+    )
+}
+
 /// What a session runs, and with what privileges.
 struct SessionPlan {
     profile: Profile,
@@ -230,6 +278,8 @@ struct SessionPlan {
     shell: Option<String>,
     /// Whether `command` is the default shell (it then gets `ENV` = the image's rc file).
     default_shell: bool,
+    /// Whether crashcart's stdin is a terminal (the command then gets a pty).
+    interactive: bool,
 }
 
 /// Attaches the image and mounts it (detached) while holding the image lock, then reads its
@@ -264,11 +314,11 @@ fn image_shell(image_root: BorrowedFd<'_>) -> Option<String> {
         .map(|name| format!("{}/{name}", layout::IMAGE_BIN))
 }
 
-/// The default command: the image's `shell`, bash in POSIX mode reading only the image's rc
-/// file, or plain sh.
-fn default_command(shell: &str) -> Vec<OsString> {
+/// The default command: the image's `shell`, bash reading only the image's rc file (in POSIX
+/// mode and interactive on a terminal, see [`BASH_ARGS`]), or plain sh.
+fn default_command(shell: &str, interactive: bool) -> Vec<OsString> {
     let mut args = vec![OsString::from(shell)];
-    if shell.ends_with("/bash") {
+    if shell.ends_with("/bash") && interactive {
         args.extend(BASH_ARGS.iter().map(OsString::from));
     }
     args
@@ -364,7 +414,13 @@ fn session(
         &manifest.env,
     );
     if plan.default_shell {
-        env.set(b"ENV", layout::IMAGE_RC.as_bytes());
+        // The container's ENV and BASH_ENV are dropped; this is the image's rc file.
+        let rc_var: &[u8] = if plan.interactive {
+            b"ENV"
+        } else {
+            b"BASH_ENV"
+        };
+        env.set(rc_var, layout::IMAGE_RC.as_bytes());
     }
     let command = Command::new(&plan.command, &env)?;
     let identity = match &plan.user {
@@ -387,7 +443,7 @@ fn session(
         !namespaces.differs(Kind::Net),
     )?;
     if let Some(warning) = privileges.warning() {
-        eprintln!("{warning}");
+        crate::log::stderr_text(&format!("{warning}\n"));
     }
     let (relay, streams) = relay::open(process)?;
     let forwarding = Forwarding::block().map_err(sys_err("block signals"))?;
@@ -422,10 +478,10 @@ fn session(
             let code = relay.run(helper, &forwarding)?.unwrap_or(EXIT_CRASHCART);
             // The helper has said why when it failed (125); otherwise say why it ended.
             if process.is_exiting() && code != EXIT_CRASHCART {
-                eprintln!(
-                    "crashcart: target pid {} exited; the session ended",
+                crate::log::say(format_args!(
+                    "target pid {} exited; the session ended",
                     process.pid
-                );
+                ));
             }
             Ok(code)
         }
@@ -630,9 +686,18 @@ fn report_failure(command: &Command, pid: u32, report: BorrowedFd<'_>) {
     let why = Errno::from_raw_os_error(errno);
     let program = &command.program;
     match stage {
-        Stage::Exec if why == Errno::NOENT => crate::log::say(format_args!(
-            "cannot run {program}: not found in the container"
-        )),
+        Stage::Exec if why == Errno::NOENT => match command.existing_candidate() {
+            Some(found) => crate::log::say(format_args!(
+                "cannot run {}: its interpreter or loader is missing ({why})",
+                found.to_string_lossy()
+            )),
+            None if command.is_path() => crate::log::say(format_args!(
+                "cannot run {program}: no such file in the container"
+            )),
+            None => crate::log::say(format_args!(
+                "`{program}` is neither in the image nor on the container's PATH"
+            )),
+        },
         Stage::Exec => crate::log::say(format_args!("cannot run {program}: {why}")),
         Stage::UserNamespace => crate::log::say(format_args!(
             "cannot enter the user namespace of pid {pid}: {why}"
