@@ -23,6 +23,7 @@ packages=(
     lsof                 # tests/hostile_privileges.rs: lsof -p 1 from a session
     gcc libc6-dev        # tests/hostile_privileges.rs: static payloads (tests/fixtures/hostile)
     hyperfine time       # bench/
+    man-db               # tests/inject.rs: crashcart's man page, rendered with man -l
     attr libcap2-bin     # imgbuild tests: setfattr/getfattr, setcap (xattr fidelity)
     podman               # target resolution of Podman containers (tests/resolve.rs)
     containerd runc containernetworking-plugins  # tests/k8s.rs: pods over CRI
