@@ -276,7 +276,8 @@ struct SessionPlan {
     command: Vec<OsString>,
     /// The image's shell, for `SHELL`.
     shell: Option<String>,
-    /// Whether `command` is the default shell (it then gets `ENV` = the image's rc file).
+    /// Whether `command` is the default shell (it then gets `ENV`, or `BASH_ENV` when not
+    /// interactive, = the image's rc file).
     default_shell: bool,
     /// Whether crashcart's stdin is a terminal (the command then gets a pty).
     interactive: bool,
