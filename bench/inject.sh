@@ -6,6 +6,8 @@
 #                              ptrace)
 #   nsenter -a -t PID true     (the container's own busybox true; no image, no cgroup, no /dev)
 #   docker exec ID true        (through dockerd and containerd)
+#   --user app                 (crashcart resolving a name from the container's passwd and group
+#                              files, against docker exec -u app)
 # cold: nothing holds the image's loop device, so every crashcart run attaches it first;
 # warm: a long session keeps the device attached.
 # Writes the figures into the bench:inject section of BENCHMARKS.md. Needs root, docker,
@@ -36,6 +38,11 @@ cp tests/fixtures/distroless/Dockerfile "$work/ctx/"
 DOCKER_BUILDKIT=0 docker build -q -t crashcart-test-distroless:latest "$work/ctx" >/dev/null
 id=$(docker run -d --name "$name" crashcart-test-distroless:latest)
 pid=$(docker inspect -f '{{.State.Pid}}' "$id")
+# A user for --user: a passwd and group file of a usual size (a few dozen lines).
+docker exec "$id" /busybox sh -c 'mkdir -p /etc && for i in $(/busybox seq 1 40); do
+    echo "svc$i:x:$((2000 + i)):$((2000 + i))::/nonexistent:/sbin/nologin"; done > /etc/passwd &&
+    echo "app:x:1000:1000::/home/app:/bin/sh" >> /etc/passwd &&
+    for i in $(/busybox seq 1 40); do echo "grp$i:x:$((3000 + i)):app,svc$i"; done > /etc/group'
 img=$work/tools.img
 # crashcart installed immutable runs in place instead of from a sealed copy of itself.
 cc_imm=$work/crashcart-immutable
@@ -56,8 +63,10 @@ hyperfine "${common[@]}" --export-markdown "$work/warm.md" \
     -n "crashcart (warm)" "$cc -i $img $id true" \
     -n "crashcart --profile sysadmin (warm)" "$cc --profile sysadmin -i $img $id true" \
     -n "crashcart, immutable binary (warm)" "$cc_imm -i $img $id true" \
+    -n "crashcart --user app (warm)" "$cc --user app -i $img $id true" \
     -n "nsenter -a" "nsenter -a -t $pid /busybox true" \
-    -n "docker exec" "docker exec $id /busybox true" >/dev/null
+    -n "docker exec" "docker exec $id /busybox true" \
+    -n "docker exec -u app" "docker exec -u app $id /busybox true" >/dev/null
 
 # Keystroke echo through each one's terminal: crashcart relays into a pty of the container's
 # devpts, nsenter hands over the benchmark's own pty, docker exec -t relays through dockerd.
@@ -77,6 +86,8 @@ warm_imm=$(mean "crashcart, immutable binary (warm)" "$work/warm.md")
 ns=$(mean "nsenter -a" "$work/warm.md")
 ns_cold=$(mean "nsenter -a" "$work/cold.md")
 de=$(mean "docker exec" "$work/warm.md")
+warm_user=$(mean "crashcart --user app (warm)" "$work/warm.md")
+de_user=$(mean "docker exec -u app" "$work/warm.md")
 
 section=$work/section.md
 {
@@ -96,6 +107,9 @@ section=$work/section.md
     echo "  binary installed immutable (no sealed copy): **$(ratio "$warm_imm" "$ns")x**"
     echo "- cold crashcart / cold nsenter -a: **$(ratio "$cold" "$ns_cold")x** (target: within 4x)"
     echo "- docker exec / warm crashcart: **$(ratio "$de" "$warm")x** slower"
+    echo "- --user app (41 passwd, 40 group lines read as data) / no --user, warm crashcart:"
+    echo "  **$(ratio "$warm_user" "$warm")x**; docker exec -u app / crashcart --user app:"
+    echo "  **$(ratio "$de_user" "$warm_user")x** slower"
     echo "- peak RSS of one crashcart session: $rss KiB"
     echo
     echo "Keystroke echo (one character typed, until the terminal shows it; 300 keystrokes,"
@@ -110,7 +124,8 @@ section=$work/section.md
     echo "Where a session's extra time goes, against nsenter: resolving the target and the image,"
     echo "the private /dev, joining the cgroups and, since the hardening, re-executing from a"
     echo "sealed in-memory copy (about 2 ms: the binary is copied and executed a second time;"
-    echo "skipped for an immutable binary), the profile (capabilities, seccomp filter) and the relay."
+    echo "skipped for an immutable binary), the profile (capabilities, seccomp filter), the relay"
+    echo "and the session's HOME (one more tmpfs)."
     echo
     echo "Run again: \`sudo bench/inject.sh\`."
 } >"$section"

@@ -470,17 +470,17 @@ fn container_environment_does_not_reach_the_images_bash() {
         };
         assert_eq!(
             value("HOME").as_deref(),
-            Some("/dev/crashcart"),
+            Some("/dev/crashcart-home"),
             "{what}:\n{env}"
         );
         assert_eq!(value("APP_MODE").as_deref(), Some("prod"), "{what}:\n{env}");
         for var in HOSTILE_ENV {
             let name = var.split_once('=').unwrap().0;
             // crashcart may set some of these itself (INPUTRC, ENV, GCONV_PATH from the
-            // manifest), always to the image's own files.
+            // manifest), always to the image's own files; HOME is the session's own.
             if let Some(v) = value(name) {
                 assert!(
-                    v == "/dev/crashcart" || v.starts_with("/dev/crashcart/"),
+                    v == "/dev/crashcart-home" || v.starts_with("/dev/crashcart/"),
                     "{what}: the container's {name} reached the command as {v:?}:\n{env}"
                 );
             }
@@ -1058,6 +1058,149 @@ fn a_planted_dev_pts_ptmx_is_never_used_as_the_terminal() {
     assert_eq!(
         std::fs::read_to_string(c.vol.path().join("bait")).unwrap(),
         "untouched\n"
+    );
+    image.assert_detached();
+}
+
+/// The `Uid:`, `Gid:` and `Groups:` lines of a `/proc/PID/status`, each on one line.
+fn credential_lines(status: &str) -> Vec<String> {
+    status
+        .lines()
+        .filter(|l| l.starts_with("Uid:") || l.starts_with("Gid:") || l.starts_with("Groups:"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn user_names_are_read_from_the_containers_files_as_data() {
+    if !ready() {
+        return;
+    }
+    let image = ToolImage::busybox(|_| {});
+    let c = Hostile::start(&["-e", "LD_LIBRARY_PATH=/evil"], &[]);
+    // The NSS modules of container_nss_modules_are_never_loaded, and a user of the container.
+    c.sh(
+        "mkdir -p /etc && cp /hostile/nsswitch.conf /hostile/passwd /hostile/group /etc/ && \
+         echo 'app:x:4242:4243::/evilhome:/payload.sh' >> /etc/passwd && \
+         echo 'apps:x:4244:nobody,app' >> /etc/group",
+    );
+    c.control_library("libnss_../../../evil.so.2", "nss_dotdot");
+    c.control_library("/lib/x86_64-linux-gnu/libnss_evilmod.so.2", "nss_libdir");
+    c.control_library("/evil/libnss_evilmod.so.2", "nss_ld_library_path");
+    let out = run_bounded(
+        &mut image.crashcart(&["--user", "app", c.id(), "cat", "/proc/self/status"]),
+        Duration::from_secs(30),
+    );
+    c.assert_no_marker("--user app");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        credential_lines(&stdout(&out)),
+        [
+            "Uid: 4242 4242 4242 4242",
+            "Gid: 4243 4243 4243 4243",
+            "Groups: 4243 4244"
+        ]
+    );
+    // A name only NSS could answer is unknown, not looked up through the modules.
+    let out = run_bounded(
+        &mut image.crashcart(&["--user", "root", c.id(), "true"]),
+        Duration::from_secs(30),
+    );
+    assert_crashcart_error(&out, "no user \"root\" in the container's /etc/passwd");
+    c.assert_no_marker("--user root");
+
+    // A file on the host that the container names: never read.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host_passwd = host.path().join("passwd");
+    std::fs::write(&host_passwd, "hostonly:x:4321:4321::/:/bin/sh\n").unwrap();
+    let host_passwd = host_passwd.display().to_string();
+    let pid = c.c.pid();
+    // Set up from the host, through the container's root: `docker exec` itself (runc) reads
+    // the container's /etc/passwd and would hang on the FIFO.
+    let etc = format!("/proc/{pid}/root/etc");
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            format!("ln -s {host_passwd} passwd"),
+            "hostonly",
+            "no user \"hostonly\"",
+        ),
+        (
+            format!("ln -s ../../../../../../../..{host_passwd} passwd"),
+            "hostonly",
+            "no user \"hostonly\"",
+        ),
+        (
+            format!("ln -s /proc/self/root{host_passwd} passwd"),
+            "hostonly",
+            "/etc/passwd",
+        ),
+        (
+            "mkfifo passwd".into(),
+            "app",
+            "/etc/passwd is not a regular file",
+        ),
+        (
+            "mknod passwd c 1 5".into(),
+            "app",
+            "/etc/passwd is not a regular file",
+        ),
+        (
+            "mkdir passwd".into(),
+            "app",
+            "/etc/passwd is not a regular file",
+        ),
+        (
+            "truncate -s 17M passwd".into(),
+            "app",
+            "/etc/passwd is larger than",
+        ),
+        (
+            "printf 'big:x:99999999999:0::/:/x\\nneg:x:-1:0::/:/x\\n+app:x:1:1::/:/x\\n' \
+             > passwd"
+                .into(),
+            "big",
+            "no user \"big\"",
+        ),
+        (
+            "printf 'big:x:99999999999:0::/:/x\\nneg:x:-1:0::/:/x\\n' > passwd".into(),
+            "neg",
+            "no user \"neg\"",
+        ),
+        (
+            "echo 'app:x:4242:4243::/:/x' > passwd && rm -f group && mkfifo group".into(),
+            "app",
+            "/etc/group is not a regular file",
+        ),
+    ];
+    for (setup, user, needle) in &cases {
+        run_ok(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("rm -rf passwd && {setup}"))
+                .current_dir(&etc),
+        );
+        if setup.starts_with(&format!("ln -s {host_passwd}")) {
+            // Control: followed from the host, the link does lead to the host's file.
+            let naive = std::fs::read_to_string(format!("{etc}/passwd"));
+            assert!(
+                naive.is_ok_and(|t| t.contains("hostonly")),
+                "control: {setup} does not reach the host file"
+            );
+        }
+        let out = run_bounded(
+            &mut image.crashcart(&["--user", user, c.id(), "true"]),
+            Duration::from_secs(30),
+        );
+        assert_crashcart_error(&out, needle);
+        c.assert_no_marker(setup);
+    }
+    // Leave files docker can live with.
+    run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg("rm -rf passwd group")
+            .current_dir(&etc),
     );
     image.assert_detached();
 }

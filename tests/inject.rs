@@ -122,6 +122,10 @@ fn exit_status_is_the_commands() {
     }
     let image = TestImage::new(|tree| {
         std::fs::write(tree.join("not-executable"), "echo hi\n").unwrap();
+        let script = tree.join("no-loader");
+        std::fs::write(&script, "#!/no/such/interpreter\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
     });
     let c = Container::start(&[], &[]);
     let code = |args: &[&str]| {
@@ -135,8 +139,21 @@ fn exit_status_is_the_commands() {
     assert_eq!(code(&["sh", "-c", "kill -KILL $$"]).0, Some(128 + 9));
     let (status, err) = code(&["no-such-command"]);
     assert_eq!(status, Some(127), "{err}");
+    assert_eq!(
+        err,
+        "crashcart: `no-such-command` is neither in the image nor on the container's PATH\n"
+    );
+    let (status, err) = code(&["/no/such/program"]);
+    assert_eq!(status, Some(127), "{err}");
+    assert_eq!(
+        err,
+        "crashcart: cannot run /no/such/program: no such file in the container\n"
+    );
+    // There, but its loader is not: not "not found".
+    let (status, err) = code(&["/dev/crashcart/no-loader"]);
+    assert_eq!(status, Some(127), "{err}");
     assert!(
-        err.starts_with("crashcart: ") && err.contains("no-such-command"),
+        err.contains("/dev/crashcart/no-loader: its interpreter or loader is missing"),
         "{err}"
     );
     let (status, err) = code(&["/dev/crashcart/not-executable"]);
@@ -220,8 +237,18 @@ fn bad_input_exits_125_with_one_line_and_changes_nothing() {
     let out = run(&mut image.crashcart(&["-e", &c.pid().to_string(), "true"]));
     assert_crashcart_error(&out, "not a Docker container");
 
+    // The distroless container has no /etc/passwd: a name is unknown, a number works.
     let out = run(&mut image.crashcart(&["--user", "bob", &c.id, "true"]));
-    assert_crashcart_error(&out, "numeric");
+    assert_crashcart_error(&out, "no user \"bob\" in the container's /etc/passwd");
+    let out = run(&mut image.crashcart(&["--user", "0:staff", &c.id, "true"]));
+    assert_crashcart_error(&out, "no group \"staff\" in the container's /etc/group");
+    let out = run(&mut image.crashcart(&["--user", "99999999999", &c.id, "true"]));
+    assert_crashcart_error(&out, "out of range");
+
+    // A name close to a running container's gets a suggestion.
+    let typo = c.name.replacen('-', "", 1);
+    let out = run(&mut image.crashcart(&[&typo, "true"]));
+    assert_crashcart_error(&out, &format!("did you mean `{}`?", c.name));
 
     let out = run(&mut image.crashcart(&["--no-such-flag", &c.id]));
     assert_crashcart_error(&out, "--no-such-flag");
@@ -458,7 +485,7 @@ fn environment_user_and_working_directory_come_from_the_container() {
     assert_eq!(run_ok(&mut image.crashcart(&[&c.id, "id"])), "uid=0 gid=0");
     assert_eq!(
         run_ok(&mut image.crashcart(&["--user", "1000:1001", &c.id, "id"])),
-        "uid=1000 gid=1001"
+        "uid=1000 gid=1001 groups=1001"
     );
     assert_no_trace(&image, c.pid());
 }
@@ -796,12 +823,27 @@ fn default_command_is_bash_from_the_image_else_sh() {
     // With bin/bash present, bash is preferred and gets the image's rc file.
     let with_bash = TestImage::new(|tree| {
         let bash = tree.join("bin/bash");
-        std::fs::write(&bash, "#!/dev/crashcart/bin/sh\necho bash-ran \"$@\"\n").unwrap();
+        std::fs::write(
+            &bash,
+            "#!/dev/crashcart/bin/sh\necho bash-ran \"$*\" BASH_ENV=$BASH_ENV ENV=$ENV\n",
+        )
+        .unwrap();
         let executable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
         std::fs::set_permissions(&bash, executable).unwrap();
     });
+    // Commands piped in: bash without -i (no prompts, no job-control warnings), reading the
+    // rc file through BASH_ENV; on a terminal, `--posix -i` with ENV.
     let out = run_ok(&mut with_bash.crashcart(&[&c.id]));
-    assert_eq!(out, "bash-ran --posix -i");
+    assert_eq!(out, "bash-ran  BASH_ENV=/dev/crashcart/.crashcartrc ENV=");
+    let mut terminal = Terminal::start(&format!(
+        "{} -i {} {}",
+        bin("crashcart").display(),
+        with_bash.path.display(),
+        c.id
+    ));
+    terminal.shows("bash-ran --posix -i BASH_ENV= ENV=/dev/crashcart/.crashcartrc");
+    let (code, _) = terminal.finish();
+    assert_eq!(code, Some(0));
     // Neither: a clear error.
     let bare = tempfile::tempdir().unwrap();
     std::fs::create_dir(bare.path().join("tree")).unwrap();
@@ -977,4 +1019,411 @@ fn list_shows_running_containers_one_line_each_when_piped() {
     assert_eq!(fields[5], "running", "{line:?}");
     let out = run(Command::new(bin("crashcart")).args(["--list", &c.id]));
     assert_crashcart_error(&out, "--list");
+}
+
+/// Tag of the image of [`users_image`].
+const USERS_IMAGE: &str = "crashcart-test-users:latest";
+
+/// A FROM-scratch image with busybox, a passwd and a group file: `nginx` (101, also in `adm`
+/// and `www`), `app` (1000, whose group 1000 has no line), `root`.
+fn users_image() -> &'static str {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let ctx = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(ctx.path().join("etc")).unwrap();
+        std::fs::write(
+            ctx.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\n\
+             nginx:x:101:101:nginx:/nonexistent:/sbin/nologin\n\
+             app:x:1000:1000::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            ctx.path().join("etc/group"),
+            "root:x:0:\nadm:x:4:nginx\nwww:x:33:nginx,app\nnginx:x:101:\n",
+        )
+        .unwrap();
+        std::fs::copy("/bin/busybox", ctx.path().join("busybox")).unwrap();
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /busybox\nCOPY etc /etc\n\
+             ENTRYPOINT [\"/busybox\"]\nCMD [\"sleep\", \"2147483647\"]\n",
+        )
+        .unwrap();
+        crashcart_tests::docker_build(ctx.path(), USERS_IMAGE);
+    });
+    USERS_IMAGE
+}
+
+/// The `Uid:`, `Gid:` and `Groups:` lines of a `/proc/PID/status`.
+fn credential_lines(status: &str) -> Vec<String> {
+    status
+        .lines()
+        .filter(|l| l.starts_with("Uid:") || l.starts_with("Gid:") || l.starts_with("Groups:"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn user_names_resolve_as_docker_exec_resolves_them() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start_image(users_image(), &[], &[]);
+    for spec in [
+        "nginx",
+        "101",
+        "nginx:www",
+        "101:33",
+        "nginx:7",
+        "4242",
+        "4242:www",
+        "app",
+        "app:adm",
+        "root",
+        "0",
+    ] {
+        // docker exec (runc) is the reference: what the same --user gives there.
+        let docker = run_ok(Command::new("docker").args([
+            "exec",
+            "-u",
+            spec,
+            &c.id,
+            "/busybox",
+            "cat",
+            "/proc/self/status",
+        ]));
+        let expected = credential_lines(&docker);
+        assert_eq!(expected.len(), 3, "{docker}");
+        for profile in ["debug", "target", "sysadmin"] {
+            let ours = run_ok(&mut image.crashcart(&[
+                "--profile",
+                profile,
+                "--user",
+                spec,
+                &c.id,
+                "cat",
+                "/proc/self/status",
+            ]));
+            assert_eq!(
+                credential_lines(&ours),
+                expected,
+                "--user {spec} --profile {profile}"
+            );
+        }
+    }
+    // -e hands the name to docker exec as it was typed.
+    let out = run_ok(&mut image.crashcart(&["-e", "--user", "nginx", &c.id, "id", "-u"]));
+    assert_eq!(out, "101");
+    run_ok(Command::new(bin("crashcart")).args(["-u", &c.id]));
+    let out = run(&mut image.crashcart(&["--user", "nobody", &c.id, "true"]));
+    assert_crashcart_error(&out, "no user \"nobody\" in the container's /etc/passwd");
+    let out = run(&mut image.crashcart(&["--user", "nginx:staff", &c.id, "true"]));
+    assert_crashcart_error(&out, "no group \"staff\" in the container's /etc/group");
+    assert_no_trace(&image, c.pid());
+}
+
+#[test]
+fn home_is_the_sessions_own_writable_directory_and_goes_with_it() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    // Read-only: nothing of the container's is writable, the session's HOME still is.
+    let c = Container::start_image(users_image(), &["--read-only", "-e", "HOME=/root"], &[]);
+    for (user, owner) in [(None, "0 0"), (Some("nginx"), "101 101")] {
+        let mut args = vec![];
+        if let Some(user) = user {
+            args.extend(["--user", user]);
+        }
+        args.extend([
+            c.id.as_str(),
+            "sh",
+            "-c",
+            "echo $HOME; touch $HOME/x && stat -c '%a %u %g' $HOME $HOME/x",
+        ]);
+        let out = run_ok(&mut image.crashcart(&args));
+        assert_eq!(
+            out,
+            format!("/dev/crashcart-home\n700 {owner}\n644 {owner}"),
+            "{user:?}"
+        );
+    }
+    // Mid-session: the container's processes see no such directory, nor the file in it.
+    let (mut session, _, line) = spawn_until_first_line(
+        image
+            .crashcart(&[
+                &c.id,
+                "sh",
+                "-c",
+                "touch $HOME/marker && echo ready; read x; true",
+            ])
+            .stdin(Stdio::piped()),
+    );
+    assert_eq!(line, "ready");
+    let ls = stdout(&c.exec(&["ls", "-a", "/dev"]));
+    assert!(!ls.contains("crashcart"), "{ls}");
+    let found = stdout(&c.exec(&["find", "/", "-name", "marker"]));
+    assert!(found.trim().is_empty(), "{found}");
+    drop(session.stdin.take());
+    assert!(session.wait().unwrap().success());
+    // Every session starts with an empty one.
+    let out = run_ok(&mut image.crashcart(&[&c.id, "ls", "-A", "/dev/crashcart-home"]));
+    assert_eq!(out, "");
+    assert_no_trace(&image, c.pid());
+    let ls = stdout(&c.exec(&["ls", "-a", "/dev"]));
+    assert!(!ls.contains("crashcart"), "{ls}");
+}
+
+#[test]
+fn mount_prints_how_to_use_it_unless_quiet() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start(&[], &[]);
+    let out = run(&mut image.crashcart(&["-m", &c.name]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    let hint = stderr(&out);
+    let exec_line = format!("docker exec -it {} /dev/crashcart/bin/sh", c.name);
+    assert_eq!(
+        hint,
+        format!(
+            "crashcart: the image is mounted at /dev/crashcart in {0}; use it with\n  \
+             {exec_line}\nand remove it with\n  crashcart -u {0}\n",
+            c.name
+        )
+    );
+    // The line works (without -t: no terminal here).
+    let out = run_ok(Command::new("docker").args([
+        "exec",
+        &c.name,
+        "/dev/crashcart/bin/sh",
+        "-c",
+        "echo works",
+    ]));
+    assert_eq!(out, "works");
+    run_ok(Command::new(bin("crashcart")).args(["-u", &c.name]));
+    // A PID has no docker exec: the hint is an nsenter line, and it works too.
+    let pid = c.pid().to_string();
+    let out = run(&mut image.crashcart(&["-m", &pid]));
+    let nsenter = format!("nsenter -t {pid} -m -u -i -n -p /dev/crashcart/bin/sh");
+    assert!(
+        stderr(&out).contains(&format!("  {nsenter}\n")),
+        "{}",
+        stderr(&out)
+    );
+    let mut words: Vec<&str> = nsenter.split(' ').collect();
+    words.extend(["-c", "echo works"]);
+    assert_eq!(run_ok(Command::new(words[0]).args(&words[1..])), "works");
+    run_ok(Command::new(bin("crashcart")).args(["-u", &pid]));
+    // -q: nothing.
+    let out = run(&mut image.crashcart(&["-m", "-q", &c.id]));
+    assert!(out.status.success());
+    assert_eq!(stderr(&out), "");
+    run_ok(Command::new(bin("crashcart")).args(["-u", "-q", &c.id]));
+    assert_no_trace(&image, c.pid());
+}
+
+#[test]
+fn commands_piped_into_the_default_bash_print_no_job_control_noise() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("bash.img");
+    run_ok(
+        Command::new(bin("crashcart-imgbuild"))
+            .args(["-q", "--host", "bash", "-o"])
+            .arg(&img),
+    );
+    let c = Container::start(&[], &[]);
+    let mut child = Command::new(bin("crashcart"))
+        .arg("-i")
+        .arg(&img)
+        .arg(&c.id)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The rc file ran (CART is set, gdb is its function), and nothing but the output shows.
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo one $CART; type -t gdb\necho two\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "one /dev/crashcart\nfunction\ntwo\n");
+    assert_eq!(stderr(&out), "");
+    assert!(wait_until(Duration::from_secs(10), || loop_devices_for(
+        &img
+    )
+    .is_empty()));
+}
+
+#[test]
+fn a_closed_stdout_never_panics() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::busybox();
+    let c = Container::start(&[], &[]);
+    let crashcart = bin("crashcart");
+    let session = format!("-i {} {} seq 1 100000", image.path.display(), c.id);
+    for args in [
+        "--generate completions-bash",
+        "--generate completions-zsh",
+        "--generate completions-fish",
+        "--generate man",
+        "--list",
+        "--help",
+        "-h",
+        "--version",
+        session.as_str(),
+    ] {
+        // The reader is gone before crashcart writes: every write fails with EPIPE.
+        let out = run(Command::new("bash").arg("-c").arg(format!(
+            "{{ sleep 0.5; {} {args}; echo \"status $?\" >&2; }} | true",
+            crashcart.display()
+        )));
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{args}: {err}");
+        assert!(err.ends_with("status 0\n"), "{args}: {err}");
+    }
+    assert_no_trace(&image, c.pid());
+}
+
+#[test]
+fn help_and_man_page_read_cleanly() {
+    if !is_root() {
+        skip("needs root (the test binaries are root's)");
+        return;
+    }
+    let help = run_ok(Command::new(bin("crashcart")).arg("--help"));
+    assert!(
+        help.lines()
+            .any(|l| l == "Usage: crashcart [OPTIONS] TARGET [--] [COMMAND [ARG...]]"),
+        "{help}"
+    );
+    assert!(!help.contains("]..."), "{help}");
+    assert!(help.contains("--generate <WHAT>"), "{help}");
+    // Examples: one line each, descriptions in one column.
+    let examples: Vec<&str> = help
+        .lines()
+        .skip_while(|l| *l != "Examples:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert!(examples.len() >= 4, "{help}");
+    // Where the description starts: past the command and the spaces after it.
+    let columns: Vec<usize> = examples
+        .iter()
+        .map(|l| {
+            let command = l.trim_start();
+            let gap = command.find("  ").unwrap_or_else(|| panic!("{l:?}"));
+            let description = command[gap..].trim_start();
+            l.len() - description.len()
+        })
+        .collect();
+    assert!(columns.windows(2).all(|w| w[0] == w[1]), "{examples:#?}");
+
+    if !crashcart_tests::have("man") {
+        skip("man (man-db) not installed: the man page is not checked rendered");
+        return;
+    }
+    let roff = run(Command::new(bin("crashcart")).args(["--generate", "man"])).stdout;
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("crashcart.1");
+    std::fs::write(&page, roff).unwrap();
+    let rendered = run(Command::new("man")
+        .env("MANWIDTH", "80")
+        .env("MAN_KEEP_FORMATTING", "")
+        .args(["--warnings", "-l"])
+        .arg(&page));
+    let text = stdout(&rendered);
+    assert!(rendered.status.success(), "{}", stderr(&rendered));
+    assert_eq!(stderr(&rendered), "", "groff warnings");
+    for section in [
+        "NAME",
+        "SYNOPSIS",
+        "ARGUMENTS",
+        "OPTIONS",
+        "EXAMPLES",
+        "EXIT STATUS",
+    ] {
+        assert!(text.lines().any(|l| l == section), "no {section}:\n{text}");
+    }
+    assert!(!text.contains("EXTRA"), "{text}");
+    // Each example reads whole on its own line, never wrapped into its description.
+    for example in examples {
+        let command = example.trim_start().split("  ").next().unwrap();
+        assert!(
+            text.lines().any(|l| l.trim() == command),
+            "{command:?} not on a line of its own:\n{text}"
+        );
+    }
+    assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+}
+
+#[test]
+fn runtime_data_variables_come_from_the_image_manifest_not_the_container() {
+    if !ready() {
+        return;
+    }
+    let image = TestImage::new(|tree| {
+        std::fs::create_dir_all(tree.join(".crashcart")).unwrap();
+        std::fs::write(
+            tree.join(".crashcart/manifest.json"),
+            r#"{"format":1,"env":{"TERMINFO_DIRS":"/dev/crashcart/share/terminfo",
+                "VIMRUNTIME":"/dev/crashcart/share/vim","MANPATH":"/dev/crashcart/share/man"}}"#,
+        )
+        .unwrap();
+    });
+    let c = Container::start(
+        &[
+            "-e",
+            "TERMINFO=/evil",
+            "-e",
+            "TERMINFO_DIRS=/evil",
+            "-e",
+            "VIMRUNTIME=/evil",
+            "-e",
+            "MANPATH=/evil",
+            "-e",
+            "MANROFFOPT=-U",
+        ],
+        &[],
+    );
+    let env = run_ok(&mut image.crashcart(&[&c.id, "env"]));
+    let mut vars: Vec<&str> = env
+        .lines()
+        .filter(|l| {
+            ["TERMINFO", "VIMRUNTIME", "MAN"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .collect();
+    vars.sort_unstable();
+    assert_eq!(
+        vars,
+        [
+            "MANPATH=/dev/crashcart/share/man",
+            "TERMINFO_DIRS=/dev/crashcart/share/terminfo",
+            "VIMRUNTIME=/dev/crashcart/share/vim",
+        ]
+    );
+    // Without them in the manifest, the container's are not passed on either.
+    let plain = TestImage::busybox();
+    let env = run_ok(&mut plain.crashcart(&[&c.id, "env"]));
+    assert!(
+        !env.contains("/evil") && !env.contains("MANROFFOPT"),
+        "{env}"
+    );
+    assert_no_trace(&image, c.pid());
+    assert_no_trace(&plain, c.pid());
 }

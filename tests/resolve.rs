@@ -358,9 +358,15 @@ fn ambiguous_prefix_lists_the_candidates() {
             panic!("{spec}: {err:?}");
         };
         assert_eq!(*shown, spec);
-        // Other tests' containers may share the prefix too; ours must be listed.
+        // Other tests' containers may share the prefix too; ours must be listed, by the name
+        // and image a user recognizes.
         for c in [&a, &b] {
-            let listed = format!("{} (docker)", c.id);
+            let listed = format!(
+                "{} (docker {}, image {})",
+                c.name,
+                &c.id[..12],
+                crashcart_tests::DISTROLESS_IMAGE
+            );
             assert!(
                 candidates.contains(&listed),
                 "{listed} not in {candidates:?}"

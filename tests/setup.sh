@@ -30,6 +30,7 @@ packages=(
     hyperfine time       # bench/
     zstd                 # tests/packed.rs: compressed images as the release makes them
     python3-yaml         # tests/release.rs: the release workflow read by PyYAML
+    man-db               # tests/inject.rs: crashcart's man page, rendered with man -l
     attr libcap2-bin     # imgbuild tests: setfattr/getfattr, setcap (xattr fidelity)
     podman               # target resolution of Podman containers (tests/resolve.rs)
     containerd runc containernetworking-plugins  # tests/k8s.rs: pods over CRI

@@ -2,31 +2,127 @@
 //! all generated from it.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, ValueEnum};
 
 use crate::request::{Mode, Request};
+use crate::user::UserSpec;
 
 /// Exit status for crashcart's own errors (usage included), as `docker run` and `nsenter` use.
 pub const EXIT_CRASHCART: u8 = 125;
 
-const AFTER_HELP: &str = "\
-Examples:
-  crashcart web-1                      bash (or sh) from the image, inside container web-1
-  crashcart 3f2a ls -la /proc/1/fd     one command; everything after TARGET is the command
-  crashcart -m web-1                   leave the image mounted at /dev/crashcart in web-1, then
-  docker exec -it web-1 /dev/crashcart/bin/tcpdump -i eth0
-  crashcart -u web-1                   remove that mount
+/// TARGET and COMMAND, for `--help` and the man page (the one positional that holds both is
+/// hidden: clap would show it as a repeated optional group).
+const ARGUMENTS: [(&str, &str); 2] = [
+    (
+        "TARGET",
+        "a PID, a container ID or unique ID prefix, a container name, docker://ID, \
+         containerd://ID, cri-o://ID, podman://ID, or a pod's container on this node: \
+         k8s://NAMESPACE/POD[/CONTAINER] or NAMESPACE/POD[/CONTAINER]",
+    ),
+    (
+        "COMMAND [ARG...]",
+        "what to run (default: the image's bash, else its sh); everything after TARGET \
+         belongs to the command, flags included",
+    ),
+];
 
-The image is, in order: -i PATH, $CRASHCART_IMAGE, ./crashcart.img[.zst],
-<prefix>/share/crashcart/crashcart.img[.zst] beside the installed binary. A zstd image is
-unpacked once into $CRASHCART_CACHE (default /var/cache/crashcart) and reused from there.
+/// Examples: the command line and what it does.
+const EXAMPLES: [(&str, &str); 5] = [
+    (
+        "crashcart web-1",
+        "the image's bash (or sh), inside container web-1",
+    ),
+    (
+        "crashcart 3f2a ls -la /proc/1/fd",
+        "one command, in the container whose ID starts with 3f2a",
+    ),
+    (
+        "crashcart --user nginx web-1 id",
+        "as the container's user nginx, with its groups",
+    ),
+    (
+        "crashcart -m web-1",
+        "leave the image mounted at /dev/crashcart for docker exec",
+    ),
+    ("crashcart -u web-1", "remove that mount"),
+];
 
-Exit status: the command's; 128+N when it dies of signal N; 125 crashcart's own errors;
-126 the command cannot run; 127 the command was not found.";
+/// Where the image comes from.
+const IMAGE_ORDER: &str = "The image is, in order: -i PATH, $CRASHCART_IMAGE, \
+    ./crashcart.img[.zst], <prefix>/share/crashcart/crashcart.img[.zst] beside the installed \
+    binary. A zstd image is unpacked once into $CRASHCART_CACHE (default /var/cache/crashcart) \
+    and reused from there.";
+
+/// The exit statuses.
+const EXIT_STATUS: [(&str, &str); 5] = [
+    ("N", "the command's own status"),
+    ("128+N", "the command died of signal N"),
+    (
+        "125",
+        "crashcart itself failed (usage, target, image, --user); nothing was changed",
+    ),
+    ("126", "the command exists but cannot run"),
+    (
+        "127",
+        "the command is neither in the image nor on the container's PATH",
+    ),
+];
+
+/// Wraps `text` into lines of at most `width` characters.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().expect("never empty");
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(word.to_string());
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines
+}
+
+/// A two-column block: names padded to one width, descriptions wrapped under each other.
+fn two_columns(rows: &[(&str, &str)]) -> String {
+    const WIDTH: usize = 96;
+    let left = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0) + 2;
+    let mut out = String::new();
+    for (name, text) in rows {
+        for (i, line) in wrap(text, WIDTH - 2 - left).iter().enumerate() {
+            let name = if i == 0 { *name } else { "" };
+            out.push_str(&format!("  {name:<left$}{line}\n"));
+        }
+    }
+    out
+}
+
+/// The help template: clap's pieces around our own `Arguments:` block.
+fn help_template() -> String {
+    format!(
+        "{{before-help}}{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n\
+         \x1b[1m\x1b[4mArguments:\x1b[0m\n{}\n{{all-args}}{{after-help}}",
+        two_columns(&ARGUMENTS)
+    )
+}
+
+fn after_help() -> String {
+    let mut exit = String::new();
+    for (code, what) in EXIT_STATUS {
+        exit.push_str(&format!("  {code:<7}{what}\n"));
+    }
+    format!(
+        "Examples:\n{}\n{}\n\nExit status:\n{}",
+        two_columns(&EXAMPLES),
+        wrap(IMAGE_ORDER, 94).join("\n"),
+        exit.trim_end()
+    )
+}
 
 /// Run a command from a read-only tool image inside a running container.
 ///
@@ -40,7 +136,8 @@ Exit status: the command's; 128+N when it dies of signal N; 125 crashcart's own 
 #[command(
     name = "crashcart",
     version,
-    after_help = AFTER_HELP,
+    after_help = after_help(),
+    help_template = help_template(),
     override_usage = "crashcart [OPTIONS] TARGET [--] [COMMAND [ARG...]]"
 )]
 pub struct Cli {
@@ -61,10 +158,11 @@ pub struct Cli {
     #[arg(short, long)]
     pub exec: bool,
 
-    /// Run the command as UID[:GID] of the container (default 0:0; with --profile target, the
-    /// target's).
-    #[arg(long, value_name = "UID[:GID]", value_parser = parse_user)]
-    pub user: Option<(u32, u32)>,
+    /// Run the command as this user of the container: a name or UID, optionally :GROUP or :GID,
+    /// looked up in the container's /etc/passwd and /etc/group as docker exec -u does (default
+    /// 0:0; with --profile target, the target's).
+    #[arg(long, value_name = "USER[:GROUP]", value_parser = UserSpec::parse)]
+    pub user: Option<UserSpec>,
 
     /// What the command may do: `debug` (default) the target's capabilities plus those
     /// debuggers need, never one that reaches the host, with no_new_privs and a seccomp filter;
@@ -75,8 +173,12 @@ pub struct Cli {
     pub profile: ProfileArg,
 
     /// Log each step (resolution, loop device, mount, namespaces) on stderr.
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,
+
+    /// Print no hints (-m prints the command that uses the mount).
+    #[arg(short, long)]
+    pub quiet: bool,
 
     /// List what can be targeted on this machine (pods' containers, Docker, Podman, containerd
     /// and CRI-O containers): name, runtime, ID, PID, image, state; a table on a terminal,
@@ -95,15 +197,13 @@ pub struct Cli {
     pub cri_endpoint: Option<String>,
 
     /// Print shell completions or the man page on stdout.
-    #[arg(long, value_name = "WHAT", hide = true, exclusive = true)]
+    #[arg(long, value_name = "WHAT", exclusive = true)]
     pub generate: Option<Generate>,
 
-    /// TARGET (PID, container ID or unique prefix, name, docker://ID, containerd://ID,
-    /// cri-o://ID, podman://ID, or a pod's container on this node: k8s://NAMESPACE/POD[/CONTAINER]
-    /// or NAMESPACE/POD[/CONTAINER]), then the COMMAND and its arguments (default: the image's
-    /// bash, else its sh). Everything after TARGET belongs to the command, flags included.
+    /// TARGET, then the COMMAND and its arguments (see `ARGUMENTS`).
     #[arg(
-        value_name = "TARGET [COMMAND [ARG...]]",
+        value_name = "TARGET",
+        hide = true,
         required_unless_present_any = ["generate", "list"],
         num_args = 1..,
         trailing_var_arg = true,
@@ -161,9 +261,10 @@ impl Cli {
             target: self.target().unwrap_or_default().to_string(),
             image: self.image.clone(),
             mode,
-            user: self.user,
+            user: self.user.clone(),
             profile: self.profile(),
             cri_endpoint: self.cri_endpoint.clone(),
+            quiet: self.quiet,
         }
     }
 
@@ -184,23 +285,6 @@ impl Cli {
             None => &[],
         }
     }
-}
-
-fn parse_user(s: &str) -> Result<(u32, u32), String> {
-    let (uid, gid) = match s.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (s, None),
-    };
-    let uid: u32 = uid
-        .parse()
-        .map_err(|_| format!("{uid:?} is not a numeric UID"))?;
-    let gid: u32 = match gid {
-        Some(g) => g
-            .parse()
-            .map_err(|_| format!("{g:?} is not a numeric GID"))?,
-        None => 0,
-    };
-    Ok((uid, gid))
 }
 
 /// Parses `std::env::args`. On `--help`/`--version`/`--generate` prints and returns the exit
@@ -227,7 +311,7 @@ pub fn parse() -> Result<Cli, ExitCode> {
                 .collect();
             let what = what.join(" ");
             let what = what.strip_prefix("error: ").unwrap_or(&what);
-            eprintln!("crashcart: {what} (see crashcart --help)");
+            crate::log::say(format_args!("{what} (see crashcart --help)"));
             return Err(ExitCode::from(EXIT_CRASHCART));
         }
     };
@@ -236,7 +320,9 @@ pub fn parse() -> Result<Cli, ExitCode> {
     }
     let usage = if let Some(flag) = cli.target().filter(|t| t.starts_with('-')) {
         // The trailing TARGET/COMMAND list accepts leading hyphens; no target starts with one.
-        eprintln!("crashcart: unexpected argument '{flag}' (see crashcart --help)");
+        crate::log::say(format_args!(
+            "unexpected argument '{flag}' (see crashcart --help)"
+        ));
         return Err(ExitCode::from(EXIT_CRASHCART));
     } else if cli.mount && cli.unmount {
         Some("-m/--mount and -u/--unmount cannot be used together")
@@ -248,36 +334,72 @@ pub fn parse() -> Result<Cli, ExitCode> {
         None
     };
     if let Some(msg) = usage {
-        eprintln!("crashcart: {msg}");
+        crate::log::say(format_args!("{msg}"));
         return Err(ExitCode::from(EXIT_CRASHCART));
     }
     Ok(cli)
 }
 
-fn generate(what: Generate) -> ExitCode {
+/// Renders what `--generate` asks for. Everything is rendered in memory first: clap_complete
+/// panics when its writer fails, and `crashcart --generate completions-bash | head` closes
+/// the pipe early.
+pub fn render_generated(what: Generate) -> Vec<u8> {
     let mut cmd = <Cli as CommandFactory>::command();
-    let mut out = std::io::stdout().lock();
-    let result = match what {
-        Generate::CompletionsBash => {
-            clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "crashcart", &mut out);
-            Ok(())
+    let mut out = Vec::new();
+    let shell = match what {
+        Generate::CompletionsBash => clap_complete::Shell::Bash,
+        Generate::CompletionsZsh => clap_complete::Shell::Zsh,
+        Generate::CompletionsFish => clap_complete::Shell::Fish,
+        Generate::Man => {
+            man_page(cmd, &mut out).expect("writing to a Vec cannot fail");
+            return out;
         }
-        Generate::CompletionsZsh => {
-            clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "crashcart", &mut out);
-            Ok(())
-        }
-        Generate::CompletionsFish => {
-            clap_complete::generate(clap_complete::Shell::Fish, &mut cmd, "crashcart", &mut out);
-            Ok(())
-        }
-        Generate::Man => clap_mangen::Man::new(cmd).render(&mut out),
     };
-    match result.and_then(|()| out.flush()) {
+    clap_complete::generate(shell, &mut cmd, "crashcart", &mut out);
+    out
+}
+
+/// The man page: clap_mangen's title, name, synopsis, description and options, with our own
+/// ARGUMENTS, EXAMPLES, IMAGE and EXIT STATUS sections in place of its catch-all `EXTRA`.
+fn man_page(cmd: clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
+    use roff::{bold, roman, Roff};
+    let man = clap_mangen::Man::new(cmd);
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    let mut roff = Roff::new();
+    roff.control("SH", ["ARGUMENTS"]);
+    for (name, text) in ARGUMENTS {
+        roff.control("TP", [])
+            .text([bold(name)])
+            .text([roman(text)]);
+    }
+    roff.to_writer(out)?;
+    man.render_options_section(out)?;
+    let mut roff = Roff::new();
+    roff.control("SH", ["EXAMPLES"]);
+    for (example, text) in EXAMPLES {
+        roff.control("TP", [])
+            .text([bold(example)])
+            .text([roman(text)]);
+    }
+    roff.control("SH", ["IMAGE"]).text([roman(IMAGE_ORDER)]);
+    roff.control("SH", ["EXIT STATUS"]);
+    for (code, text) in EXIT_STATUS {
+        roff.control("TP", [])
+            .text([bold(code)])
+            .text([roman(text)]);
+    }
+    roff.to_writer(out)?;
+    man.render_version_section(out)
+}
+
+fn generate(what: Generate) -> ExitCode {
+    match crate::log::stdout_bytes(&render_generated(what)) {
         Ok(()) => ExitCode::SUCCESS,
-        // `crashcart --generate man | head` is not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("crashcart: cannot write to stdout: {e}");
+            crate::log::say(format_args!("cannot write to stdout: {e}"));
             ExitCode::from(EXIT_CRASHCART)
         }
     }
@@ -308,7 +430,7 @@ mod tests {
         );
         let request = parse(&["--profile", "target", "--user", "7:8", "web-1"]).request();
         assert_eq!(request.profile, crate::privileges::Profile::Target);
-        assert_eq!(request.user, Some((7, 8)));
+        assert_eq!(request.user, Some(UserSpec::parse("7:8").unwrap()));
         assert_eq!(request.target, "web-1");
     }
 
@@ -331,10 +453,12 @@ mod tests {
 
     #[test]
     fn user_forms() {
-        assert_eq!(parse_user("1000"), Ok((1000, 0)));
-        assert_eq!(parse_user("1000:100"), Ok((1000, 100)));
-        assert!(parse_user("bob").is_err());
-        assert!(parse_user("1:x").is_err());
+        for good in ["1000", "1000:100", "nginx", "nginx:www", "101:www", "bob:7"] {
+            assert!(Cli::try_parse_from(["crashcart", "--user", good, "web-1"]).is_ok());
+        }
+        for bad in ["", "bob:", "99999999999", "1:4294967296"] {
+            assert!(Cli::try_parse_from(["crashcart", "--user", bad, "web-1"]).is_err());
+        }
     }
 
     #[test]

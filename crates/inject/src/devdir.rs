@@ -12,6 +12,12 @@
 //! placeholder with a recursive bind of the original on it (so `/dev/pts`, `/dev/shm`, device
 //! nodes and bind-mounted files keep working), and `crashcart` holds the image. All of it lives
 //! only in the session's mount namespace and dies with it.
+//!
+//! The session's `HOME` lives there too: [`SESSION_HOME`], a small tmpfs of its own owned by
+//! the command's user, mode 0700. Tools that want a writable home (gdb's history and cache,
+//! vim's viminfo, bash's history) get one that no container process can see or has written:
+//! a home directory of the container's would hand them its `.gdbinit`, `.vimrc` or `.bashrc`,
+//! which are code.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -30,6 +36,20 @@ use crate::step;
 /// Where a store alias points: the image's store in the container.
 pub use crashcart_layout::IMAGE_STORE as STORE_ALIAS_TARGET;
 pub use crashcart_layout::MOUNT_NAME;
+
+/// The name of the session's `HOME` under `/dev`.
+pub const HOME_NAME: &str = "crashcart-home";
+/// The session's `HOME` in the container (see the module docs).
+pub const SESSION_HOME: &str = "/dev/crashcart-home";
+
+/// Who owns the session's `HOME`: the command's user and group as the host sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HomeOwner {
+    /// Host user ID.
+    pub uid: u32,
+    /// Host group ID.
+    pub gid: u32,
+}
 
 /// Why `/dev/crashcart` could not be set up or removed.
 #[derive(Debug, thiserror::Error)]
@@ -109,12 +129,14 @@ enum Replica {
 }
 
 /// Covers `/dev` of the (private) mount namespace with a tmpfs replicating the container's
-/// `/dev`, with the image mounted at `/dev/crashcart` and the store alias, if any, pointing
-/// into it. `dev` is [`open_dev`] of the same namespace; `image` is the detached image mount.
+/// `/dev`, with the image mounted at `/dev/crashcart`, the store alias, if any, pointing
+/// into it, and the session's `HOME` owned by `home`. `dev` is [`open_dev`] of the same
+/// namespace; `image` is the detached image mount.
 pub fn build_session_dev(
     dev: BorrowedFd<'_>,
     image: OwnedFd,
     store_alias: Option<&str>,
+    home: HomeOwner,
 ) -> Result<(), DevError> {
     // Read the originals before the tmpfs covers them (`dev` keeps reaching them afterwards:
     // lookups relative to it start below the new mount).
@@ -123,7 +145,14 @@ pub fn build_session_dev(
         let entry = entry.map_err(DevError::OpenDev)?;
         let name = entry.file_name().to_owned();
         let bytes = name.as_bytes();
-        if bytes == b"." || bytes == b".." || bytes == MOUNT_NAME.as_bytes() {
+        if [
+            b".".as_slice(),
+            b"..",
+            MOUNT_NAME.as_bytes(),
+            HOME_NAME.as_bytes(),
+        ]
+        .contains(&bytes)
+        {
             continue;
         }
         if store_alias.is_some_and(|a| a.as_bytes() == bytes) {
@@ -176,8 +205,19 @@ pub fn build_session_dev(
     if let Some(alias) = store_alias {
         symlinkat(STORE_ALIAS_TARGET, new_dev, alias).map_err(entry_err("create", alias))?;
     }
+    mkdirat(new_dev, HOME_NAME, Mode::from_raw_mode(0o700))
+        .map_err(entry_err("create", HOME_NAME))?;
+    let home_fs = mount::home_tmpfs_detached(home.uid, home.gid)?;
+    move_mount(
+        home_fs.as_fd(),
+        "",
+        new_dev,
+        HOME_NAME,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(entry_err("mount the session's home on", HOME_NAME))?;
     step!(
-        "session /dev: {} entries mirrored, image at /dev/crashcart{}",
+        "session /dev: {} entries mirrored, image at /dev/crashcart, HOME {SESSION_HOME}{}",
         entries.len(),
         store_alias
             .map(|a| format!(", /dev/{a} -> {STORE_ALIAS_TARGET}"))
@@ -394,9 +434,9 @@ pub fn unmount_persistent(dev: BorrowedFd<'_>, ours: &[u64]) -> Result<(), DevEr
     drop(mounted);
     match unlinkat(dev, MOUNT_NAME, AtFlags::REMOVEDIR) {
         Ok(()) => step!("removed /dev/crashcart"),
-        Err(e) => {
-            eprintln!("crashcart: warning: cannot remove /dev/crashcart in the container: {e}")
-        }
+        Err(e) => crate::log::say(format_args!(
+            "warning: cannot remove /dev/crashcart in the container: {e}"
+        )),
     }
     remove_store_aliases(dev);
     Ok(())

@@ -1,20 +1,24 @@
 //! The command's environment: the target's own (`/proc/PID/environ`) less every variable that
 //! would make a program load or run something the container chose, the image's `bin` and `sbin`
 //! first on `PATH`, a few variables crashcart sets itself, the caller's `TERM`, then the
-//! manifest's variables.
+//! image manifest's variables.
 //!
 //! The container writes its environment and crashcart hands it to the image's tools, which run
 //! with more privilege than the container has. So anything that names code or a startup file is
 //! dropped (reviewed against glibc's loader, iconv and NSS, bash and readline, Python, Perl,
 //! Ruby, Node, Lua, OpenSSL, less, vim, gdb, man and the tools that start a pager, editor or
-//! shell), and `HOME` points into the read-only image so no tool finds a dotfile the container
-//! wrote. Data stays: locale names, `TZ`, `TERM`-related data and the application's own
-//! settings.
+//! shell), and `HOME` is the session's own directory so no tool finds a dotfile the container
+//! wrote. Variables that point tools at their runtime data (`TERMINFO`, `TERMINFO_DIRS`,
+//! `TERMCAP`, `MANPATH`, `VIMRUNTIME`, groff's paths) are dropped too: the container's
+//! would hide the image's data from its tools or hand them the container's (`MANROFFOPT` even
+//! passes options to groff). The image sets them in its manifest when it bundles that data;
+//! the manifest is ours, so its variables are applied last, whatever their names. Data stays:
+//! locale names, `TZ` and the application's own settings.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-/// The image's root inside the container (`HOME`), and what is prepended to its `PATH`.
+/// The image's root inside the container, and what is prepended to its `PATH`.
 pub use crashcart_layout::{IMAGE_PATH, IMAGE_ROOT};
 /// `PATH` when the container sets none (what Docker gives a container by default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -61,6 +65,13 @@ pub const DROPPED_VARS: &[&str] = &[
     "SSH_ASKPASS",
     "SUDO_ASKPASS",
     "SYSTEMD_PAGER",
+    // Where tools find their runtime data: the image's, from its manifest, or their defaults.
+    "TERMCAP",
+    "MANPATH",
+    "MANSECT",
+    "MANROFFOPT",
+    "MANROFFSEQ",
+    "MAN_DISABLE_SECCOMP",
     // vim and ex: startup commands and runtime files.
     "EXINIT",
     "MYVIMRC",
@@ -80,8 +91,9 @@ pub const DROPPED_VARS: &[&str] = &[
 /// Variables dropped by prefix, for families where every member can name code or config:
 /// the loader (`LD_PRELOAD`, `LD_AUDIT`, `LD_LIBRARY_PATH`, ...), malloc hooks, exported bash
 /// functions, prompt commands, mail checks (whose messages are expanded), history files, Python,
-/// Perl, Lua, OpenSSL (engines and providers), less (`LESSOPEN` runs a command), vim, gdb, git
-/// and the XDG directories where tools look for their config.
+/// Perl, Lua, OpenSSL (engines and providers), less (`LESSOPEN` runs a command), vim
+/// (`VIMRUNTIME`), gdb, git, the XDG directories where tools look for their config, terminfo
+/// (`TERMINFO`, `TERMINFO_DIRS`) and groff (`GROFF_TMAC_PATH`, ...).
 pub const DROPPED_PREFIXES: &[&str] = &[
     "LD_",
     "MALLOC_",
@@ -98,6 +110,8 @@ pub const DROPPED_PREFIXES: &[&str] = &[
     "GDB",
     "GIT_",
     "XDG_",
+    "TERMINFO",
+    "GROFF_",
 ];
 
 /// Whether the container's variable `name` is dropped.
@@ -118,11 +132,12 @@ impl Environment {
     /// Builds the command's environment from the target's entries.
     ///
     /// `shell` is the image's shell (`SHELL`, what tools start for `!` escapes), when it has
-    /// one.
+    /// one; `home` the session's own `HOME` (never a directory of the container's).
     pub fn for_command(
         container: &[Vec<u8>],
         caller_term: Option<&OsStr>,
         shell: Option<&str>,
+        home: &str,
         manifest: &[(String, String)],
     ) -> Environment {
         let mut env = Environment::default();
@@ -139,7 +154,7 @@ impl Environment {
             _ => format!("{IMAGE_PATH}:{DEFAULT_PATH}").into_bytes(),
         };
         env.set(b"PATH", &path);
-        env.set(b"HOME", IMAGE_ROOT.as_bytes());
+        env.set(b"HOME", home.as_bytes());
         env.set(b"INPUTRC", IMAGE_INPUTRC.as_bytes());
         // less: no shell escapes, no LESSOPEN pipes, no log files.
         env.set(b"LESSSECURE", b"1");
@@ -198,6 +213,7 @@ mod tests {
             ],
             Some(OsStr::new("xterm-256color")),
             None,
+            "/dev/crashcart-home",
             &[(
                 "TERMINFO_DIRS".into(),
                 "/dev/crashcart/share/terminfo".into(),
@@ -208,7 +224,7 @@ mod tests {
             Some(&b"/dev/crashcart/bin:/dev/crashcart/sbin:/usr/bin:/bin"[..])
         );
         assert_eq!(env.get(b"TERM"), Some(&b"xterm-256color"[..]));
-        assert_eq!(env.get(b"HOME"), Some(&b"/dev/crashcart"[..]));
+        assert_eq!(env.get(b"HOME"), Some(&b"/dev/crashcart-home"[..]));
         assert_eq!(env.get(b"LD_PRELOAD"), None);
         assert_eq!(env.get(b"LD_AUDIT"), None);
         // PATH, HOME, TERM, INPUTRC, LESSSECURE, TERMINFO_DIRS.
@@ -216,8 +232,47 @@ mod tests {
     }
 
     #[test]
+    fn runtime_data_variables_come_from_the_image_never_the_container() {
+        let container: Vec<Vec<u8>> = [
+            &b"TERMINFO=/evil/terminfo"[..],
+            b"TERMINFO_DIRS=/evil/terminfo",
+            b"VIMRUNTIME=/evil/vim",
+            b"MANPATH=/evil/man",
+            b"MANROFFOPT=-U",
+        ]
+        .iter()
+        .map(|e| e.to_vec())
+        .collect();
+        let manifest: Vec<(String, String)> = [
+            ("TERMINFO_DIRS", "/dev/crashcart/share/terminfo"),
+            ("VIMRUNTIME", "/dev/crashcart/share/vim/vim91"),
+            ("MANPATH", "/dev/crashcart/share/man"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let env = Environment::for_command(&container, None, None, "/h", &manifest);
+        for (k, v) in &manifest {
+            assert_eq!(env.get(k.as_bytes()), Some(v.as_bytes()), "{k}");
+        }
+        assert_eq!(env.get(b"TERMINFO"), None);
+        assert_eq!(env.get(b"MANROFFOPT"), None);
+        // Without the manifest, none of the container's survives.
+        let env = Environment::for_command(&container, None, None, "/h", &[]);
+        for name in [
+            "TERMINFO",
+            "TERMINFO_DIRS",
+            "VIMRUNTIME",
+            "MANPATH",
+            "MANROFFOPT",
+        ] {
+            assert_eq!(env.get(name.as_bytes()), None, "{name}");
+        }
+    }
+
+    #[test]
     fn default_path_when_container_has_none() {
-        let env = Environment::for_command(&[], None, None, &[]);
+        let env = Environment::for_command(&[], None, None, "/h", &[]);
         assert_eq!(
             env.get(b"PATH").unwrap(),
             format!("{IMAGE_PATH}:{DEFAULT_PATH}").as_bytes()
@@ -250,11 +305,23 @@ mod tests {
             b"HISTFILE=/etc/passwd",
             b"VIMINIT=:!/payload",
             b"GLIBC_TUNABLES=glibc.malloc.x=1",
+            b"TERMINFO=/evil",
+            b"TERMINFO_DIRS=/evil",
+            b"TERMCAP=/evil",
+            b"MANPATH=/evil",
+            b"MANROFFOPT=-U",
+            b"VIMRUNTIME=/evil",
         ];
         let mut container: Vec<Vec<u8>> = hostile.iter().map(|e| e.to_vec()).collect();
         container.push(b"APP_MODE=prod".to_vec());
         container.push(b"LANG=C.UTF-8".to_vec());
-        let env = Environment::for_command(&container, None, Some("/dev/crashcart/bin/bash"), &[]);
+        let env = Environment::for_command(
+            &container,
+            None,
+            Some("/dev/crashcart/bin/bash"),
+            "/dev/crashcart-home",
+            &[],
+        );
         for entry in hostile {
             let name = &entry[..entry.iter().position(|&b| b == b'=').unwrap()];
             let value = env.get(name);
@@ -266,7 +333,7 @@ mod tests {
         }
         assert_eq!(env.get(b"APP_MODE"), Some(&b"prod"[..]));
         assert_eq!(env.get(b"LANG"), Some(&b"C.UTF-8"[..]));
-        assert_eq!(env.get(b"HOME"), Some(&b"/dev/crashcart"[..]));
+        assert_eq!(env.get(b"HOME"), Some(&b"/dev/crashcart-home"[..]));
         assert_eq!(env.get(b"SHELL"), Some(&b"/dev/crashcart/bin/bash"[..]));
         assert_eq!(env.get(b"INPUTRC"), Some(IMAGE_INPUTRC.as_bytes()));
     }

@@ -111,6 +111,22 @@ impl Command {
     }
 }
 
+impl Command {
+    /// Whether the program was named by a path (it has a `/`) rather than looked up on `PATH`.
+    pub fn is_path(&self) -> bool {
+        self.program.contains('/')
+    }
+
+    /// The first candidate that exists in the current root (a symlink counts, even dangling):
+    /// when `execve` said ENOENT for a file that is there, what is missing is its interpreter
+    /// or loader, not the program.
+    pub fn existing_candidate(&self) -> Option<&std::ffi::CStr> {
+        self.candidates.iter().map(CString::as_c_str).find(|c| {
+            rustix::fs::statat(rustix::fs::CWD, *c, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok()
+        })
+    }
+}
+
 /// The descriptors the command's process keeps until exec besides its 0, 1 and 2 (the
 /// container-side streams the helper made its own); every other one is closed first.
 pub struct ChildFds<'a> {

@@ -1,16 +1,17 @@
 //! crashcart: sideload a read-only tool image into a running container and run a command
 //! inside its namespaces.
 //!
-//! The session, from target to `execve`, in the order it happens (see ARCHITECTURE.md):
-//! [`sealed`] re-executes crashcart from a sealed copy; [`resolve`] resolves what the user typed
-//! to a host PID; [`image`] picks and checks the image; [`loopdev`] attaches it read-only with
-//! autoclear; [`mount`] makes a detached read-only mount of it; [`namespaces`] and [`cgroup`]
-//! open the target's namespace and cgroup handles; [`privileges`] works out what the command
-//! may do; [`relay`] gives the command a pty or pipes; [`session`] forks the helper that enters
-//! the target's mount namespace, builds the private `/dev` ([`devdir`]), covers loader preload
-//! lists where needed ([`preload`]), enters the other namespaces and forks the command
-//! ([`exec`]) with the environment from [`environment`]; [`signals`] and [`relay`] pass signals
-//! and bytes meanwhile; [`sweep`] ends whatever the session left running.
+//! The session, from target to `execve`, in the order it happens (see ARCHITECTURE.md): [`sealed`]
+//! re-executes crashcart from a sealed copy; [`resolve`] resolves what the user typed to a host
+//! PID; [`image`] picks and checks the image; [`loopdev`] attaches it read-only with autoclear;
+//! [`mount`] makes a detached read-only mount of it; [`namespaces`] and [`cgroup`] open the
+//! target's namespace and cgroup handles; [`user`] resolves `--user` from the container's `passwd`
+//! and `group` files; [`privileges`] works out what the command may do; [`relay`] gives the command
+//! a pty or pipes; [`session`] forks the helper that enters the target's mount namespace, builds
+//! the private `/dev` and `HOME` ([`devdir`]), covers loader preload lists where needed
+//! ([`preload`]), enters the other namespaces and forks the command ([`exec`]) with the environment
+//! from [`environment`]; [`signals`] and [`relay`] pass signals and bytes meanwhile; [`sweep`] ends
+//! whatever the session left running.
 
 pub mod cgroup;
 mod cgroupfs;
@@ -35,6 +36,7 @@ pub mod session;
 pub mod signals;
 pub mod sweep;
 mod sys;
+pub mod user;
 
 pub use request::{Mode, Request};
 pub use session::run;

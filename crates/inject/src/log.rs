@@ -31,6 +31,24 @@ pub fn say(message: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "crashcart: {message}");
 }
 
+/// Writes `text` as it is on stderr, ignoring a closed stderr (`crashcart ... 2>&1 | head`
+/// must not panic).
+pub fn stderr_text(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// Writes `bytes` on stdout and flushes; a reader that went away (`crashcart --list | head`)
+/// is not an error.
+pub fn stdout_bytes(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
 /// An error and its causes on one line, each printed once: `error: cause: cause of the cause`.
 /// Errors name what failed and leave the cause to [`std::error::Error::source`].
 pub fn chain(error: &dyn std::error::Error) -> String {

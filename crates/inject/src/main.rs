@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     match crashcart::run(&cli.request()) {
         Ok(status) => ExitCode::from(status),
         Err(e) => {
-            eprintln!("crashcart: {}", crashcart::log::chain(&e));
+            crashcart::log::say(format_args!("{}", crashcart::log::chain(&e)));
             ExitCode::from(crashcart::cli::EXIT_CRASHCART)
         }
     }

@@ -90,6 +90,27 @@ pub fn tmpfs_detached() -> Result<OwnedFd, MountError> {
     .map_err(MountError::Tmpfs)
 }
 
+/// The size limit of the session's `HOME` (what a session writes there is charged to the
+/// container's memory cgroup, like any tmpfs page it touches).
+pub const HOME_SIZE: &str = "256m";
+
+/// A detached, empty tmpfs for the session's `HOME`: mode 0700, owned by the command's user
+/// (`uid`, `gid` as the host sees them), no devices, no set-user-ID; [`HOME_SIZE`] at most.
+pub fn home_tmpfs_detached(uid: u32, gid: u32) -> Result<OwnedFd, MountError> {
+    let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(MountError::Tmpfs)?;
+    fsconfig_set_string(fs.as_fd(), "mode", "0700").map_err(MountError::Tmpfs)?;
+    fsconfig_set_string(fs.as_fd(), "uid", uid.to_string()).map_err(MountError::Tmpfs)?;
+    fsconfig_set_string(fs.as_fd(), "gid", gid.to_string()).map_err(MountError::Tmpfs)?;
+    fsconfig_set_string(fs.as_fd(), "size", HOME_SIZE).map_err(MountError::Tmpfs)?;
+    fsconfig_create(fs.as_fd()).map_err(MountError::Tmpfs)?;
+    fsmount(
+        fs.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )
+    .map_err(MountError::Tmpfs)
+}
+
 /// Moves the calling process into a private copy of its current mount namespace whose mounts
 /// receive but never send propagation.
 ///

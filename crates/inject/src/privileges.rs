@@ -40,6 +40,7 @@ use seccompiler::{
 
 use crate::process::{ProcessError, TargetProcess};
 use crate::sys;
+use crate::user::Identity;
 
 pub use libc::sock_filter;
 
@@ -277,6 +278,19 @@ pub fn parse_status(text: &str) -> Result<StatusFields, StatusError> {
         seccomp: number("Seccomp").unwrap_or(0),
         seccomp_filters,
         tracer_pid: number("TracerPid")?,
+    })
+}
+
+/// Maps an ID of a user namespace whose `uid_map`/`gid_map` is `map` to the host's ID; `None`
+/// when the namespace has no such ID.
+pub fn namespace_to_host_id(id: u32, map: &str) -> Option<u32> {
+    map.lines().find_map(|line| {
+        let mut f = line.split_whitespace().map(|x| x.parse::<u64>().ok());
+        let (inside, outside, count) = (f.next()??, f.next()??, f.next()??);
+        let id = u64::from(id);
+        (inside <= id && id < inside + count)
+            .then(|| u32::try_from(outside + (id - inside)).ok())
+            .flatten()
     })
 }
 
@@ -588,8 +602,9 @@ pub struct Privileges {
 }
 
 impl Privileges {
-    /// Computes the command's privileges for `profile` from the target's, with `user` (uid,
-    /// gid in the target's user namespace) when the caller gave `--user`.
+    /// Computes the command's privileges for `profile` from the target's, with `user` (IDs in
+    /// the target's user namespace, resolved from `--user`) when the caller gave one: its uid,
+    /// gid and supplementary groups replace the profile's in every profile, as `docker exec -u`.
     ///
     /// `shares_host_network`: the target is in the host's network namespace (debug then leaves
     /// out `NET_ADMIN`). `target_filters`: [`target_seccomp_filters`] of the target for
@@ -597,15 +612,19 @@ impl Privileges {
     pub fn new(
         profile: Profile,
         target: &TargetCredentials,
-        user: Option<(u32, u32)>,
+        user: Option<&Identity>,
         shares_host_network: bool,
         target_filters: Vec<Vec<sock_filter>>,
     ) -> Result<Privileges, PrivilegeError> {
-        let (uid, gid) = user.unwrap_or((0, 0));
+        let (uid, gid) = user.map_or((0, 0), |u| (u.uid, u.gid));
+        let user_groups = || -> Vec<Gid> {
+            user.map(|u| u.groups.iter().copied().map(Gid::from_raw).collect())
+                .unwrap_or_default()
+        };
         match profile {
             Profile::Sysadmin => Ok(Privileges {
                 profile,
-                groups: Vec::new(),
+                groups: user_groups(),
                 uid: [uid; 3],
                 gid: [gid; 3],
                 capabilities: None,
@@ -627,7 +646,7 @@ impl Privileges {
                     (target.status.cap_bnd | DEBUG_EXTRA.bits()) & !never.bits() & own & all;
                 Ok(Privileges {
                     profile,
-                    groups: Vec::new(),
+                    groups: user_groups(),
                     uid: [uid; 3],
                     gid: [gid; 3],
                     capabilities: Some(CapabilityPlan {
@@ -677,21 +696,21 @@ impl Privileges {
                         target.map_id(kind, map, ids[2])?,
                     ])
                 };
-                let (uid, gid) = match user {
-                    Some((uid, gid)) => ([uid; 3], [gid; 3]),
+                let (uid, gid, groups) = match user {
+                    Some(_) => ([uid; 3], [gid; 3], user_groups()),
                     None => (
                         ids("uid", &target.uid_map, status.uid)?,
                         ids("gid", &target.gid_map, status.gid)?,
+                        // A group without an ID in the namespace came from outside it and can
+                        // be neither set nor dropped there.
+                        status
+                            .groups
+                            .iter()
+                            .filter_map(|&g| host_to_namespace_id(g, &target.gid_map))
+                            .map(Gid::from_raw)
+                            .collect(),
                     ),
                 };
-                // A group without an ID in the namespace came from outside it and can be
-                // neither set nor dropped there.
-                let groups = status
-                    .groups
-                    .iter()
-                    .filter_map(|&g| host_to_namespace_id(g, &target.gid_map))
-                    .map(Gid::from_raw)
-                    .collect();
                 let all = all_capabilities()?;
                 Ok(Privileges {
                     profile,
@@ -711,6 +730,11 @@ impl Privileges {
                 })
             }
         }
+    }
+
+    /// The effective user and group ID the command gets, in the target's user namespace.
+    pub fn ids(&self) -> (u32, u32) {
+        (self.uid[1], self.gid[1])
     }
 
     /// The profile these privileges were computed for.
@@ -1160,6 +1184,10 @@ mod tests {
         assert_eq!(host_to_namespace_id(165536, userns), None);
         assert_eq!(host_to_namespace_id(1000, userns), Some(65536));
         assert_eq!(host_to_namespace_id(0, userns), None);
+        assert_eq!(namespace_to_host_id(1000, userns), Some(101000));
+        assert_eq!(namespace_to_host_id(65536, userns), Some(1000));
+        assert_eq!(namespace_to_host_id(65537, userns), None);
+        assert_eq!(namespace_to_host_id(7, "0 0 4294967295\n"), Some(7));
         assert_eq!(host_to_namespace_id(5, ""), None);
     }
 
@@ -1202,6 +1230,14 @@ mod tests {
     }
 
     // --- helpers for the tests that fork ---
+
+    fn who(uid: u32, gid: u32, groups: &[u32]) -> Identity {
+        Identity {
+            uid,
+            gid,
+            groups: groups.to_vec(),
+        }
+    }
 
     fn own() -> TargetCredentials {
         let me = TargetProcess::open(std::process::id()).unwrap();
@@ -1575,11 +1611,17 @@ mod tests {
         assert_eq!((s.seccomp, s.seccomp_filters), (2, Some(1)));
 
         // A non-root user ends with no capabilities, like `docker exec --user`.
-        let user =
-            Privileges::new(Profile::Debug, &target, Some((1000, 1000)), true, vec![]).unwrap();
+        let user = Privileges::new(
+            Profile::Debug,
+            &target,
+            Some(&who(1000, 1000, &[10, 20])),
+            true,
+            vec![],
+        )
+        .unwrap();
         let s = status_after_exec(&user);
         assert_eq!((s.uid, s.gid), ([1000; 4], [1000; 4]));
-        assert!(s.groups.is_empty());
+        assert_eq!(s.groups, [10, 20]);
         assert_eq!((s.cap_eff, s.cap_prm, s.cap_inh, s.cap_amb), (0, 0, 0, 0));
         assert_eq!(s.cap_bnd, wanted);
     }
@@ -1595,8 +1637,14 @@ mod tests {
         );
         assert!(!s.no_new_privs);
         assert_eq!(s.seccomp, 0);
-        let user =
-            Privileges::new(Profile::Sysadmin, &own(), Some((1000, 1001)), false, vec![]).unwrap();
+        let user = Privileges::new(
+            Profile::Sysadmin,
+            &own(),
+            Some(&who(1000, 1001, &[])),
+            false,
+            vec![],
+        )
+        .unwrap();
         let s = status_after_exec(&user);
         assert_eq!((s.uid, s.gid, s.cap_eff), ([1000; 4], [1001; 4], 0));
     }
@@ -1799,18 +1847,24 @@ mod tests {
     }
 
     #[test]
-    fn target_profile_user_overrides_ids_only() {
+    fn target_profile_user_overrides_ids_and_groups_only() {
         let target = restricted_target(true);
         let creds = credentials_of(target.0);
         let pid = target.0.as_raw_nonzero().get() as u32;
         let filters = target_seccomp_filters(pid).unwrap();
-        let privileges =
-            Privileges::new(Profile::Target, &creds, Some((3000, 3001)), false, filters).unwrap();
+        let privileges = Privileges::new(
+            Profile::Target,
+            &creds,
+            Some(&who(3000, 3001, &[42])),
+            false,
+            filters,
+        )
+        .unwrap();
         let command = spawn_sleeper(|| privileges.apply(false).map_err(|e| e.to_string()));
         let c = credentials_of(command.0).status;
         assert_eq!(
             (c.uid, c.gid, c.groups.as_slice()),
-            ([3000; 4], [3001; 4], &[1234, 5678][..])
+            ([3000; 4], [3001; 4], &[42][..])
         );
         assert_eq!(
             (c.cap_bnd, c.cap_amb),

@@ -82,6 +82,18 @@ impl TargetProcess {
         Ok(bytes)
     }
 
+    /// The process's root directory (`/proc/PID/root`), as an `O_PATH` descriptor: lookups
+    /// from it with `RESOLVE_IN_ROOT` see the container's files as its processes do.
+    pub fn root(&self) -> Result<OwnedFd, ProcessError> {
+        openat(
+            self.dir.as_fd(),
+            "root",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.error("root", e))
+    }
+
     /// The working directory as a path inside the container's root, when it is a usable one.
     pub fn cwd(&self) -> Result<Option<PathBuf>, ProcessError> {
         let link =

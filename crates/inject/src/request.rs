@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use crate::privileges::Profile;
+use crate::user::UserSpec;
 
 /// What to do with the target (cntr's `AttachOptions`, youki's split of its CLI).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,13 +17,15 @@ pub struct Request {
     pub image: Option<PathBuf>,
     /// The mode, with the command where it has one.
     pub mode: Mode,
-    /// `--user UID[:GID]`.
-    pub user: Option<(u32, u32)>,
+    /// `--user USER[:GROUP]`, resolved in the container when the session starts.
+    pub user: Option<UserSpec>,
     /// `--profile`.
     pub profile: Profile,
     /// `--cri-endpoint`: the CRI socket asked about pods the bundles under `/run` do not
     /// know (`None`: `CONTAINER_RUNTIME_ENDPOINT`, else the usual sockets).
     pub cri_endpoint: Option<String>,
+    /// `-q`: no hints.
+    pub quiet: bool,
 }
 
 /// How crashcart deals with the target.

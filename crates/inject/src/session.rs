@@ -37,7 +37,7 @@ use rustix::termios::isatty;
 
 use crate::cgroup::{CgroupError, CgroupProcs};
 use crate::cli::EXIT_CRASHCART;
-use crate::devdir::{self, DevError};
+use crate::devdir::{self, DevError, HomeOwner};
 use crate::environment::Environment;
 use crate::exec::{self, ChildFds, Command, CommandError, Stage};
 use crate::image::{self, Image, ImageError, Manifest};
@@ -54,11 +54,15 @@ use crate::sealed::{self, SealError};
 use crate::signals::{Forwarding, PARENT_DIED};
 use crate::step;
 use crate::sys::{self, Fork, SignalSet};
+use crate::user::{self, UserError, UserSpec};
 use crashcart_layout as layout;
 
-/// Arguments of the default command when it is bash: POSIX mode, because then bash reads only
-/// `$ENV` at startup — never the container's `/etc/bash.bashrc` or `/etc/bashrc`, which an
-/// interactive bash reads even with `--rcfile`. The image's rc file leaves POSIX mode.
+/// Arguments of the default command when it is bash and stdin is a terminal: POSIX mode,
+/// because then bash reads only `$ENV` at startup — never the container's `/etc/bash.bashrc`
+/// or `/etc/bashrc`, which an interactive bash reads even with `--rcfile`. The image's rc file
+/// leaves POSIX mode. When stdin is not a terminal (commands piped in), bash runs
+/// non-interactively, without arguments: it then reads only `$BASH_ENV` (the rc file), and
+/// prints no prompts and no job-control warnings into the output.
 const BASH_ARGS: [&str; 2] = ["--posix", "-i"];
 
 /// Why a crashcart run failed (exit status 125).
@@ -106,6 +110,9 @@ pub enum SessionError {
     /// The profile's privileges could not be worked out.
     #[error(transparent)]
     Privileges(#[from] PrivilegeError),
+    /// `--user` names no user or group of the container, or its files cannot be read.
+    #[error(transparent)]
+    User(#[from] UserError),
     /// `-e` with a target that is not a Docker container.
     #[error("-e runs the command with docker exec, but {0} is not a Docker container")]
     ExecNeedsDocker(String),
@@ -123,6 +130,9 @@ pub enum SessionError {
         /// Why.
         source: Errno,
     },
+    /// `--list` could not write its output.
+    #[error("cannot write to stdout")]
+    Stdout(#[source] std::io::Error),
     /// `docker exec` could not be started.
     #[error("cannot run docker exec")]
     DockerExec(#[source] std::io::Error),
@@ -144,8 +154,10 @@ pub fn run(request: &Request) -> Result<u8, SessionError> {
     if request.mode == request::Mode::List {
         let listings = resolve::list(&resolver)?;
         let table = std::io::IsTerminal::is_terminal(&std::io::stdout());
-        print!("{}", resolve::render(&listings, table));
-        return Ok(0);
+        return match crate::log::stdout_bytes(resolve::render(&listings, table).as_bytes()) {
+            Ok(()) => Ok(0),
+            Err(e) => Err(SessionError::Stdout(e)),
+        };
     }
     sealed::ensure()?;
     let exe = sealed::original_exe();
@@ -176,27 +188,36 @@ pub fn run(request: &Request) -> Result<u8, SessionError> {
     let (image_mount, manifest) = mount_image(&image)?;
     drop(image);
     let shell = image_shell(image_mount.as_fd());
+    let interactive = isatty(std::io::stdin());
     // The command as asked, else the image's shell (an error when it has none).
     let command_or_shell = |command: &Vec<OsString>| match (command.is_empty(), &shell) {
         (false, _) => Ok(command.clone()),
-        (true, Some(shell)) => Ok(default_command(shell)),
+        (true, Some(shell)) => Ok(default_command(shell, interactive)),
         (true, None) => Err(SessionError::NoShell(image_path.clone())),
     };
     match &request.mode {
-        request::Mode::Mount => mount_in_container(&process, image_mount, &manifest),
+        request::Mode::Mount => {
+            let user_ns = Namespaces::open(&process)?.differs(Kind::User);
+            let code = mount_in_container(&process, image_mount, &manifest)?;
+            if code == 0 && !request.quiet {
+                crate::log::stderr_text(&mount_hint(spec, &target, shell.as_deref(), user_ns));
+            }
+            Ok(code)
+        }
         request::Mode::DockerExec { command } => {
             let command = command_or_shell(command)?;
             let code = mount_in_container(&process, image_mount, &manifest)?;
             if code != 0 {
                 return Ok(code);
             }
-            docker_exec(&target, &process, &command, request.user)
+            docker_exec(&target, &process, &command, request.user.as_ref())
         }
         request::Mode::Session { command } => {
             let plan = SessionPlan {
                 profile: request.profile,
-                user: request.user,
+                user: request.user.clone(),
                 default_shell: command.is_empty(),
+                interactive,
                 command: command_or_shell(command)?,
                 shell,
             };
@@ -221,15 +242,49 @@ fn mount_in_container(
     })
 }
 
+/// After `-m`: how to use the mount (`docker exec` for a Docker container, else `nsenter`)
+/// and how to remove it.
+fn mount_hint(spec: &str, target: &Target, shell: Option<&str>, user_ns: bool) -> String {
+    let command = match shell {
+        Some(bash) if bash.ends_with("/bash") => {
+            format!("{bash} --rcfile {} -i", layout::IMAGE_RC)
+        }
+        Some(sh) => sh.to_string(),
+        None => format!("{}/...", layout::IMAGE_BIN),
+    };
+    let enter = match (&target.runtime, &target.id) {
+        (Runtime::Docker, Some(id)) => {
+            let container = target
+                .name
+                .clone()
+                .unwrap_or_else(|| id.chars().take(12).collect());
+            format!("docker exec -it {container} {command}")
+        }
+        _ => format!(
+            "nsenter -t {} -m -u -i -n -p{} {command}",
+            target.pid,
+            if user_ns { " -U" } else { "" }
+        ),
+    };
+    format!(
+        "crashcart: the image is mounted at {} in {spec}; use it with\n  {enter}\n\
+         and remove it with\n  crashcart -u {spec}\n",
+        layout::IMAGE_ROOT
+    )
+}
+
 /// What a session runs, and with what privileges.
 struct SessionPlan {
     profile: Profile,
-    user: Option<(u32, u32)>,
+    user: Option<UserSpec>,
     command: Vec<OsString>,
     /// The image's shell, for `SHELL`.
     shell: Option<String>,
-    /// Whether `command` is the default shell (it then gets `ENV` = the image's rc file).
+    /// Whether `command` is the default shell (it then gets `ENV`, or `BASH_ENV` when not
+    /// interactive, = the image's rc file).
     default_shell: bool,
+    /// Whether crashcart's stdin is a terminal (the command then gets a pty).
+    interactive: bool,
 }
 
 /// Attaches the image and mounts it (detached) while holding the image lock, then reads its
@@ -264,11 +319,11 @@ fn image_shell(image_root: BorrowedFd<'_>) -> Option<String> {
         .map(|name| format!("{}/{name}", layout::IMAGE_BIN))
 }
 
-/// The default command: the image's `shell`, bash in POSIX mode reading only the image's rc
-/// file, or plain sh.
-fn default_command(shell: &str) -> Vec<OsString> {
+/// The default command: the image's `shell`, bash reading only the image's rc file (in POSIX
+/// mode and interactive on a terminal, see [`BASH_ARGS`]), or plain sh.
+fn default_command(shell: &str, interactive: bool) -> Vec<OsString> {
     let mut args = vec![OsString::from(shell)];
-    if shell.ends_with("/bash") {
+    if shell.ends_with("/bash") && interactive {
         args.extend(BASH_ARGS.iter().map(OsString::from));
     }
     args
@@ -321,11 +376,11 @@ fn docker_exec(
     target: &Target,
     process: &TargetProcess,
     command: &[OsString],
-    user: Option<(u32, u32)>,
+    user: Option<&UserSpec>,
 ) -> Result<u8, SessionError> {
     let id = target.id.clone().unwrap_or_default();
     let environ = process.environ()?;
-    let env = Environment::for_command(&environ, None, None, &[]);
+    let env = Environment::for_command(&environ, None, None, devdir::SESSION_HOME, &[]);
     let mut docker = std::process::Command::new("docker");
     docker.arg("exec").arg("-i");
     if isatty(std::io::stdin()) {
@@ -335,8 +390,9 @@ fn docker_exec(
     path.push(std::ffi::OsStr::from_bytes(
         env.get(b"PATH").unwrap_or_default(),
     ));
-    if let Some((uid, gid)) = user {
-        docker.arg("--user").arg(format!("{uid}:{gid}"));
+    // docker exec resolves names in the container's passwd and group files itself.
+    if let Some(user) = user {
+        docker.arg("--user").arg(user.to_string());
     }
     docker.arg("-e").arg(path).arg(&id).args(command);
     step!("exec: {docker:?}");
@@ -359,20 +415,40 @@ fn session(
         &environ,
         std::env::var_os("TERM").as_deref(),
         plan.shell.as_deref(),
+        devdir::SESSION_HOME,
         &manifest.env,
     );
     if plan.default_shell {
-        env.set(b"ENV", layout::IMAGE_RC.as_bytes());
+        // The container's ENV and BASH_ENV are dropped; this is the image's rc file.
+        let rc_var: &[u8] = if plan.interactive {
+            b"ENV"
+        } else {
+            b"BASH_ENV"
+        };
+        env.set(rc_var, layout::IMAGE_RC.as_bytes());
     }
     let command = Command::new(&plan.command, &env)?;
-    let privileges = session_privileges(
+    let identity = match &plan.user {
+        Some(spec) => {
+            let identity = user::resolve_in_container(spec, process.root()?.as_fd())?;
+            step!(
+                "--user {spec}: uid {} gid {} groups {:?}",
+                identity.uid,
+                identity.gid,
+                identity.groups
+            );
+            Some(identity)
+        }
+        None => None,
+    };
+    let (privileges, home) = session_privileges(
         plan.profile,
         process,
-        plan.user,
+        identity.as_ref(),
         !namespaces.differs(Kind::Net),
     )?;
     if let Some(warning) = privileges.warning() {
-        eprintln!("{warning}");
+        crate::log::stderr_text(&format!("{warning}\n"));
     }
     let (relay, streams) = relay::open(process)?;
     let forwarding = Forwarding::block().map_err(sys_err("block signals"))?;
@@ -389,6 +465,7 @@ fn session(
         cwd,
         command,
         privileges,
+        home,
         streams,
     };
     match sys::fork().map_err(sys_err("fork"))? {
@@ -406,10 +483,10 @@ fn session(
             let code = relay.run(helper, &forwarding)?.unwrap_or(EXIT_CRASHCART);
             // The helper has said why when it failed (125); otherwise say why it ended.
             if process.is_exiting() && code != EXIT_CRASHCART {
-                eprintln!(
-                    "crashcart: target pid {} exited; the session ended",
+                crate::log::say(format_args!(
+                    "target pid {} exited; the session ended",
                     process.pid
-                );
+                ));
             }
             Ok(code)
         }
@@ -428,6 +505,7 @@ struct Helper {
     cwd: Option<PathBuf>,
     command: Command,
     privileges: Privileges,
+    home: HomeOwner,
     streams: CommandStreams,
 }
 
@@ -446,6 +524,7 @@ impl Helper {
             cwd,
             command,
             privileges,
+            home,
             streams,
         } = self;
         // Its own session and process group: no controlling terminal for anything started
@@ -471,7 +550,7 @@ impl Helper {
         namespaces.enter(Kind::Mnt)?;
         mount::enter_private_copy()?;
         let dev = devdir::open_dev()?;
-        devdir::build_session_dev(dev.as_fd(), image_mount, store_alias.as_deref())?;
+        devdir::build_session_dev(dev.as_fd(), image_mount, store_alias.as_deref(), home)?;
         drop(dev);
         preload::cover_preload_files(&ignores)?;
         enter_cwd(cwd.as_deref());
@@ -612,9 +691,18 @@ fn report_failure(command: &Command, pid: u32, report: BorrowedFd<'_>) {
     let why = Errno::from_raw_os_error(errno);
     let program = &command.program;
     match stage {
-        Stage::Exec if why == Errno::NOENT => crate::log::say(format_args!(
-            "cannot run {program}: not found in the container"
-        )),
+        Stage::Exec if why == Errno::NOENT => match command.existing_candidate() {
+            Some(found) => crate::log::say(format_args!(
+                "cannot run {}: its interpreter or loader is missing ({why})",
+                found.to_string_lossy()
+            )),
+            None if command.is_path() => crate::log::say(format_args!(
+                "cannot run {program}: no such file in the container"
+            )),
+            None => crate::log::say(format_args!(
+                "`{program}` is neither in the image nor on the container's PATH"
+            )),
+        },
         Stage::Exec => crate::log::say(format_args!("cannot run {program}: {why}")),
         Stage::UserNamespace => crate::log::say(format_args!(
             "cannot enter the user namespace of pid {pid}: {why}"
@@ -627,13 +715,14 @@ fn report_failure(command: &Command, pid: u32, report: BorrowedFd<'_>) {
 }
 
 /// Works out, before anything is forked, what the command may do under `profile`: reads the
-/// target's credentials (and, for `target`, copies its seccomp filters by ptrace).
+/// target's credentials (and, for `target`, copies its seccomp filters by ptrace). Also who
+/// owns the session's `HOME`: the command's user and group, as host IDs.
 fn session_privileges(
     profile: Profile,
     process: &TargetProcess,
-    user: Option<(u32, u32)>,
+    user: Option<&user::Identity>,
     shares_host_network: bool,
-) -> Result<Privileges, SessionError> {
+) -> Result<(Privileges, HomeOwner), SessionError> {
     let credentials = TargetCredentials::read(process)?;
     let filters = if profile == Profile::Target && credentials.status.seccomp == 2 {
         privileges::target_seccomp_filters(process.pid)?
@@ -641,13 +730,15 @@ fn session_privileges(
         Vec::new()
     };
     step!("profile {profile:?}");
-    Ok(Privileges::new(
-        profile,
-        &credentials,
-        user,
-        shares_host_network,
-        filters,
-    )?)
+    let privileges = Privileges::new(profile, &credentials, user, shares_host_network, filters)?;
+    // An ID the namespace does not map cannot be taken by the command either (it fails to
+    // start); root then owns the directory.
+    let (uid, gid) = privileges.ids();
+    let home = HomeOwner {
+        uid: privileges::namespace_to_host_id(uid, &credentials.uid_map).unwrap_or(0),
+        gid: privileges::namespace_to_host_id(gid, &credentials.gid_map).unwrap_or(0),
+    };
+    Ok((privileges, home))
 }
 
 /// Changes to the target's working directory, resolved inside the (new) root without letting

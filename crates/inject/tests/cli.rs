@@ -47,7 +47,8 @@ fn usage_errors_are_one_line_and_exit_125() {
     for args in [
         &["-m", "-u", "web-1"][..],
         &[],
-        &["--user", "bob", "web-1"],
+        &["--user", "bob:", "web-1"],
+        &["--user", "99999999999", "web-1"],
         &["--no-such-flag", "web-1"],
         &["-m", "web-1", "ls"],
     ] {

@@ -22,7 +22,7 @@ use super::{
 const DOCKER_LIST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Length of the IDs shown in a table (what `docker ps` shows).
-const SHORT_ID_LEN: usize = 12;
+pub(super) const SHORT_ID_LEN: usize = 12;
 
 /// Whether a listed container can be entered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -162,7 +162,7 @@ fn runtime_word(runtime: &Runtime) -> String {
 /// A field as it may be printed: names and images come from runtime state that others
 /// wrote, so control characters and whitespace (which could move a terminal's cursor or
 /// split a plain line) become `?`; an empty field is `-`.
-fn printable(field: &str) -> String {
+pub(super) fn printable(field: &str) -> String {
     if field.is_empty() {
         return "-".to_string();
     }

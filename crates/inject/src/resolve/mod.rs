@@ -102,12 +102,21 @@ pub enum ResolveError {
     /// Nothing matched.
     #[error("no container or process matches {0:?}")]
     NotFound(String),
+    /// Nothing matched, but a running container has a name close to what was typed.
+    #[error("no container or process matches {spec:?}; did you mean `{suggestion}`?")]
+    DidYouMean {
+        /// What the user typed.
+        spec: String,
+        /// The closest name of a running container.
+        suggestion: String,
+    },
     /// A prefix matched several containers.
     #[error("{spec:?} is ambiguous; it matches {}", candidates.join(", "))]
     Ambiguous {
         /// What the user typed.
         spec: String,
-        /// Full IDs (and names) that matched.
+        /// Each container that matched: `NAME (RUNTIME ID, image IMAGE)` where the runtime
+        /// knows a name and image, else `ID (RUNTIME)`.
         candidates: Vec<String>,
     },
     /// The container exists but is not running.
@@ -418,12 +427,72 @@ impl Resolver {
             [only] => self.check_alive(only).map(Some),
             many => Err(ResolveError::Ambiguous {
                 spec: spec.to_string(),
-                candidates: many
-                    .iter()
-                    .map(|c| format!("{} ({})", c.id, c.runtime))
-                    .collect(),
+                candidates: self.describe(many),
             }),
         }
+    }
+
+    /// How an ambiguity lists the candidates: with the name and image a user recognizes, where
+    /// the listing knows them (names and images come from runtime state others wrote: shown
+    /// only as [`listing::printable`] makes them).
+    fn describe(&self, candidates: &[Candidate]) -> Vec<String> {
+        let known: std::collections::HashMap<String, Listing> = list(self)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| (l.id.clone(), l))
+            .collect();
+        candidates
+            .iter()
+            .map(|c| match known.get(&c.id) {
+                Some(l) if !l.name.is_empty() => format!(
+                    "{} ({} {}{})",
+                    listing::printable(&l.name),
+                    c.runtime,
+                    &c.id[..c.id.len().min(listing::SHORT_ID_LEN)],
+                    l.image
+                        .as_deref()
+                        .map(|i| format!(", image {}", listing::printable(i)))
+                        .unwrap_or_default()
+                ),
+                Some(Listing {
+                    image: Some(image), ..
+                }) => format!(
+                    "{} ({}, image {})",
+                    c.id,
+                    c.runtime,
+                    listing::printable(image)
+                ),
+                _ => format!("{} ({})", c.id, c.runtime),
+            })
+            .collect()
+    }
+
+    /// The name of a running container closest to `spec`, when one is close enough to be a
+    /// typo of it (`web1` for `web-1`): Docker names and pods' containers, with or without
+    /// `k8s://`, as `spec` is written.
+    pub fn suggest(&self, spec: &str) -> Option<String> {
+        let typed = spec.strip_prefix("docker://").unwrap_or(spec);
+        let mut names: Vec<String> = Vec::new();
+        for l in list(self).unwrap_or_default() {
+            if l.state != ContainerState::Running || l.name.is_empty() {
+                continue;
+            }
+            let Some(pod_container) = l.name.strip_prefix(POD_SCHEME) else {
+                names.push(l.name);
+                continue;
+            };
+            let pod = pod_container
+                .rsplit_once('/')
+                .map_or(pod_container, |(p, _)| p);
+            for form in [pod_container, pod] {
+                if spec.starts_with(POD_SCHEME) {
+                    names.push(format!("{POD_SCHEME}{form}"));
+                } else {
+                    names.push(form.to_string());
+                }
+            }
+        }
+        closest(typed, &names).map(listing::printable)
     }
 
     /// Resolves a pod reference from the CRI runtimes' bundles, else over the CRI socket; see
@@ -714,6 +783,19 @@ impl Resolver {
     }
 }
 
+/// The one of `names` closest to `typed` by edit distance (a swap of two neighbours counts
+/// once), if it is close enough to be a typo: at most one edit per three characters, and at
+/// least one.
+fn closest<'a>(typed: &str, names: &'a [String]) -> Option<&'a str> {
+    let allowed = (typed.chars().count() / 3).max(1);
+    names
+        .iter()
+        .map(|n| (strsim::damerau_levenshtein(typed, n), n))
+        .filter(|(d, n)| *d <= allowed && *d < n.chars().count())
+        .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)))
+        .map(|(_, n)| n.as_str())
+}
+
 /// True for a non-empty string of hex digits (either case).
 fn is_hex(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -734,9 +816,17 @@ fn split_scheme(spec: &str) -> Result<(Scope, &str), ResolveError> {
     Ok((scope, rest))
 }
 
-/// Resolves `spec` with [`Resolver::from_env`].
+/// Resolves `spec` with [`Resolver::from_env`]; when nothing matches, suggests a running
+/// container's name close to it.
 pub fn resolve(spec: &str) -> Result<Target, ResolveError> {
-    Resolver::from_env().resolve(spec)
+    let resolver = Resolver::from_env();
+    resolver.resolve(spec).map_err(|e| match e {
+        ResolveError::NotFound(spec) => match resolver.suggest(&spec) {
+            Some(suggestion) => ResolveError::DidYouMean { spec, suggestion },
+            None => ResolveError::NotFound(spec),
+        },
+        e => e,
+    })
 }
 
 #[cfg(test)]

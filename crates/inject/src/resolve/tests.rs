@@ -632,3 +632,21 @@ fn a_pid_from_the_cri_socket_is_checked_like_a_bundles() {
         "a PID in another container's cgroup is not this container's"
     );
 }
+
+#[test]
+fn a_typo_suggests_the_closest_name() {
+    let names: Vec<String> = ["web-1", "web-2", "db", "k8s://shop/web-0/app"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(super::closest("web1", &names), Some("web-1"));
+    assert_eq!(super::closest("wbe-1", &names), Some("web-1"));
+    assert_eq!(super::closest("web-3", &names), Some("web-1"));
+    assert_eq!(super::closest("dc", &names), Some("db"));
+    assert_eq!(
+        super::closest("k8s://shop/web-0/ap", &names),
+        Some("k8s://shop/web-0/app")
+    );
+    assert_eq!(super::closest("nginx", &names), None);
+    assert_eq!(super::closest("x", &names), None);
+}
