@@ -545,10 +545,10 @@ fn write_generated(
     inputs: &Inputs,
 ) -> Result<(String, crate::image::Totals), BuildError> {
     let origin = writer.add_origin("the builder".into());
-    if writer.exists(Path::new(MANIFEST_PATH)) {
+    if writer.exists(Path::new(MANIFEST_PATH))? {
         return Err(InputError::Reserved(MANIFEST_PATH.into()).into());
     }
-    if !writer.exists(Path::new(RC_PATH)) {
+    if !writer.exists(Path::new(RC_PATH))? {
         let rc = manifest::rc_file(&inputs.env);
         let size = rc.len() as u64;
         writer.file(
@@ -568,7 +568,7 @@ fn write_generated(
         .flat_map(|c| c.store_paths.iter().map(|p| p.display().to_string()))
         .collect();
     if inputs.tar.is_some() {
-        for name in writer.names_in(Path::new(STORE_DIR)) {
+        for name in writer.names_in(Path::new(STORE_DIR))? {
             let name = String::from_utf8_lossy(&name);
             store_paths.push(format!("{}/{name}", inputs.store_dir));
         }
@@ -577,7 +577,7 @@ fn write_generated(
     store_paths.dedup();
     // Everything but the manifest is counted and digested.
     let totals = writer.totals();
-    let digest = writer.digest();
+    let digest = writer.digest()?;
     let relocation = inputs.relocation.as_ref();
     let record = Manifest {
         format: FORMAT,
@@ -634,8 +634,17 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
         confinement: inputs.confinement.clone(),
     };
     let progress = Progress::new(show, estimate.bytes);
-    let mut writer = ImageWriter::create(pending.file()?, pending.path(), geometry, opts, progress)
-        .map_err(|e| with_hint(e.into()))?;
+    // The directory tree's names, kept out of memory next to the output (an unnamed file).
+    let scratch = output::scratch_file(&cli.output)?;
+    let mut writer = ImageWriter::create(
+        pending.file()?,
+        scratch,
+        pending.path(),
+        geometry,
+        opts,
+        progress,
+    )
+    .map_err(|e| with_hint(e.into()))?;
     write_inputs(&mut writer, cli, &mut inputs).map_err(with_hint)?;
     let (digest, totals) = write_generated(&mut writer, cli, &inputs).map_err(with_hint)?;
     writer.finish(cli.uuid).map_err(|e| with_hint(e.into()))?;
@@ -662,7 +671,7 @@ fn plain(perm: u32) -> Attributes {
 fn link_profile(writer: &mut ImageWriter, profile: &Path) -> Result<(), BuildError> {
     let origin = writer.add_origin(format!("--profile {}", profile.display()));
     let in_store = image_store_path(profile);
-    if !writer.exists(&in_store) {
+    if !writer.exists(&in_store)? {
         return Err(BuildError::Usage(format!(
             "--profile {} is not in the image",
             profile.display()
@@ -675,7 +684,7 @@ fn link_profile(writer: &mut ImageWriter, profile: &Path) -> Result<(), BuildErr
         origin,
     )?;
     for sub in [BIN_DIR, SBIN_DIR] {
-        if writer.exists(&in_store.join(sub)) {
+        if writer.exists(&in_store.join(sub))? {
             let target = format!("{PROFILE_LINK}/{sub}");
             writer.symlink(Path::new(sub), plain(0o777), target.as_bytes(), origin)?;
         }
