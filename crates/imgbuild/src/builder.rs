@@ -592,6 +592,7 @@ fn write_generated(
         files: totals.files,
         bytes: totals.bytes,
         digest: digest.clone(),
+        digest_scheme: crate::digest::DIGEST_SCHEME.into(),
     };
     let json = record.to_json();
     writer.dir(Path::new(META_DIR), plain(0o755), origin)?;

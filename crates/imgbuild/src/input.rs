@@ -15,9 +15,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::attributes::{Attributes, Xattrs};
-use crate::content::Content;
+use crate::content::{Content, Mapped};
 use crate::image::{ImageWriter, Special, WriteError};
-use crate::pax::{named, MemberPax, PaxRecoder};
+use crate::pax::{named, MemberPax, PaxRecoder, SparseReader};
 
 /// Regular files opened and read ahead of the one being written.
 const READ_AHEAD_FILES: usize = 8;
@@ -221,6 +221,16 @@ fn add_entry(
     Ok(())
 }
 
+impl<R: Read> Mapped for SparseReader<R> {
+    fn chunks(&self) -> &[(u64, u64)] {
+        SparseReader::chunks(self)
+    }
+
+    fn skip_hole(&mut self, to: u64) -> std::io::Result<()> {
+        SparseReader::skip_hole(self, to)
+    }
+}
+
 /// Opens a tar input (`-` is stdin), undoes gzip when the stream starts with its magic, and
 /// re-encodes PAX records the tar crate would misread ([`PaxRecoder`]).
 pub fn open_tar(reader: Box<dyn Read>) -> Result<Box<dyn Read>, std::io::Error> {
@@ -343,7 +353,7 @@ pub fn add_tar(
                     &target,
                     attrs,
                     size,
-                    Content::Stream(&mut file),
+                    Content::Mapped(&mut file),
                     None,
                     origin,
                 )?;

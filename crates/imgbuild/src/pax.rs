@@ -393,6 +393,26 @@ impl<R> SparseReader<R> {
     pub fn chunks(&self) -> &[(u64, u64)] {
         &self.chunks
     }
+
+    /// Moves on to `to` without producing the zeros before it: everything from here to `to`
+    /// must be hole.
+    pub fn skip_hole(&mut self, to: u64) -> io::Result<()> {
+        if to == self.pos {
+            return Ok(());
+        }
+        while let Some(&(offset, len)) = self.chunks.get(self.next) {
+            if self.pos < offset + len {
+                break;
+            }
+            self.next += 1;
+        }
+        let until = self.chunks.get(self.next).map_or(self.size, |c| c.0);
+        if to < self.pos || to > until {
+            return Err(sparse_err("skip over data"));
+        }
+        self.pos = to;
+        Ok(())
+    }
 }
 
 impl<R: Read> Read for SparseReader<R> {
