@@ -433,6 +433,27 @@ mod tests {
     }
 
     #[test]
+    fn matches_the_readme_recipe() {
+        // Values printed by README's Python recipe (the `blake3` package from PyPI): a file of
+        // 13,288 bytes `i % 251 + 1` with bytes 4096..8192 zeroed, and 1 MiB of zeros.
+        let mut file: Vec<u8> = (0..3 * 4096 + 1000).map(|i| (i % 251) as u8 + 1).collect();
+        file[4096..8192].fill(0);
+        let hex = |h: [u8; 32]| blake3::Hash::from(h).to_hex().to_string();
+        assert_eq!(
+            hex(spec(&file)),
+            "493762238eec07902ed2d2bed9f3cbf98e1d9817caff5583719977aaed7a56a5"
+        );
+        let mut h = ContentHash::new();
+        h.update(0, &file[..4096]);
+        h.update(8192, &file[8192..]);
+        assert_eq!(hex(h.finish(file.len() as u64)), hex(spec(&file)));
+        assert_eq!(
+            hex(h.finish(1 << 20)),
+            "ea5ec10034ca504a53672fc603f3b23ce6c2aa982d201072f3a35387dbfb6f42"
+        );
+    }
+
+    #[test]
     fn chunking_does_not_change_the_record() {
         let data = noise(3 * 4096 + 100);
         let whole = record_of(&[&data]);
