@@ -157,7 +157,7 @@ defaults need).
   It does not fsync the finished image (a build output renamed into place, like a compiler's);
   mke2fs does.
 - Peak RSS: crashcart-imgbuild $ours_rss KB, mke2fs $mke2fs_rss KB (target < 64 MiB; bounded
-  by a few 1 MiB chunk buffers and the directory tree, not by file sizes).
+  by a few 1 MiB chunk buffers and the directories: other names go to a scratch file).
 - Image: {mb($image_bytes)} for {mb($apparent)} of files, **{($image_bytes / $apparent - 1) * 100:+.1f}%**
   (target ≤ +10%); {mb($image_used)} allocated on disk. \`e2fsck -fn\` clean.
 - \`--relocate /nix/store=/dev/.cart\` on the same tree as a closure: {t(reloc)} against

@@ -15,7 +15,7 @@
 //! lookup. A name given twice is therefore found then, at the end of the build rather than when
 //! the second copy is written; it is the same error, and nothing is left at `-o` either way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
@@ -263,12 +263,18 @@ fn file_type(b: u8) -> FileType {
     .expect("a type this module wrote")
 }
 
+/// A directory's names, for lookups.
+type Names = HashMap<Box<[u8]>, Child>;
+
 /// The namespace of the image.
 #[derive(Debug)]
 pub struct Tree {
     dirs: Vec<Dir>,
     origins: Vec<String>,
     spill: Spill,
+    /// The names of the directory last looked up in (the first given for each), kept in step
+    /// with inserts into it: a run of hard links into one directory reads it once.
+    recent: Option<(DirId, Names)>,
 }
 
 impl Tree {
@@ -289,6 +295,7 @@ impl Tree {
             }],
             origins: Vec::new(),
             spill: Spill::new(scratch),
+            recent: None,
         }
     }
 
@@ -473,6 +480,9 @@ impl Tree {
             record,
         };
         let start = self.spill.push(name, &child)?;
+        if let Some((_, names)) = self.recent.as_mut().filter(|(d, _)| *d == parent) {
+            names.entry(name.into()).or_insert(child);
+        }
         let end = self.spill.len();
         let runs = &mut self.dirs[parent].runs;
         match runs.last_mut() {
@@ -563,15 +573,23 @@ impl Tree {
                 record: Record::Ready([0; 32]),
             }));
         }
-        let mut all = Vec::new();
-        for i in 0..self.dirs[id].runs.len() {
-            let (start, end) = self.dirs[id].runs[i];
-            self.spill.read(start, end, &mut all)?;
+        if self.recent.as_ref().is_none_or(|(d, _)| *d != id) {
+            self.recent = None;
+            let mut all = Vec::new();
+            for i in 0..self.dirs[id].runs.len() {
+                let (start, end) = self.dirs[id].runs[i];
+                self.spill.read(start, end, &mut all)?;
+            }
+            let mut names = HashMap::with_capacity(all.len());
+            for (_, n) in all {
+                names.entry(n.name.into_boxed_slice()).or_insert(n.child);
+            }
+            self.recent = Some((id, names));
         }
-        Ok(all
-            .into_iter()
-            .find(|(_, n)| n.name == *last)
-            .map(|(_, n)| n.child))
+        Ok(self
+            .recent
+            .as_ref()
+            .and_then(|(_, names)| names.get(*last).copied()))
     }
 
     /// Number of subdirectories of `id` (its link count is 2 plus this).
@@ -782,6 +800,44 @@ mod tests {
                 .map(|c| c.record),
             Some(Record::Ready([1; 32]))
         );
+    }
+
+    #[test]
+    fn lookups_see_names_added_after_the_directory_was_read() {
+        let mut t = Tree::new(2, Attributes::default(), scratch());
+        let a = t.add_origin("x".into());
+        let mut alloc = counter();
+        let d = t
+            .walk(&[b"d".as_slice()], a, &Attributes::default(), &mut alloc)
+            .unwrap();
+        let ready = |i: u8| Record::Ready([i; 32]);
+        t.insert(d, b"f1", 11, FileType::Regular, a, ready(1))
+            .unwrap();
+        assert_eq!(
+            t.lookup(Path::new("d/f1")).unwrap().map(|c| c.ino),
+            Some(11)
+        );
+        // Into the directory just read, into another, the same name again.
+        t.insert(d, b"f2", 12, FileType::Regular, a, ready(2))
+            .unwrap();
+        t.insert(ROOT, b"g", 13, FileType::Regular, a, ready(3))
+            .unwrap();
+        t.insert(d, b"f1", 14, FileType::Regular, a, ready(4))
+            .unwrap();
+        assert_eq!(
+            t.lookup(Path::new("d/f2")).unwrap().map(|c| c.ino),
+            Some(12)
+        );
+        assert_eq!(
+            t.lookup(Path::new("d/f1")).unwrap().map(|c| c.ino),
+            Some(11)
+        );
+        assert_eq!(t.lookup(Path::new("g")).unwrap().map(|c| c.ino), Some(13));
+        assert_eq!(
+            t.lookup(Path::new("d/f1")).unwrap().map(|c| c.ino),
+            Some(11)
+        );
+        assert!(t.lookup(Path::new("d/f3")).unwrap().is_none());
     }
 
     #[test]

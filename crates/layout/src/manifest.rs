@@ -261,6 +261,31 @@ mod tests {
     }
 
     #[test]
+    fn manifests_without_a_digest_scheme_still_parse() {
+        let old = r#"{"format":1,"builder":"crashcart-imgbuild 0.1.0","fs":"ext3","env":{},
+            "ignores":[],"store_paths":[],"programs":[],"files":1,"bytes":2,
+            "digest":"blake3:00"}"#;
+        let m: Manifest = serde_json::from_str(old).unwrap();
+        assert_eq!(m.digest_scheme, "");
+        let new = String::from_utf8(
+            Manifest {
+                digest_scheme: DIGEST_SCHEME.into(),
+                ..m
+            }
+            .to_json(),
+        )
+        .unwrap();
+        assert!(
+            new.contains(r#""digest_scheme": "blake3-nonzero-4k-v2""#),
+            "{new}"
+        );
+        assert_eq!(
+            SessionManifest::parse(&new).unwrap(),
+            SessionManifest::default()
+        );
+    }
+
+    #[test]
     fn hostile_aliases_are_refused() {
         for a in [
             "/dev/../etc",
