@@ -5,6 +5,14 @@
 # /dev/.cart rewrite on a large store tree (/usr/lib/x86_64-linux-gnu under a fake store path):
 # `--closure` with and without `--relocate`, which must add no more than 20%.
 #
+# Then the build on a CI runner's terms: from a warm local binary cache (`file://`, filled from
+# the fixture) into a fresh store, today's way (nix substitutes the packages and builds the
+# profile, builtin:buildenv, in its sandbox; crashcart-imgbuild --closure --profile) against
+# crashcart-imgbuild --packages (nix only substitutes; the profile is merged without nix),
+# unrestricted and under a seccomp filter denying mount (tests/support/deny.rs), where today's
+# way fails. Last, a large closure (the fixture's cart-large: 6,018 files, 6,000 of them naming
+# a store path): image size and build time with and without --relocate.
+#
 # Usage: bench/nix.sh [--write]   (--write replaces the nix section of BENCHMARKS.md)
 # Needs: hyperfine, nix-build (offline is fine), perl, mke2fs, the fixture's host files.
 set -euo pipefail
@@ -13,6 +21,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 imgbuild=${IMGBUILD:-$(release_bin crashcart-imgbuild crashcart-imgbuild)}
 imgbuild=$(realpath "$imgbuild")
+deny=${DENY:-$(release_bin crashcart-test-deny crashcart-tests)}
 
 work=$(mktemp -d)
 trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
@@ -104,7 +113,75 @@ for name, r in runs.items():
     print(f"{name}: wall median {statistics.median(w for w, _ in r):.3f} s, cpu median {statistics.median(c for _, c in r):.3f} s")
 PY
 
-section=$(python3 - "$work" "$rel_img" "$rel_used" "$nat_img" "$nat_used" "$hand_img" "$tree_bytes" "$paths" "$matches" <<'PY'
+# A warm binary cache, as a runner would have (unsigned: require-sigs off).
+build relocated "$work/cache-src" "$work/cache-src.img"
+cache_paths=$(debugfs -R 'cat /.crashcart/manifest.json' "$work/cache-src.img" 2>/dev/null |
+    python3 -c 'import json, sys; print(" ".join(json.load(sys.stdin)["store_paths"]))')
+nix --extra-experimental-features nix-command copy --from "local?root=$work/cache-src/relocated" \
+    --to "file://$work/cache?compression=none" $cache_paths 2>/dev/null
+cache_config="substituters = file://$work/cache
+require-sigs = false"
+# Today's way: a buildenv profile built by nix, then its closure written by crashcart-imgbuild.
+mkdir -p "$work/old-nix"
+cat > "$work/old-nix/default.nix" <<'NIX'
+{ nixpkgs }:
+let
+  pkgs = import nixpkgs { };
+  names = [ "cart-check" "busybox" ];
+  entry = i: name: [ "true" (toString (i + 1)) "1" pkgs.${name}.outPath ];
+in
+derivation {
+  name = "crashcart-profile";
+  system = builtins.currentSystem;
+  builder = "builtin:buildenv";
+  derivations = builtins.concatLists (builtins.genList (i: entry i (builtins.elemAt names i)) 2);
+  manifest = builtins.toFile "crashcart-packages.json" (builtins.toJSON names);
+  preferLocalBuild = true;
+  allowSubstitutes = false;
+}
+NIX
+cat > "$work/old-way.sh" <<'SCRIPT'
+set -euo pipefail
+store="local?root=$work/fresh/relocated"
+profile=$(nix-build "$work/old-nix" --argstr nixpkgs "$fixture" --store "$store" \
+    --option build-users-group '' --no-out-link)
+nix-store --store "$store" -qR "$profile" > "$work/old.closure"
+"$imgbuild" -q --closure "$work/old.closure" --profile "$profile" \
+    --store-root "$work/fresh/relocated" --relocate /nix/store=/dev/.cart -o "$work/old.img"
+SCRIPT
+cat > "$work/new-way.sh" <<'SCRIPT'
+set -euo pipefail
+${RESTRICT:-} "$imgbuild" -q --packages "$work/packages" --nixpkgs "$fixture" \
+    --nix-store "$work/fresh" -o "$work/new.img" 2>/dev/null
+SCRIPT
+export deny
+fresh="chmod -R u+w $work/fresh 2>/dev/null || true; rm -rf $work/fresh $work/old.img $work/new.img"
+NIX_CONFIG=$cache_config hyperfine --shell bash --runs 5 --export-json "$work/runner.json" \
+    --prepare "$fresh" \
+    -n "today: substitute, nix builds the profile (buildenv), --closure" "bash $work/old-way.sh" \
+    -n "crashcart-imgbuild --packages: substitute, profile merged without nix" "bash $work/new-way.sh" \
+    -n "crashcart-imgbuild --packages, mount denied (seccomp)" "RESTRICT='$deny mount' bash $work/new-way.sh" >&2
+eval "$fresh"
+old_restricted=$(NIX_CONFIG=$cache_config "$deny" mount bash "$work/old-way.sh" 2>&1 >/dev/null |
+    grep -o "unable to make '/' private[^\"]*" | head -1 || true)
+[ -n "$old_restricted" ] || old_restricted="(did not fail)"
+
+# A large closure: cart-large, built once, then written with and without --relocate.
+printf 'cart-large\n' > "$work/large.packages"
+"$imgbuild" -q --packages "$work/large.packages" --nixpkgs "$fixture" --nix-store "$work/large" \
+    -o "$work/large-packages.img" 2>/dev/null
+debugfs -R 'cat /.crashcart/manifest.json' "$work/large-packages.img" 2>/dev/null |
+    python3 -c 'import json, sys; m = json.load(sys.stdin); print("\n".join(m["store_paths"])); print(m["files"], m["relocated_files"], file=open(sys.argv[1], "w"))' "$work/large.counts" > "$work/large.closure"
+large="$imgbuild -q --closure $work/large.closure --store-root $work/large/relocated"
+hyperfine --runs 7 --export-json "$work/large.json" --prepare "rm -f $shm/large.img" \
+    -n "cart-large: --closure" "$large -o $shm/large.img" \
+    -n "cart-large: --closure with --relocate /nix/store=/dev/.cart" \
+    "$large --relocate /nix/store=/dev/.cart -o $shm/large.img" >&2
+$large -o "$work/large-plain.img"
+$large --relocate /nix/store=/dev/.cart -o "$work/large-reloc.img"
+large_sizes="$(stat -c %s "$work/large-plain.img") $(stat -c %s "$work/large-reloc.img") $(du -sb --apparent-size "$work/large/relocated/nix/store" | cut -f1)"
+
+section=$(OLD_RESTRICTED=$old_restricted LARGE_SIZES=$large_sizes python3 - "$work" "$rel_img" "$rel_used" "$nat_img" "$nat_used" "$hand_img" "$tree_bytes" "$paths" "$matches" <<'PY'
 import json, statistics, sys
 work, rel_img, rel_used, nat_img, nat_used, hand_img, tree, paths, matches = (
     sys.argv[1], *map(int, sys.argv[2:]))
@@ -150,6 +227,40 @@ lines += [
     "",
     f"`--relocate` adds {(wall_ratio - 1) * 100:.1f}% to the image build's wall time and "
     f"{(cpu_ratio - 1) * 100:.1f}% to its CPU time (medians of the per-pair ratios); budget: 20%.",
+]
+runner = {r["command"]: r for r in json.load(open(f"{work}/runner.json"))["results"]}
+names = list(runner)
+today = runner[names[0]]["median"]
+lines += [
+    "",
+    "On a CI runner's terms (`cart-check` + `busybox` from a warm local `file://` binary cache",
+    "into a fresh store each run; 5 runs):",
+    "",
+    "| build | time | vs today |",
+    "| --- | --- | --- |",
+]
+for name, r in runner.items():
+    lines.append(f"| {name} | {ms(r)} | {r['median'] / today:.2f}x |")
+import os
+lines += [
+    "",
+    f"Today's way under the same filter fails: `{os.environ['OLD_RESTRICTED']}`.",
+]
+large = {r["command"]: r for r in json.load(open(f"{work}/large.json"))["results"]}
+files, rewritten = open(f"{work}/large.counts").read().split()
+plain_size, reloc_size, store_bytes = map(int, os.environ["LARGE_SIZES"].split())
+names = list(large)
+lines += [
+    "",
+    f"A large closure (the fixture's `cart-large` and busybox: {int(files):,} files, {mb(store_bytes)};",
+    f"{int(rewritten):,} files rewritten by the relocation; image to tmpfs; 7 runs):",
+    "",
+    "| `crashcart-imgbuild` | time | image |",
+    "| --- | --- | --- |",
+    f"| {names[0]} | {ms(large[names[0]])} | {mb(plain_size)} |",
+    f"| {names[1]} | {ms(large[names[1]])} | {mb(reloc_size)} |",
+    "",
+    f"`--relocate` on it: {(large[names[1]]['median'] / large[names[0]]['median'] - 1) * 100:+.1f}% (ratio of medians).",
 ]
 print("\n".join(lines))
 PY

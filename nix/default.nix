@@ -1,12 +1,14 @@
-# The crashcart tool set: the packages named in `packages` (one nixpkgs attribute per line)
-# joined into one profile, the way `nix-env -i` joins a user's packages.
+# The crashcart tool set: the packages named in `packages` (one nixpkgs attribute per line),
+# with the outputs `nix-env -i` would install of each.
 #
-# crashcart-imgbuild calls this with the list already parsed:
-#   nix-build nix/ --argstr packagesJSON '["strace","gdb"]' [--argstr nixpkgs /path/to/nixpkgs]
-# `nixpkgs` is anything that `import nixpkgs { ... }` turns into an attribute set of derivations:
-# by default the revision pinned in pin.json, or a checkout, or the offline test fixture.
+# crashcart-imgbuild calls this with the list already parsed, twice:
+#   nix-instantiate --eval --strict --json nix/ -A plan --argstr packagesJSON '["strace","gdb"]'
+#   nix-build nix/ -A outputs --argstr packagesJSON '["strace","gdb"]'
+# (plus `--argstr nixpkgs /path/to/nixpkgs`). `nixpkgs` is anything that `import nixpkgs { ... }`
+# turns into an attribute set of derivations: by default the revision pinned in pin.json, or a
+# checkout, or the offline test fixture.
 #
-# To move the pin, set `rev` in pin.json to a nixpkgs commit and `sha256` to what
+# To move the pin, follow nix/README.md: set `rev` in pin.json to a nixpkgs commit and `sha256` to what
 #   nix-prefetch-url --unpack https://github.com/NixOS/nixpkgs/archive/REV.tar.gz
 # prints; the same packages file and pin always give the same image.
 {
@@ -50,41 +52,53 @@ let
 
   unknown = builtins.filter (name: !(isPackage name)) names;
 
-  # The outputs nix-env would install (e.g. openssl's `bin` and `man`, not `dev`).
+  # The outputs nix-env would install: only the one named when the attribute selects an
+  # output (`bind.dnsutils`, `outputSpecified`), else `meta.outputsToInstall` (e.g. openssl's
+  # `bin` and `man`, not `dev`), else every output.
   outputsOf =
-    pkg: map (output: pkg.${output}) (pkg.meta.outputsToInstall or [ (pkg.outputName or "out") ]);
-
-  # builtin:buildenv reads `derivations` as groups of: active, priority, output count,
-  # output paths. Each package gets its own priority, in file order: when two packages
-  # provide the same file, the one listed first wins instead of failing the build.
-  entries = builtins.genList (
-    i:
+    pkg:
     let
-      outputs = outputsOf (lookup (builtins.elemAt names i));
+      all = pkg.outputs or [ (pkg.outputName or "out") ];
     in
-    [
-      "true"
-      (toString (i + 1))
-      (toString (builtins.length outputs))
-    ]
-    ++ outputs
-  ) (builtins.length names);
+    if pkg.outputSpecified or false then
+      [ (pkg.outputName or "out") ]
+    else
+      pkg.meta.outputsToInstall or all;
 
-  profile = derivation {
-    name = "crashcart-profile";
-    system = builtins.currentSystem;
-    # Built into nix: links every package's files into one tree, no shell or stdenv needed,
-    # so the same expression works on nixpkgs and on the test fixture.
-    builder = "builtin:buildenv";
-    derivations = builtins.concatLists entries;
-    manifest = builtins.toFile "crashcart-packages.json" packagesJSON;
-    preferLocalBuild = true;
-    allowSubstitutes = false;
-  };
+  selected = map (
+    name:
+    let
+      pkg = lookup name;
+    in
+    {
+      inherit name;
+      outputs = map (output: pkg.${output}) (outputsOf pkg);
+    }
+  ) names;
+
+  check =
+    value:
+    if names == [ ] then
+      throw "crashcart-no-packages"
+    else if unknown != [ ] then
+      throw "crashcart-unknown-packages: ${builtins.toJSON unknown}"
+    else
+      value;
 in
-if names == [ ] then
-  throw "crashcart-no-packages"
-else if unknown != [ ] then
-  throw "crashcart-unknown-packages: ${builtins.toJSON unknown}"
-else
-  profile
+{
+  # What crashcart-imgbuild reads (`nix-instantiate --eval --strict --json -A plan`): per
+  # package, in file order, the store paths of the outputs it installs. The profile (every
+  # package's files linked into one tree, the one listed first winning where two ship the
+  # same file) is crashcart-imgbuild's own work, done without nix: building a profile
+  # derivation would need nix's build sandbox, which CI runners deny.
+  plan = check (
+    map (p: {
+      inherit (p) name;
+      outputs = map (drv: drv.outPath) p.outputs;
+    }) selected
+  );
+
+  # What nix realises (`nix-build -A outputs`): those outputs, substituted from a binary cache
+  # or built where nix may build.
+  outputs = check (builtins.concatMap (p: p.outputs) selected);
+}

@@ -12,8 +12,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crashcart::resolve::{list, render, ContainerState, ResolveError, Runtime, Target};
-use crashcart_tests::{bin, busybox_tree, mke2fs_image, run};
+use crashcart::resolve::{list, render, ContainerState, ResolveError, Resolver, Runtime, Target};
+use crashcart_tests::{bin, busybox_tree, mke2fs_image, run, run_ok};
 
 use node::{sleep_seconds, Node, Pod, PodSpec};
 
@@ -302,7 +302,7 @@ fn list_shows_app_containers_not_sandboxes() {
         containers: &["app", "sidecar"],
         ..PodSpec::simple("shop", "cart")
     });
-    let listings = list(&node.resolver());
+    let listings = list(&node.resolver()).unwrap();
     let names: Vec<&str> = listings.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, ["k8s://shop/cart/app", "k8s://shop/cart/sidecar"]);
     for listing in &listings {
@@ -317,6 +317,275 @@ fn list_shows_app_containers_not_sandboxes() {
     assert_eq!(render(&listings, false).lines().count(), 2);
 }
 
+/// A resolver that cannot see `node`'s runtime state (an empty `/run`, as when the state
+/// directories are unreadable or kept elsewhere) and asks `endpoint`.
+fn socket_only_resolver(node: &Node, empty_run: &Path, endpoint: Option<String>) -> Resolver {
+    Resolver {
+        run_root: empty_run.to_path_buf(),
+        cri_endpoint: endpoint,
+        ..node.resolver()
+    }
+}
+
+/// `crashcart ARGS...` with `CRASHCART_RUN` at `run_root`.
+fn crashcart_with(run_root: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut command = Command::new(bin("crashcart"));
+    command
+        .args(args)
+        .env("CRASHCART_RUN", run_root)
+        .env_remove("CRASHCART_IMAGE")
+        .env_remove("CONTAINER_RUNTIME_ENDPOINT")
+        .stdin(Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    run(&mut command)
+}
+
+/// With the bundles out of sight, pods resolve over the CRI socket by the same rules: the
+/// only container, each of two, the ambiguous pod, a wrong name, a restarted container, a
+/// deleted pod; through
+/// `--cri-endpoint`, `CONTAINER_RUNTIME_ENDPOINT` and the usual socket under `/run`; and
+/// `crashcart` enters what the socket named.
+#[test]
+fn pods_resolve_over_the_cri_socket_when_the_state_is_out_of_sight() {
+    let Some((_guard, mut node)) = node() else {
+        return;
+    };
+    let web = node.run_pod(&PodSpec::simple("shop", "web-0"));
+    let cart = node.run_pod(&PodSpec {
+        containers: &["app", "sidecar"],
+        ..PodSpec::simple("shop", "cart")
+    });
+    let empty = tempfile::tempdir().unwrap();
+    let endpoint = format!("unix://{}", node.socket.display());
+    let resolver = socket_only_resolver(&node, empty.path(), Some(endpoint.clone()));
+    // The bundle route alone knows nothing here.
+    assert!(matches!(
+        socket_only_resolver(&node, empty.path(), None).resolve("k8s://shop/web-0"),
+        Err(ResolveError::PodNotFound { cri_sockets, .. }) if cri_sockets.is_empty()
+    ));
+
+    let want = expected(&mut node, &web, "shop/web-0", "main");
+    for spec in ["k8s://shop/web-0", "k8s://shop/web-0/main", "shop/web-0"] {
+        assert_eq!(resolver.resolve(spec).unwrap(), want, "{spec}");
+    }
+    for name in ["app", "sidecar"] {
+        assert_eq!(
+            resolver
+                .resolve(&format!("k8s://shop/cart/{name}"))
+                .unwrap(),
+            expected(&mut node, &cart, "shop/cart", name)
+        );
+    }
+    match resolver.resolve("k8s://shop/cart") {
+        Err(ResolveError::PodAmbiguous { choices, .. }) => {
+            assert_eq!(choices, ["k8s://shop/cart/app", "k8s://shop/cart/sidecar"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match resolver.resolve("k8s://shop/cart/db") {
+        Err(ResolveError::NoSuchContainer { choices, .. }) => {
+            assert_eq!(choices, ["app", "sidecar"]);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The usual socket under the host's /run (here a link to this node's socket).
+    let usual = tempfile::tempdir().unwrap();
+    std::fs::create_dir(usual.path().join("containerd")).unwrap();
+    std::os::unix::fs::symlink(
+        &node.socket,
+        usual.path().join("containerd/containerd.sock"),
+    )
+    .unwrap();
+    assert_eq!(
+        socket_only_resolver(&node, usual.path(), None)
+            .resolve("k8s://shop/web-0")
+            .unwrap(),
+        want
+    );
+
+    // The real binary, each way of naming the socket.
+    let image = ToolImage::new();
+    let image_path = image.path.to_str().unwrap();
+    let sleep = |name: &str| format!("/busybox sleep {}", sleep_seconds(name));
+    let cmdline = |out: Output| {
+        assert!(out.status.success(), "{}\n{}", out.status, stderr(&out));
+        stdout(&out).replace('\0', " ").trim().to_string()
+    };
+    let cat = ["cat", "/proc/1/cmdline"];
+    let with_flag = |target: &str| {
+        let mut args = vec!["-i", image_path, "--cri-endpoint", &endpoint, target];
+        args.extend(cat);
+        crashcart_with(empty.path(), &[], &args)
+    };
+    assert_eq!(cmdline(with_flag("k8s://shop/web-0")), sleep("main"));
+    assert_eq!(cmdline(with_flag("shop/cart/sidecar")), sleep("sidecar"));
+    let socket_path = node.socket.to_str().unwrap();
+    let out = crashcart_with(
+        empty.path(),
+        &[("CONTAINER_RUNTIME_ENDPOINT", socket_path)],
+        &[
+            "-i",
+            image_path,
+            "k8s://shop/cart/app",
+            "cat",
+            "/proc/1/cmdline",
+        ],
+    );
+    assert_eq!(cmdline(out), sleep("app"));
+    let out = crashcart_with(
+        usual.path(),
+        &[],
+        &["-i", image_path, "k8s://shop/web-0", "sh", "-c", "exit 7"],
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let out = with_flag("k8s://shop/cart");
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("k8s://shop/cart/app, k8s://shop/cart/sidecar"),
+        "{}",
+        stderr(&out)
+    );
+
+    // `--list` over the socket: the three app containers, no sandbox.
+    let listings = list(&resolver).unwrap();
+    let names: Vec<&str> = listings.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "k8s://shop/cart/app",
+            "k8s://shop/cart/sidecar",
+            "k8s://shop/web-0/main"
+        ]
+    );
+    for listing in &listings {
+        assert_eq!(listing.pid, node.pid(&listing.id));
+        assert_eq!(listing.state, ContainerState::Running);
+        assert_eq!(listing.image.as_deref(), Some(node::IMAGE));
+    }
+    let out = crashcart_with(empty.path(), &[], &["--list", "--cri-endpoint", &endpoint]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(
+        text.contains(&format!(
+            "k8s://shop/web-0/main\tcontainerd:k8s.io\t{}",
+            want.id.as_deref().unwrap()
+        )),
+        "{text}"
+    );
+
+    // A restarted container: the runtime lists the exited instance beside the running one.
+    let mut cart = cart;
+    let first = cart.containers["app"].clone();
+    node.cri.stop_container(&first, 0).unwrap();
+    let second = node.start_container(&mut cart, "app");
+    let want_app = expected(&mut node, &cart, "shop/cart", "app");
+    assert_eq!(want_app.id.as_deref(), Some(second.as_str()));
+    assert_eq!(resolver.resolve("k8s://shop/cart/app").unwrap(), want_app);
+
+    // A deleted pod: the socket answered, without it.
+    node.delete_pod(&web);
+    match resolver.resolve("k8s://shop/web-0") {
+        Err(ResolveError::PodNotFound {
+            pod, cri_sockets, ..
+        }) => {
+            assert_eq!(pod, "shop/web-0");
+            assert_eq!(cri_sockets, [node.socket.clone()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let out = with_flag("k8s://shop/web-0");
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no pod shop/web-0 on this node")
+            && err.contains(&format!(
+                "nor known to the CRI runtime at {}",
+                node.socket.display()
+            )),
+        "{err}"
+    );
+}
+
+/// A CRI endpoint that cannot answer is a one-line error naming it, exit status 125: no
+/// socket, a scheme other than unix, a socket that speaks no HTTP/2 (a silent one times out:
+/// `resolve::grpc` unit tests).
+#[test]
+fn bad_cri_endpoints_are_clear_errors() {
+    if !crashcart_tests::is_root() {
+        crashcart_tests::skip("needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.sock");
+    // Reads the request, answers like an HTTP/1.1 server.
+    let http1 = dir.path().join("http1.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&http1).unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0; 64];
+            let _ = stream.read_exact(&mut request);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+            // Held open until crashcart hangs up.
+            let _ = stream.read_to_end(&mut Vec::new());
+        }
+    });
+    let cases = [
+        (
+            format!("unix://{}", missing.display()),
+            format!(
+                "cannot find pod shop/web-0 over the CRI socket {}: cannot connect: No such file or directory",
+                missing.display()
+            ),
+        ),
+        (
+            "tcp://127.0.0.1:10010".to_string(),
+            "CRI endpoint \"tcp://127.0.0.1:10010\" is not supported".to_string(),
+        ),
+        (
+            http1.display().to_string(),
+            format!(
+                "cannot find pod shop/web-0 over the CRI socket {}: not a gRPC answer",
+                http1.display()
+            ),
+        ),
+    ];
+    for (endpoint, message) in &cases {
+        let out = crashcart_with(
+            dir.path(),
+            &[],
+            &["--cri-endpoint", endpoint, "k8s://shop/web-0", "true"],
+        );
+        assert_eq!(out.status.code(), Some(125), "{endpoint}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("crashcart: "), "{err}");
+        assert!(err.contains(message.as_str()), "{endpoint}: {err}");
+    }
+    // `--list` with a named endpoint that cannot answer fails the same way; without one, a
+    // missing usual socket is no error.
+    let out = crashcart_with(
+        dir.path(),
+        &[],
+        &["--list", "--cri-endpoint", missing.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("cannot find pods over the CRI socket"),
+        "{}",
+        stderr(&out)
+    );
+    let out = crashcart_with(dir.path(), &[], &["--list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+}
+
 /// Median of `runs` timings of `f`.
 fn median(runs: usize, mut f: impl FnMut()) -> Duration {
     let mut times: Vec<Duration> = (0..runs)
@@ -328,6 +597,60 @@ fn median(runs: usize, mut f: impl FnMut()) -> Duration {
         .collect();
     times.sort();
     times[runs / 2]
+}
+
+/// `crashcart --list` as a user runs it (a new process each time), from the bundles and over
+/// the CRI socket: hyperfine's mean and `/usr/bin/time`'s peak RSS, as a markdown table.
+fn list_binary_figures(node: &Node, empty_run: &Path, pods: usize) -> String {
+    if !crashcart_tests::have("hyperfine") || !Path::new("/usr/bin/time").exists() {
+        crashcart_tests::skip("hyperfine or /usr/bin/time not installed (tests/setup.sh)");
+        return String::new();
+    }
+    let crashcart = bin("crashcart");
+    let endpoint = format!("unix://{}", node.socket.display());
+    let bundles = [
+        format!("CRASHCART_RUN={}", node.run_root.display()),
+        crashcart.display().to_string(),
+        "--list".into(),
+    ];
+    let socket = [
+        format!("CRASHCART_RUN={}", empty_run.display()),
+        crashcart.display().to_string(),
+        "--list".into(),
+        "--cri-endpoint".into(),
+        endpoint,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("list.json");
+    run_ok(
+        Command::new("hyperfine")
+            .args(["-N", "--warmup", "3", "--runs", "30", "--export-json"])
+            .arg(&json)
+            .args(["-n", "bundles", &format!("env {}", bundles.join(" "))])
+            .args(["-n", "socket", &format!("env {}", socket.join(" "))]),
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let mean = |i: usize| results["results"][i]["mean"].as_f64().unwrap() * 1e3;
+    let peak_rss = |args: &[String]| {
+        let out = run(Command::new("/usr/bin/time")
+            .args(["-f", "%M", "env"])
+            .args(args)
+            .stdout(Stdio::null()));
+        let text = stderr(&out);
+        text.lines().last().unwrap_or("?").trim().to_string()
+    };
+    format!(
+        "`crashcart --list` as a process ({pods} containers; hyperfine `-N`, 3 warmup + 30 runs, \
+         mean; peak RSS from `/usr/bin/time -f %M`):\n\n\
+         | route | time | peak RSS |\n| --- | --- | --- |\n\
+         | OCI bundles under `/run` | {:.1} ms | {} KiB |\n\
+         | CRI socket (`--cri-endpoint`, `/run` empty) | {:.1} ms | {} KiB |",
+        mean(0),
+        peak_rss(&bundles),
+        mean(1),
+        peak_rss(&socket),
+    )
 }
 
 /// The figure for BENCHMARKS.md (bench/k8s.sh): resolving one pod's container among 50 pods,
@@ -370,25 +693,56 @@ fn bench_resolution_with_50_pods() {
             .resolve("bench", &format!("pod-{}", PODS / 2), "main")
             .unwrap();
     });
-    let listing = median(21, || {
-        assert_eq!(list(&resolver).len(), PODS);
+    // crashcart's own route over the socket (its blocking HTTP/2 client; a new connection per
+    // lookup, as each crashcart run makes), with the bundles out of sight.
+    let empty = tempfile::tempdir().unwrap();
+    let over_socket = socket_only_resolver(
+        &node,
+        empty.path(),
+        Some(format!("unix://{}", node.socket.display())),
+    );
+    assert_eq!(over_socket.resolve(&target).unwrap(), want);
+    let blocking = median(RUNS, || {
+        over_socket.resolve(&target).unwrap();
     });
+    let listing = median(21, || {
+        assert_eq!(list(&resolver).unwrap().len(), PODS);
+    });
+    let listing_over_socket = median(21, || {
+        assert_eq!(list(&over_socket).unwrap().len(), PODS);
+    });
+    let binary = list_binary_figures(&node, empty.path(), PODS);
     drop(pods);
     let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     let section = format!(
         "Resolving `{target}` on a node with {PODS} pods (containerd 1.6 CRI, {PODS} sandboxes \
          + {PODS} app containers; median of {RUNS}, in one process, page cache warm; \
          `tests/k8s.rs`, `bench/k8s.sh`):\n\n\
          | route | time |\n| --- | --- |\n\
          | OCI bundles under `/run` (`resolve::resolve`, no daemon) | {} |\n\
-         | CRI socket, new connection (ListPodSandbox, ListContainers, verbose ContainerStatus: what `crictl inspect` does) | {} |\n\
-         | CRI socket, connection reused | {} |\n\
-         | `resolve::list` of all {PODS} containers | {} |\n\n\
+         | CRI socket fallback: `resolve::resolve` with the bundles out of sight (crashcart's blocking HTTP/2 client, new connection: Version, ListPodSandbox, ListContainers, verbose ContainerStatus, then the PID checks) | {} |\n\
+         | CRI socket, tonic client, new connection (ListPodSandbox, ListContainers, verbose ContainerStatus: what `crictl inspect` does) | {} |\n\
+         | CRI socket, tonic client, connection reused | {} |\n\
+         | `resolve::list` of all {PODS} containers, from the bundles | {} |\n\
+         | `resolve::list` of all {PODS} containers, over the CRI socket | {} |\n\n\
+         The socket fallback takes {:.1}x the time of the bare tonic calls: it also asks \
+         `Version` (which runtime answers) and then checks the PID as the bundle route does \
+         (`/proc/PID/stat`, `/proc/PID/cgroup`, the freezer through `/proc/self/mountinfo`, \
+         which on a node with {PODS} pods is long); it takes {:.1}x the bundle route's time. \
+         `--list` over the socket makes one verbose `ContainerStatus` per container and takes \
+         {:.1}x the time of the listing from the bundles.\n\n\
+         {binary}\n\n\
          Creating the {PODS} pods over CRI took {:.1} s.",
         ms(library),
+        ms(blocking),
         ms(cri_fresh),
         ms(cri_warm),
         ms(listing),
+        ms(listing_over_socket),
+        ratio(blocking, cri_fresh),
+        ratio(blocking, library),
+        ratio(listing_over_socket, listing),
         setup.as_secs_f64()
     );
     println!("{section}");

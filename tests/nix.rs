@@ -19,6 +19,15 @@ use crashcart_tests::{
 /// The unprivileged account tests/setup.sh creates for rootless builds.
 const BUILDER: &str = "crashcart-builder";
 
+/// `NIX_CONFIG` of offline builds: nothing may be fetched from the public binary cache.
+const OFFLINE: &str = "substituters =";
+
+/// The `PATH` builds run with.
+const BUILD_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
+
+/// tests/support/deny.rs, built by cargo for these tests.
+const DENY: &str = env!("CARGO_BIN_EXE_crashcart-test-deny");
+
 /// Host files the fixture brings into the store (Debian's busybox-static, coreutils,
 /// patchelf, glibc).
 const FIXTURE_HOST_FILES: &[&str] = &[
@@ -109,27 +118,43 @@ impl Workspace {
         path
     }
 
+    /// A command running `program` as the builder, under `restriction` (a
+    /// `crashcart-test-deny` filter, which the builder cannot lift), with `HOME` in the
+    /// workspace, `PATH` and `NIX_CONFIG` as given.
+    fn as_builder(
+        &self,
+        restriction: Option<&str>,
+        path: &str,
+        nix_config: &str,
+        program: &Path,
+    ) -> Command {
+        let mut words: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(what) = restriction {
+            words.push(DENY.into());
+            words.push(what.into());
+        }
+        if let Some(user) = self.builder {
+            words.extend(["runuser", "-u", user, "--"].map(Into::into));
+        }
+        words.push("env".into());
+        words.push(format!("HOME={}", self.path("home").display()).into());
+        words.push(format!("PATH={path}").into());
+        words.push(format!("NIX_CONFIG={nix_config}").into());
+        words.push(program.into());
+        let mut cmd = Command::new(&words[0]);
+        cmd.args(&words[1..]);
+        cmd
+    }
+
     /// Runs crashcart-imgbuild as the builder, offline, with `PATH` set to `path`.
     fn imgbuild_with_path<I, S>(&self, path: &str, args: I) -> Output
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = match self.builder {
-            Some(user) => {
-                let mut cmd = Command::new("runuser");
-                cmd.args(["-u", user, "--", "env"]);
-                cmd
-            }
-            None => Command::new("env"),
-        };
-        cmd.arg(format!("HOME={}", self.path("home").display()))
-            .arg(format!("PATH={path}"))
-            // Offline: nothing may be fetched from the public binary cache.
-            .arg("NIX_CONFIG=substituters =")
-            .arg(self.path("crashcart-imgbuild"))
-            .args(args);
-        run(&mut cmd)
+        // Offline: nothing may be fetched from the public binary cache.
+        let program = self.path("crashcart-imgbuild");
+        run(self.as_builder(None, path, OFFLINE, &program).args(args))
     }
 
     /// Runs crashcart-imgbuild as the calling user (root, for the docker engine), offline.
@@ -148,7 +173,27 @@ impl Workspace {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.imgbuild_with_path("/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", args)
+        self.imgbuild_with_path(BUILD_PATH, args)
+    }
+
+    /// The arguments of a build of `packages` from the fixture into the nix store `store`
+    /// of this workspace, writing `image`.
+    fn build_args(
+        &self,
+        packages: &[&str],
+        mode: Option<&str>,
+        store: &str,
+        image: &str,
+    ) -> Vec<std::ffi::OsString> {
+        let list = self.packages(&format!("{image}.packages"), &packages.join("\n"));
+        let mut args: Vec<std::ffi::OsString> = vec!["--packages".into(), list.into()];
+        args.extend(["--nixpkgs".into(), self.path("nixpkgs").into()]);
+        args.extend(["--nix-store".into(), self.path(store).into()]);
+        if let Some(mode) = mode {
+            args.extend(["--store-mode".into(), mode.into()]);
+        }
+        args.extend(["-o".into(), self.path(image).into()]);
+        args
     }
 
     /// Builds an image of `packages` from the fixture into a nix store `store` of this
@@ -337,6 +382,11 @@ fn relocated_image_runs_the_fixture_in_a_distroless_container() {
     assert_eq!(manifest["store_alias"], "/dev/.cart");
     assert_eq!(manifest["relocation"]["from"], "/nix/store");
     assert_eq!(manifest["relocation"]["to"], "/dev/.cart");
+    // cart-check's script and cart-echo's ELF name the store; busybox and the data do not.
+    let rewritten = manifest["relocated_files"]
+        .as_u64()
+        .expect("relocated_files");
+    assert!((2..=4).contains(&rewritten), "relocated_files: {rewritten}");
     let script = image_file(
         &image,
         &format!(
@@ -463,14 +513,30 @@ fn bad_input_fails_naming_what_failed_and_leaves_no_image() {
     );
 
     let broken = ws.packages("broken", "cart-broken\n");
+    let out = ws.imgbuild(common(&broken));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     check(
         "failed build",
-        ws.imgbuild(common(&broken)),
+        out,
         EXIT_NIX_FAILED,
         &[
             "nix build failed",
             "cart-broken: this build fails on purpose",
         ],
+    );
+    // nix's log as nix printed it: the builder's line on a line of its own, nothing squashed
+    // into one line with literal `\n`, no control bytes.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.ends_with("cart-broken: this build fails on purpose")
+                && !l.starts_with("crashcart-imgbuild:")),
+        "the log tail is not line by line:\n{stderr}"
+    );
+    assert!(!stderr.contains("\\n"), "literal \\n in:\n{stderr}");
+    assert!(
+        !stderr.chars().any(|c| c.is_control() && c != '\n'),
+        "control bytes in:\n{stderr:?}"
     );
 
     let no_engine = [
@@ -610,4 +676,471 @@ fn nix_container_build_equals_the_host_build() {
             "{mode}: the image built in the nix container differs from the host's"
         );
     }
+}
+
+/// A signed `file://` binary cache in the workspace holding the closure of an image built
+/// into the nix store `store` (one mode's store), as a CI runner's cache would hold it.
+struct BinaryCache {
+    /// `NIX_CONFIG` for builds substituting from it (and from nothing else).
+    nix_config: String,
+}
+
+impl BinaryCache {
+    fn fill(ws: &Workspace, store: &str, mode: &str, image: &Path, name: &str) -> BinaryCache {
+        let secret = ws.path(&format!("{name}.sec"));
+        let public = ws.path(&format!("{name}.pub"));
+        let cache = ws.path(name);
+        let as_builder =
+            |program: &str| ws.as_builder(None, BUILD_PATH, OFFLINE, Path::new(program));
+        let root = ws.path(store).join(mode);
+        run_ok(
+            as_builder("nix-store")
+                // Any store will do, as long as it is not the system's.
+                .arg("--store")
+                .arg(format!("local?root={}", root.display()))
+                .args(["--generate-binary-cache-key", "crashcart-test-1"])
+                .args([&secret, &public]),
+        );
+        let (from, store_dir) = if mode == "native" {
+            (
+                format!(
+                    "local?root={0}&store=/dev/crashcart/store&real={0}/dev/crashcart/store",
+                    root.display()
+                ),
+                "&store=/dev/crashcart/store",
+            )
+        } else {
+            (format!("local?root={}", root.display()), "")
+        };
+        let paths: Vec<String> = manifest(image)["store_paths"]
+            .as_array()
+            .expect("store_paths")
+            .iter()
+            .map(|p| p.as_str().expect("a path").to_string())
+            .collect();
+        run_ok(
+            as_builder("nix")
+                .args(["--extra-experimental-features", "nix-command", "copy"])
+                .args(["--from", &from, "--to"])
+                .arg(format!(
+                    "file://{}?secret-key={}{store_dir}",
+                    cache.display(),
+                    secret.display()
+                ))
+                .args(&paths),
+        );
+        let key = std::fs::read_to_string(&public).expect("public key");
+        BinaryCache {
+            nix_config: format!(
+                "substituters = file://{}{}\ntrusted-public-keys = {}",
+                cache.display(),
+                store_dir.replacen('&', "?", 1),
+                key.trim()
+            ),
+        }
+    }
+}
+
+/// The restrictions of stock CI runners, as `crashcart-test-deny` models them.
+const RUNNER_RESTRICTIONS: &[&str] = &["mount", "userns"];
+
+#[test]
+fn restricted_builds_substitute_from_a_binary_cache_and_write_the_same_image() {
+    let Some(ws) = Workspace::new() else { return };
+    let packages = ["cart-check", "busybox"];
+    for mode in ["relocated", "native"] {
+        let warm = ws.build(&packages, Some(mode), "warm", &format!("warm-{mode}.img"));
+        let cache = BinaryCache::fill(&ws, "warm", mode, &warm, &format!("cache-{mode}"));
+        let digest = |image: &Path| run_ok(Command::new("sha256sum").arg(image))[..64].to_string();
+        for restriction in RUNNER_RESTRICTIONS {
+            let case = format!("{mode}, {restriction} denied");
+            let image_name = format!("{mode}-{restriction}.img");
+            let args = ws.build_args(
+                &packages,
+                Some(mode),
+                &format!("store-{mode}-{restriction}"),
+                &image_name,
+            );
+            let out = run(ws
+                .as_builder(
+                    Some(restriction),
+                    BUILD_PATH,
+                    &cache.nix_config,
+                    &ws.path("crashcart-imgbuild"),
+                )
+                .args(&args));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{case}: build failed:\n{stderr}");
+            assert!(
+                stderr.contains("copying path") && !stderr.contains("building '"),
+                "{case}: the outputs were not all substituted:\n{stderr}"
+            );
+            let image = ws.path(&image_name);
+            assert_fsck_clean(&image);
+            assert_eq!(
+                digest(&image),
+                digest(&warm),
+                "{case}: the image differs from the unrestricted build's"
+            );
+            assert_cart_check_runs(&image);
+
+            // A package the cache lacks must be built, which nix cannot do here.
+            let missing = ws.build_args(
+                &["cart-check", "cart-uncached"],
+                Some(mode),
+                &format!("store-{mode}-{restriction}"),
+                "missing.img",
+            );
+            let out = run(ws
+                .as_builder(
+                    Some(restriction),
+                    BUILD_PATH,
+                    &cache.nix_config,
+                    &ws.path("crashcart-imgbuild"),
+                )
+                .args(&missing));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(EXIT_NIX_FAILED), "{case}: {stderr}");
+            let message = stderr
+                .lines()
+                .find(|l| l.starts_with("crashcart-imgbuild: "))
+                .unwrap_or_else(|| panic!("{case}: no error line in:\n{stderr}"));
+            for needle in [
+                "1 derivation (cart-uncached-1.0) not in the binary cache",
+                "nix cannot build here",
+                "--nix-container",
+            ] {
+                assert!(
+                    message.contains(needle),
+                    "{case}: no {needle:?} in {message:?}"
+                );
+            }
+            assert!(
+                !ws.path("missing.img").exists(),
+                "{case}: left an image behind"
+            );
+        }
+    }
+}
+
+#[test]
+fn host_attributes_of_store_files_do_not_reach_the_image() {
+    let Some(ws) = Workspace::new() else { return };
+    if !have("setfattr") {
+        skip("setfattr not installed (apt-get install attr)");
+        return;
+    }
+    let packages = ["cart-check", "busybox"];
+    let before = ws.build(&packages, None, "store", "before.img");
+    let manifest = manifest(&before);
+    let script = format!(
+        "{}/bin/cart-check",
+        store_path_in_image(&manifest, "cart-check-1.0")
+    );
+    let real = ws
+        .path("store/relocated/nix")
+        .join(script.trim_start_matches('/'));
+    // What a host may put on store files: its own xattrs, an SELinux label (Fedora, RHEL
+    // label every file), a mode changed by hand.
+    run_ok(
+        Command::new("setfattr")
+            .args(["-n", "user.crashcart-host", "-v", "host"])
+            .arg(&real),
+    );
+    let labelled = run(Command::new("setfattr")
+        .args([
+            "-n",
+            "security.selinux",
+            "-v",
+            "unconfined_u:object_r:user_home_t:s0",
+        ])
+        .arg(&real))
+    .status
+    .success();
+    run_ok(Command::new("chmod").arg("u+w").arg(&real));
+    let listed = run_ok(Command::new("getfattr").args(["-d", "-m", "-"]).arg(&real));
+    assert!(listed.contains("user.crashcart-host"), "{listed}");
+    assert_eq!(labelled, listed.contains("security.selinux"), "{listed}");
+
+    let after = ws.build(&packages, None, "store", "after.img");
+    let digest = |image: &Path| run_ok(Command::new("sha256sum").arg(image))[..64].to_string();
+    assert_eq!(
+        digest(&before),
+        digest(&after),
+        "the host's attributes of a store file changed the image"
+    );
+    let attrs = run(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("ea_list {script}"))
+        .arg(&after));
+    let attrs = String::from_utf8_lossy(&attrs.stdout);
+    assert!(
+        !attrs.contains("crashcart-host") && !attrs.contains("selinux"),
+        "{attrs}"
+    );
+}
+
+#[test]
+fn the_profile_installs_what_nix_env_would_and_the_session_sees_its_data() {
+    let Some(ws) = Workspace::new() else { return };
+    let packages = [
+        "cart-multi",
+        "cart-multi-dev",
+        "cacert",
+        "cart-docs",
+        "busybox",
+    ];
+    let args = ws.build_args(&packages, None, "store", "profile.img");
+    let out = ws.imgbuild(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "build failed:\n{stderr}");
+    let image = ws.path("profile.img");
+    assert_fsck_clean(&image);
+    let manifest = manifest(&image);
+
+    // The summary lists what each package costs.
+    for name in packages {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(name) && l.contains("store path")),
+            "no cost line for {name}:\n{stderr}"
+        );
+    }
+    // The gzipped page naming busybox's store path cannot be relocated: the build says so.
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("warning: 1 compressed file"))
+        .unwrap_or_else(|| panic!("no warning about the compressed page:\n{stderr}"));
+    assert!(
+        warning.contains("cart-docs-shell.1.gz") && warning.contains("/nix/store"),
+        "{warning}"
+    );
+
+    // Outputs: meta.outputsToInstall for the package, the selected output alone for `.dev`.
+    let packages = manifest["packages"].as_array().expect("packages");
+    let outputs = |name: &str| -> Vec<String> {
+        let package = packages
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {packages:?}"));
+        package["outputs"]
+            .as_array()
+            .expect("outputs")
+            .iter()
+            .map(|o| {
+                o.as_str()
+                    .expect("a path")
+                    .rsplit('-')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(outputs("cart-multi"), ["bin", "man"]);
+    assert_eq!(outputs("cart-multi-dev"), ["dev"]);
+    // Closure sizes: cart-multi's bin needs its out and busybox; cacert needs nothing.
+    let cost = |name: &str| {
+        let p = packages
+            .iter()
+            .find(|p| p["name"] == name)
+            .expect("package");
+        (
+            p["closure_paths"].as_u64().unwrap(),
+            p["closure_bytes"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(cost("cart-multi").0, 4, "{packages:?}");
+    assert_eq!(cost("cacert").0, 1, "{packages:?}");
+    assert!(cost("cart-multi").1 > cost("busybox").1, "{packages:?}");
+
+    let listing = |dir: &str| {
+        let out = run(Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("ls -p {dir}"))
+            .arg(&image));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split('/').nth(5).map(str::to_string))
+            .filter(|n| !n.is_empty() && n != "." && n != "..")
+            .collect::<Vec<String>>()
+    };
+    let profile = listing("/profile");
+    for present in ["bin", "etc", "include", "share"] {
+        assert!(
+            profile.iter().any(|n| n == present),
+            "profile/ lacks {present}: {profile:?}"
+        );
+    }
+    // cart-multi's `out` (lib/) is in the closure, not installed.
+    assert!(!profile.iter().any(|n| n == "lib"), "{profile:?}");
+    let root = listing("/");
+    assert!(
+        root.iter().any(|n| n == "share"),
+        "no share beside bin: {root:?}"
+    );
+
+    let env = &manifest["env"];
+    let bundle = "/dev/crashcart/profile/etc/ssl/certs/ca-bundle.crt";
+    assert_eq!(env["NIX_SSL_CERT_FILE"], bundle);
+    assert_eq!(env["SSL_CERT_FILE"], bundle);
+    assert_eq!(env["MANPATH"], "/dev/crashcart/profile/share/man:");
+    assert_eq!(
+        env["TERMINFO_DIRS"],
+        "/dev/crashcart/profile/share/terminfo:"
+    );
+
+    if !docker_ready() {
+        return;
+    }
+    let container = Container::start(&[], &[]);
+    let session = run_ok(
+        Command::new(bin("crashcart"))
+            .arg("-i")
+            .arg(&image)
+            .arg(&container.id)
+            .args([
+                "sh",
+                "-c",
+                "cat \"$NIX_SSL_CERT_FILE\" \"$SSL_CERT_FILE\"; \
+                 cat \"${MANPATH%:}/man1/cart-docs.1\" /dev/crashcart/share/man/man1/cart-multi.1; \
+                 cat \"${TERMINFO_DIRS%:}/c/cart-terminal\"; cart-multi; cart-docs",
+            ]),
+    );
+    for line in [
+        "-----BEGIN CERTIFICATE----- cart-ca: the fixture's CA bundle",
+        "cart-docs: the manual page",
+        "cart-multi: page",
+        "cart-terminal: a terminfo entry",
+        "cart-multi: library",
+        "cart-docs: see man cart-docs",
+    ] {
+        assert!(
+            session.lines().any(|l| l == line),
+            "session did not print {line:?}:\n{session}"
+        );
+    }
+    assert_eq!(
+        session.lines().filter(|l| l.contains("cart-ca")).count(),
+        2,
+        "both CA variables resolve:\n{session}"
+    );
+}
+
+/// nix's own `builtin:buildenv` over the outputs of a plan: the profile `nix-env -i` would
+/// make of them, to check crashcart-imgbuild's merge against.
+const BUILDENV_NIX: &str = r#"{ planJSON }:
+let
+  plan = builtins.fromJSON planJSON;
+  entry = i:
+    let p = builtins.elemAt plan i;
+    in [ "true" (toString (i + 1)) (toString (builtins.length p.outputs)) ]
+      ++ map builtins.storePath p.outputs;
+in
+derivation {
+  name = "buildenv-profile";
+  system = builtins.currentSystem;
+  builder = "builtin:buildenv";
+  derivations = builtins.concatLists (builtins.genList entry (builtins.length plan));
+  manifest = builtins.toFile "manifest" "[]";
+}
+"#;
+
+/// Every entry under `dir`, relative, with `dir` for a directory or `-> target` for a link,
+/// `/dev/.cart` read as `/nix/store`.
+fn profile_listing(dir: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("read profile dir") {
+            let path = entry.expect("entry").path();
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&path).expect("lstat");
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap().display().to_string();
+                out.insert(format!(
+                    "{rel} -> {}",
+                    target.replace("/dev/.cart/", "/nix/store/")
+                ));
+            } else if meta.is_dir() {
+                out.insert(format!("{rel} dir"));
+                todo.push(path);
+            } else {
+                out.insert(format!("{rel} file"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_profile_is_the_one_nix_buildenv_makes() {
+    let Some(ws) = Workspace::new() else { return };
+    // Overlapping trees: bin/ and share/ from several packages, share/man from two;
+    // cart-shadow's bin/sh and bin/cart-check lose to those listed before it, win over
+    // cart-check's listed after; its propagated cart-data comes last.
+    let packages = [
+        "cart-docs",
+        "cart-multi",
+        "cart-multi-dev",
+        "busybox",
+        "cart-shadow",
+        "cacert",
+        "cart-check",
+    ];
+    let image = ws.build(&packages, None, "store", "merge.img");
+    let plan: Vec<serde_json::Value> = manifest(&image)["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .map(|p| serde_json::json!({ "outputs": p["outputs"] }))
+        .collect();
+
+    // nix's profile of the same outputs, built in the same store (this machine lets nix
+    // build in its sandbox).
+    let expr = ws.path("buildenv");
+    std::fs::create_dir_all(&expr).unwrap();
+    std::fs::write(expr.join("default.nix"), BUILDENV_NIX).unwrap();
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&expr));
+    let store_root = ws.path("store/relocated");
+    let nix_profile = run_ok(
+        ws.as_builder(None, BUILD_PATH, OFFLINE, Path::new("nix-build"))
+            .arg(&expr)
+            .args(["--argstr", "planJSON"])
+            .arg(serde_json::Value::Array(plan).to_string())
+            .arg("--store")
+            .arg(format!("local?root={}", store_root.display()))
+            .args(["--option", "build-users-group", "", "--no-out-link"]),
+    );
+    let nix_profile = store_root.join(nix_profile.trim().trim_start_matches('/'));
+    let mut theirs = profile_listing(&nix_profile);
+    theirs.retain(|e| !e.starts_with("manifest.nix"));
+
+    // Ours, copied out of the image.
+    let dump = ws.path("dump");
+    std::fs::create_dir_all(&dump).unwrap();
+    run_ok(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("rdump /profile {}", dump.display()))
+            .arg(&image),
+    );
+    let ours = profile_listing(&dump.join("profile"));
+    assert!(ours.len() > 10, "{ours:?}");
+    let shadow = |name: &str| {
+        ours.iter()
+            .any(|e| e.starts_with(&format!("bin/{name} -> ")) && e.contains("-cart-shadow-1.0/"))
+    };
+    assert!(!shadow("sh") && shadow("cart-check"), "{ours:?}");
+    assert!(
+        ours.iter()
+            .any(|e| e.starts_with("share/cart -> ") && e.contains("-cart-data-1.0/")),
+        "{ours:?}"
+    );
+    assert_eq!(
+        ours.symmetric_difference(&theirs).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "crashcart-imgbuild's profile differs from nix's buildenv"
+    );
 }

@@ -23,6 +23,8 @@ packages=(
     lsof                 # tests/hostile_privileges.rs: lsof -p 1 from a session
     gcc libc6-dev        # tests/hostile_privileges.rs: static payloads (tests/fixtures/hostile)
     hyperfine time       # bench/
+    zstd                 # tests/packed.rs: compressed images as the release makes them
+    python3-yaml         # tests/release.rs: the release workflow read by PyYAML
     attr libcap2-bin     # imgbuild tests: setfattr/getfattr, setcap (xattr fidelity)
     podman               # target resolution of Podman containers (tests/resolve.rs)
     containerd runc containernetworking-plugins  # tests/k8s.rs: pods over CRI

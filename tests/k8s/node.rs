@@ -180,6 +180,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 "unix://{}",
                 self.dir.path().join("no-docker.sock").display()
             )),
+            cri_endpoint: None,
         }
     }
 

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crashcart_layout::{
-    exportable_env_name, Manifest, Program, Relocation, BIN_DIR, FORMAT, MANIFEST_PATH, META_DIR,
-    PROFILE_LINK, RC_PATH, SBIN_DIR, STORE_DIR,
+    exportable_env_name, Manifest, Package, Program, Relocation, BIN_DIR, FORMAT, MANIFEST_PATH,
+    META_DIR, PROFILE_LINK, RC_PATH, SBIN_DIR, STORE_DIR,
 };
 
 use crate::attributes::Attributes;
@@ -31,6 +31,11 @@ const BYTES_PER_INODE: u64 = 16 * 1024;
 
 /// Blocks beyond the journal that even an empty image needs (metadata, root, lost+found).
 const MIN_FREE_BLOCKS: u64 = 256;
+
+/// The profile's directory linked at the image's root beside `bin`, so that man-db, which
+/// derives its search path from `PATH` (`/dev/crashcart/bin` -> `/dev/crashcart/share/man`),
+/// finds the pages.
+const SHARE_DIR: &str = "share";
 
 /// The store directory closures are taken from when no relocation names another.
 const DEFAULT_STORE_DIR: &str = "/nix/store";
@@ -114,6 +119,14 @@ impl From<InputError> for BuildError {
 }
 
 impl BuildError {
+    /// The end of nix's log when a `--packages` build failed, to show after the message.
+    pub fn log_tail(&self) -> Option<&str> {
+        match self {
+            BuildError::Nix(e) => e.log_tail(),
+            _ => None,
+        }
+    }
+
     /// The process exit status for this error (documented in `--help`).
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -151,13 +164,25 @@ pub struct Summary {
     pub seconds: f64,
     /// Content digest.
     pub digest: String,
+    /// `--packages`: what each line of the packages file costs.
+    pub packages: Vec<Package>,
+    /// Files whose contents the relocation rewrote.
+    pub relocated_files: Option<u64>,
 }
 
 /// A closure to write: from `--closure` or from `--packages`.
 struct ClosureInput {
     store_paths: Vec<PathBuf>,
-    profile: Option<PathBuf>,
+    profile: Option<ProfileInput>,
     real_root: PathBuf,
+}
+
+/// Where the image's `profile` comes from.
+enum ProfileInput {
+    /// `--profile`: a store path of the closure, linked to.
+    StorePath(PathBuf),
+    /// `--packages`: the merged tree, written as `profile/`.
+    Tree(nix::Profile),
 }
 
 /// Where a tar input's bytes come from.
@@ -288,6 +313,8 @@ struct Inputs {
     _staging: Option<tempfile::TempDir>,
     /// Whatever `--packages` needs alive until the image is written.
     _keep: Vec<Box<dyn std::any::Any>>,
+    /// `--packages`: each package's outputs and closure size, for the manifest.
+    packages: Vec<Package>,
 }
 
 /// Refuses flag combinations that do not describe a build.
@@ -357,16 +384,16 @@ fn resolve_inputs(cli: &Cli) -> Result<Inputs, BuildError> {
             .collect();
         Some(staging)
     };
-    if let Some(bad) = env.keys().find(|k| !exportable_env_name(k)) {
-        return Err(BuildError::Usage(format!(
-            "environment variable name {bad:?} cannot be exported"
-        )));
-    }
-
     let mut relocation = cli.relocate.clone();
     let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
+    let mut packages = Vec::new();
     let closure = if cli.nix.packages.is_some() {
         let built = nix::build(&cli.nix)?;
+        packages = built.packages;
+        for (name, value) in built.env {
+            // A `--host` bundle's own setting of the same variable is kept.
+            env.entry(name).or_insert(value);
+        }
         if let Some(r) = &built.relocate {
             relocation = Some(
                 Relocation::new(&r.from, &r.to).map_err(|e| BuildError::Usage(e.to_string()))?,
@@ -378,18 +405,24 @@ fn resolve_inputs(cli: &Cli) -> Result<Inputs, BuildError> {
         store_paths.dedup();
         Some(ClosureInput {
             store_paths,
-            profile: Some(built.profile),
+            profile: Some(ProfileInput::Tree(built.profile)),
             real_root: built.real_root,
         })
     } else if let Some(list) = &cli.closure {
         Some(ClosureInput {
             store_paths: read_closure_list(list)?,
-            profile: cli.profile.clone(),
+            profile: cli.profile.clone().map(ProfileInput::StorePath),
             real_root: cli.store_root.clone().unwrap_or_else(|| "/".into()),
         })
     } else {
         None
     };
+    if let Some(bad) = env.keys().find(|k| !exportable_env_name(k)) {
+        return Err(BuildError::Usage(format!(
+            "environment variable name {bad:?} cannot be exported"
+        )));
+    }
+
     if let Some(c) = &closure {
         check_closure(c)?;
     }
@@ -430,6 +463,7 @@ fn resolve_inputs(cli: &Cli) -> Result<Inputs, BuildError> {
         confinement: Confinement::new(gconv.as_ref()),
         _staging: staging,
         _keep: keep,
+        packages,
     })
 }
 
@@ -450,7 +484,7 @@ fn check_closure(c: &ClosureInput) -> Result<(), BuildError> {
             });
         }
     }
-    if let Some(profile) = &c.profile {
+    if let Some(ProfileInput::StorePath(profile)) = &c.profile {
         if !c.store_paths.contains(profile) {
             return Err(BuildError::Usage(format!(
                 "--profile {} is not one of the closure's store paths",
@@ -511,7 +545,7 @@ fn write_inputs(
 ) -> Result<(), BuildError> {
     for (dir, name) in &inputs.dirs {
         let origin = writer.add_origin(name.clone());
-        input::add_tree(writer, dir, Path::new(""), origin, true)?;
+        input::add_tree(writer, dir, Path::new(""), origin, input::TreeKind::Dir)?;
     }
     let relocation = &inputs.relocation;
     if let Some(c) = &inputs.closure {
@@ -519,7 +553,8 @@ fn write_inputs(
             let name = format!("store path {}", p.display());
             let origin = writer.add_input(name, relocation.clone());
             let source = real_path(&c.real_root, p);
-            input::add_tree(writer, &source, &image_store_path(p), origin, false)?;
+            let at = image_store_path(p);
+            input::add_tree(writer, &source, &at, origin, input::TreeKind::StorePath)?;
         }
     }
     if let Some(t) = inputs.tar.as_mut() {
@@ -528,12 +563,14 @@ fn write_inputs(
         let stream = t.open()?;
         input::add_tar(writer, stream, inputs.store_dir.as_bytes(), origin, &name)?;
     }
-    let profile = match &inputs.closure {
-        Some(c) => c.profile.clone(),
-        None => cli.profile.clone(),
-    };
-    if let Some(profile) = profile {
-        link_profile(writer, &profile)?;
+    match inputs.closure.as_ref().and_then(|c| c.profile.as_ref()) {
+        Some(ProfileInput::Tree(tree)) => write_profile(writer, tree, relocation)?,
+        Some(ProfileInput::StorePath(profile)) => link_profile(writer, profile)?,
+        None => {
+            if let Some(profile) = &cli.profile {
+                link_profile(writer, profile)?;
+            }
+        }
     }
     Ok(())
 }
@@ -589,6 +626,8 @@ fn write_generated(
         ignores: inputs.confinement.ignores().to_vec(),
         store_paths,
         programs: inputs.programs.clone(),
+        packages: inputs.packages.clone(),
+        relocated_files: relocation.map(|_| writer.relocated_files()),
         files: totals.files,
         bytes: totals.bytes,
         digest: digest.clone(),
@@ -647,7 +686,9 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
     )
     .map_err(|e| with_hint(e.into()))?;
     write_inputs(&mut writer, cli, &mut inputs).map_err(with_hint)?;
+    warn_unrewritable(writer.unrewritable(), &inputs);
     let (digest, totals) = write_generated(&mut writer, cli, &inputs).map_err(with_hint)?;
+    let relocated_files = inputs.relocation.as_ref().map(|_| writer.relocated_files());
     writer.finish(cli.uuid).map_err(|e| with_hint(e.into()))?;
     pending.publish()?;
     Ok(Summary {
@@ -657,6 +698,8 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
         image_bytes,
         seconds: started.elapsed().as_secs_f64(),
         digest,
+        packages: inputs.packages,
+        relocated_files,
     })
 }
 
@@ -691,4 +734,65 @@ fn link_profile(writer: &mut ImageWriter, profile: &Path) -> Result<(), BuildErr
         }
     }
     Ok(())
+}
+
+/// `--packages`: writes the profile tree as `profile/` (directories as nix profiles have
+/// them, read-only; symlinks to store paths, relocated like the closure), then `bin`, `sbin`
+/// and `share` beside it pointing into it, each only when the profile has it and nothing else
+/// took the name.
+fn write_profile(
+    writer: &mut ImageWriter,
+    profile: &nix::Profile,
+    relocation: &Option<Relocation>,
+) -> Result<(), BuildError> {
+    let origin = writer.add_input("the profile".into(), relocation.clone());
+    let root = Path::new(PROFILE_LINK);
+    writer.dir(root, plain(0o555), origin)?;
+    for (rel, entry) in &profile.entries {
+        let at = root.join(rel);
+        match entry {
+            nix::ProfileEntry::Dir => writer.dir(&at, plain(0o555), origin)?,
+            nix::ProfileEntry::Link { target, .. } => {
+                writer.symlink(&at, plain(0o777), target.as_os_str().as_bytes(), origin)?
+            }
+        }
+    }
+    for sub in [BIN_DIR, SBIN_DIR, SHARE_DIR] {
+        if profile.has(sub) && !writer.exists(Path::new(sub))? {
+            let target = format!("{PROFILE_LINK}/{sub}");
+            writer.symlink(Path::new(sub), plain(0o777), target.as_bytes(), origin)?;
+        }
+    }
+    Ok(())
+}
+
+/// How many paths a warning names before summing up the rest.
+const WARN_PATHS: usize = 5;
+
+/// Warns about compressed files that name the store once unpacked: `--relocate` rewrote the
+/// store directory in their bytes, not in what a program unpacks.
+fn warn_unrewritable(paths: &[PathBuf], inputs: &Inputs) {
+    let Some(relocation) = &inputs.relocation else {
+        return;
+    };
+    if paths.is_empty() {
+        return;
+    }
+    let mut named: Vec<String> = paths
+        .iter()
+        .take(WARN_PATHS)
+        .map(|p| p.display().to_string())
+        .collect();
+    if paths.len() > WARN_PATHS {
+        named.push(format!("and {} more", paths.len() - WARN_PATHS));
+    }
+    eprintln!(
+        "crashcart-imgbuild: warning: {} compressed file{} (gzip, xz, zip) name {} once \
+         unpacked, which the relocation to {} cannot rewrite: {}",
+        paths.len(),
+        if paths.len() == 1 { "" } else { "s" },
+        relocation.from,
+        relocation.to,
+        named.join(", ")
+    );
 }

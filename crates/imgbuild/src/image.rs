@@ -202,6 +202,10 @@ pub struct ImageWriter {
     tree: Tree,
     /// The relocation of each input (by origin), applied to its contents and symlink targets.
     relocations: Vec<Option<Relocation>>,
+    /// Files whose contents the relocation changed.
+    relocated_files: u64,
+    /// Compressed files of relocated inputs whose unpacked contents name the store.
+    unrewritable: Vec<PathBuf>,
     /// Hashes file contents off the write path; owns the chunk buffers.
     hasher: ContentHasher,
     totals: Totals,
@@ -262,6 +266,8 @@ impl ImageWriter {
             opts,
             tree,
             relocations: Vec::new(),
+            relocated_files: 0,
+            unrewritable: Vec::new(),
             hasher: ContentHasher::start(CHUNK),
             totals: Totals::default(),
             links: HashMap::new(),
@@ -610,6 +616,17 @@ impl ImageWriter {
         self.totals
     }
 
+    /// How many files' contents a relocation rewrote so far.
+    pub fn relocated_files(&self) -> u64 {
+        self.relocated_files
+    }
+
+    /// Compressed files (gzip, xz, zip) of relocated inputs that name the store directory
+    /// once unpacked, which the relocation cannot rewrite: image paths, in writing order.
+    pub fn unrewritable(&self) -> &[PathBuf] {
+        &self.unrewritable
+    }
+
     /// The content digest: BLAKE3 over every path, depth first in name order, with what is
     /// recorded about it (type, mode, owner, xattrs, size, BLAKE3 of the contents or the link
     /// target). Independent of input order and of the image layout.
@@ -644,6 +661,7 @@ impl ImageWriter {
         let segments = content.data_segments(size, path)?;
         // Decided on the first bytes: a file whose first block is a hole is no ELF file.
         let mut elf = false;
+        let mut compressed = None;
         // `buf` holds file bytes [pending, pending + buf.len()) read but not yet written.
         let mut buf = self.hasher.buffer();
         let mut pending = 0;
@@ -663,6 +681,7 @@ impl ImageWriter {
                     content.fill(&mut buf[old..], read_pos, path, size)?;
                     if read_pos == 0 {
                         elf = buf.starts_with(ELF_MAGIC);
+                        compressed = crate::compressed::format(&buf);
                     }
                     read_pos += want as u64;
                 }
@@ -718,6 +737,16 @@ impl ImageWriter {
         }
         // Back to the pool.
         self.hasher.data(pending, buf, 0);
+        if rewriter.as_ref().is_some_and(Rewriter::matched) {
+            self.relocated_files += 1;
+        }
+        if let (Some(relocation), Some(format), Content::File(file)) =
+            (&relocation, compressed, &content)
+        {
+            if crate::compressed::holds(file, format, relocation.from.as_bytes()) {
+                self.unrewritable.push(path.to_path_buf());
+            }
+        }
         Ok(placed)
     }
 

@@ -14,6 +14,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use crashcart_layout::STORE_DIR;
+
 use crate::attributes::{Attributes, Xattrs};
 use crate::content::{Content, Mapped};
 use crate::image::{ImageWriter, Special, WriteError};
@@ -103,16 +105,37 @@ pub fn read_xattrs(path: &Path) -> Result<Xattrs, InputError> {
     Ok(out)
 }
 
+/// What kind of tree an input is, which decides what of its files' attributes is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeKind {
+    /// A `--dir` (or the `--host` staging tree): a symlink at its root is followed (a
+    /// directory given as a link to it), every attribute kept: mode, owner, xattrs.
+    Dir,
+    /// A nix store path: only what nix itself gives store files gets into the image, so that
+    /// the same store path makes the same image on any host. nix records a file's type, its
+    /// executable bit and symlink targets; whatever else the host put on the files (an SELinux
+    /// label in `security.selinux`, `user.*` attributes, a mode changed by hand) is dropped:
+    /// modes are nix's canonical ones (0444, or 0555 when executable), no xattrs.
+    StorePath,
+}
+
+/// The mode nix gives a store file of mode `mode` (not a symlink): read-only for all, and
+/// executable for all when the owner could execute it.
+pub fn canonical_store_mode(mode: u32) -> u32 {
+    0o444 | if mode & 0o100 != 0 { 0o111 } else { 0 }
+}
+
 /// Writes the tree at `source` into the image at `prefix` (empty for the root). `source` may
-/// itself be a file or a symlink (a store path can be); with `follow_root` a symlink there is
-/// followed (a `--dir` given as a link to the directory) instead of copied as a link.
+/// itself be a file or a symlink (a store path can be); `kind` says whether a symlink there is
+/// followed and which attributes are kept.
 pub fn add_tree(
     writer: &mut ImageWriter,
     source: &Path,
     prefix: &Path,
     origin: usize,
-    follow_root: bool,
+    kind: TreeKind,
 ) -> Result<(), InputError> {
+    let follow_root = kind == TreeKind::Dir;
     let walk = walkdir::WalkDir::new(source)
         .follow_links(false)
         .follow_root_links(follow_root)
@@ -160,7 +183,7 @@ pub fn add_tree(
             // `-o` inside an input directory: never copy the image into itself.
             continue;
         }
-        add_entry(writer, path, &target, &meta, opened, origin)?;
+        add_entry(writer, path, &target, &meta, opened, origin, kind)?;
     }
     Ok(())
 }
@@ -187,14 +210,27 @@ fn add_entry(
     meta: &std::fs::Metadata,
     opened: Option<std::io::Result<File>>,
     origin: usize,
+    kind: TreeKind,
 ) -> Result<(), InputError> {
-    let attrs = Attributes {
-        perm: meta.mode() & 0o7777,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        xattrs: read_xattrs(path)?,
-    };
     let ft = meta.file_type();
+    let attrs = match kind {
+        TreeKind::Dir => Attributes {
+            perm: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            xattrs: read_xattrs(path)?,
+        },
+        TreeKind::StorePath => Attributes {
+            perm: if ft.is_symlink() {
+                0o777
+            } else {
+                canonical_store_mode(meta.mode())
+            },
+            uid: meta.uid(),
+            gid: meta.gid(),
+            xattrs: Vec::new(),
+        },
+    };
     if ft.is_dir() {
         writer.dir(target, attrs, origin)?;
     } else if ft.is_file() {
@@ -319,12 +355,21 @@ pub fn add_tar(
         }
         let target = tar_target(&member, store_dir);
         let header = entry.header().clone();
-        let attrs = Attributes {
+        let mut attrs = Attributes {
             perm: header.mode().map_err(tar_err)? & 0o7777,
             uid: header.uid().map_err(tar_err)? as u32,
             gid: header.gid().map_err(tar_err)? as u32,
             xattrs,
         };
+        if target.starts_with(STORE_DIR) {
+            // A store path's files, as a closure input would give them (TreeKind::StorePath).
+            attrs.xattrs.clear();
+            attrs.perm = if header.entry_type() == tar::EntryType::Symlink {
+                0o777
+            } else {
+                canonical_store_mode(attrs.perm)
+            };
+        }
         let link_name = || {
             linkpath.clone().unwrap_or_else(|| {
                 entry

@@ -15,6 +15,7 @@ pub mod attributes;
 pub mod blockmap;
 pub mod builder;
 pub mod cli;
+pub mod compressed;
 pub mod confine;
 pub mod content;
 pub mod digest;

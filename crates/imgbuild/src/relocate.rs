@@ -34,6 +34,8 @@ fn replace_all(finder: &Finder<'_>, to: &[u8], bytes: &mut [u8]) -> usize {
 pub struct Rewriter<'a> {
     finder: Finder<'a>,
     to: &'a [u8],
+    /// Whether any occurrence was replaced so far.
+    matched: std::cell::Cell<bool>,
 }
 
 impl<'a> Rewriter<'a> {
@@ -42,7 +44,13 @@ impl<'a> Rewriter<'a> {
         Rewriter {
             finder: Finder::new(relocation.from.as_bytes()),
             to: relocation.to.as_bytes(),
+            matched: std::cell::Cell::new(false),
         }
+    }
+
+    /// Whether any call replaced something (the file's contents changed).
+    pub fn matched(&self) -> bool {
+        self.matched.get()
     }
 
     /// Rewrites `buf` in place, where `buf` holds the carry of the previous call followed by
@@ -53,7 +61,11 @@ impl<'a> Rewriter<'a> {
     /// anyway (the writer drains whole blocks only): they are not searched again, because a
     /// replacement followed by new bytes may spell FROM once more.
     pub fn rewrite(&self, buf: &mut [u8], settled: usize) -> usize {
-        let last_end = settled + replace_all(&self.finder, self.to, &mut buf[settled..]);
+        let ended = replace_all(&self.finder, self.to, &mut buf[settled..]);
+        if ended > 0 {
+            self.matched.set(true);
+        }
+        let last_end = settled + ended;
         let hold = self.to.len() - 1;
         buf.len().saturating_sub(hold).max(last_end)
     }

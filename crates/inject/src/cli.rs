@@ -21,8 +21,9 @@ Examples:
   docker exec -it web-1 /dev/crashcart/bin/tcpdump -i eth0
   crashcart -u web-1                   remove that mount
 
-The image is, in order: -i PATH, $CRASHCART_IMAGE, ./crashcart.img,
-<prefix>/share/crashcart/crashcart.img beside the installed binary.
+The image is, in order: -i PATH, $CRASHCART_IMAGE, ./crashcart.img[.zst],
+<prefix>/share/crashcart/crashcart.img[.zst] beside the installed binary. A zstd image is
+unpacked once into $CRASHCART_CACHE (default /var/cache/crashcart) and reused from there.
 
 Exit status: the command's; 128+N when it dies of signal N; 125 crashcart's own errors;
 126 the command cannot run; 127 the command was not found.";
@@ -43,7 +44,7 @@ Exit status: the command's; 128+N when it dies of signal N; 125 crashcart's own 
     override_usage = "crashcart [OPTIONS] TARGET [--] [COMMAND [ARG...]]"
 )]
 pub struct Cli {
-    /// The tool image (ext2/3/4) to sideload.
+    /// The tool image to sideload: ext2/3/4, or zstd-compressed (unpacked once into the cache).
     #[arg(short, long, value_name = "PATH")]
     pub image: Option<PathBuf>,
 
@@ -80,8 +81,18 @@ pub struct Cli {
     /// List what can be targeted on this machine (pods' containers, Docker, Podman, containerd
     /// and CRI-O containers): name, runtime, ID, PID, image, state; a table on a terminal,
     /// tab-separated lines otherwise.
-    #[arg(long, exclusive = true)]
+    #[arg(
+        long,
+        conflicts_with_all = ["image", "mount", "unmount", "exec", "user", "target_and_command"]
+    )]
     pub list: bool,
+
+    /// The CRI runtime's socket (unix:///PATH or PATH), asked about a pod (k8s://) that the
+    /// runtimes' state under /run does not show, and by --list when /run shows no pod
+    /// [default: $CONTAINER_RUNTIME_ENDPOINT, else /run/containerd/containerd.sock, then
+    /// /run/crio/crio.sock].
+    #[arg(long, value_name = "ENDPOINT")]
+    pub cri_endpoint: Option<String>,
 
     /// Print shell completions or the man page on stdout.
     #[arg(long, value_name = "WHAT", hide = true, exclusive = true)]
@@ -152,6 +163,7 @@ impl Cli {
             mode,
             user: self.user,
             profile: self.profile(),
+            cri_endpoint: self.cri_endpoint.clone(),
         }
     }
 

@@ -8,6 +8,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crashcart_layout::{SessionManifest, MANIFEST_PATH};
+
+use crate::packed::{self, Cache, PackedError};
 use rustix::fs::{fcntl_getfl, fcntl_setfl, openat2, Mode, OFlags, ResolveFlags};
 
 /// Byte offset of `s_magic` in an ext2/3/4 image (superblock at 1024, magic at +56).
@@ -45,6 +47,9 @@ pub enum ImageError {
     /// No ext2/3/4 superblock.
     #[error("image {} is not an ext2/3/4 filesystem (no superblock magic at byte 1080)", .0.display())]
     NotExt(PathBuf),
+    /// A compressed image that cannot be unpacked or whose cached copy cannot be used.
+    #[error(transparent)]
+    Packed(#[from] PackedError),
     /// The manifest exists but cannot be used.
     #[error("image {} has a bad manifest ({MANIFEST_PATH}): {why}", path.display())]
     BadManifest {
@@ -60,13 +65,14 @@ pub enum ImageError {
 pub struct Image {
     /// Where it was found.
     pub path: PathBuf,
-    /// Opened read-only, close-on-exec.
+    /// Opened read-only, close-on-exec: the image itself, or, for a compressed image, its
+    /// unpacked copy in the cache.
     pub file: File,
 }
 
 /// Picks the image: `-i`, then `$CRASHCART_IMAGE` (both named by the caller), then
-/// `./crashcart.img`, then `<exe dir>/../share/crashcart/crashcart.img` (`exe`: where crashcart
-/// was started from). An image found in one of those two places was not named by the caller,
+/// `./crashcart.img` or `./crashcart.img.zst`, then `<exe dir>/../share/crashcart/crashcart.img`
+/// or `.img.zst` (`exe`: where crashcart was started from). An image found in one of those two places was not named by the caller,
 /// and the current directory may be a volume a container writes: it is used only if root owns
 /// it and its directory and no one else can write either.
 pub fn choose(explicit: Option<&Path>, exe: Option<&Path>) -> Result<PathBuf, ImageError> {
@@ -76,9 +82,15 @@ pub fn choose(explicit: Option<&Path>, exe: Option<&Path>) -> Result<PathBuf, Im
     if let Some(p) = std::env::var_os("CRASHCART_IMAGE").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }
-    let mut looked = vec![PathBuf::from("./crashcart.img")];
+    // Each place's raw image first, then its compressed one (as releases publish it).
+    let mut looked = vec![
+        PathBuf::from("./crashcart.img"),
+        PathBuf::from("./crashcart.img.zst"),
+    ];
     if let Some(dir) = exe.and_then(Path::parent) {
-        looked.push(normalize(&dir.join("../share/crashcart/crashcart.img")));
+        let share = dir.join("../share/crashcart");
+        looked.push(normalize(&share.join("crashcart.img")));
+        looked.push(normalize(&share.join("crashcart.img.zst")));
     }
     let found = looked
         .iter()
@@ -142,7 +154,9 @@ fn check_trusted(path: &Path) -> Result<(), ImageError> {
 }
 
 impl Image {
-    /// Opens `path` read-only and checks for an ext2/3/4 superblock.
+    /// Opens `path` read-only and checks for an ext2/3/4 superblock. A zstd-compressed image
+    /// (`crashcart.img.zst`, known by its magic) is unpacked into the cache first, or taken
+    /// from there ([`packed`]).
     pub fn open(path: &Path) -> Result<Image, ImageError> {
         let open_err = |source| ImageError::Open {
             path: path.to_path_buf(),
@@ -164,6 +178,14 @@ impl Image {
             fcntl_getfl(&file).map_err(|e| open_err(e.into()))? - OFlags::NONBLOCK,
         )
         .map_err(|e| open_err(e.into()))?;
+        let file = if packed::is_zstd(&file).map_err(open_err)? {
+            let cache = Cache::from_env()?;
+            let (unpacked, entry) = cache.unpacked(&file, path, packed::MAX_UNPACKED)?;
+            crate::step!("image {} is {}", path.display(), entry.display());
+            unpacked
+        } else {
+            file
+        };
         let mut magic = [0u8; 2];
         match file.read_exact_at(&mut magic, EXT_MAGIC_OFFSET) {
             Ok(()) if u16::from_le_bytes(magic) == EXT_MAGIC => {}

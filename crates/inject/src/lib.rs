@@ -23,6 +23,7 @@ pub mod log;
 pub mod loopdev;
 pub mod mount;
 pub mod namespaces;
+pub mod packed;
 pub mod preload;
 pub mod privileges;
 pub mod process;

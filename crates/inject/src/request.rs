@@ -20,6 +20,9 @@ pub struct Request {
     pub user: Option<(u32, u32)>,
     /// `--profile`.
     pub profile: Profile,
+    /// `--cri-endpoint`: the CRI socket asked about pods the bundles under `/run` do not
+    /// know (`None`: `CONTAINER_RUNTIME_ENDPOINT`, else the usual sockets).
+    pub cri_endpoint: Option<String>,
 }
 
 /// How crashcart deals with the target.

@@ -137,8 +137,12 @@ pub fn run(request: &Request) -> Result<u8, SessionError> {
     if !rustix::process::geteuid().is_root() {
         return Err(SessionError::NotRoot);
     }
+    let mut resolver = resolve::Resolver::from_env();
+    if let Some(endpoint) = &request.cri_endpoint {
+        resolver.cri_endpoint = Some(endpoint.clone());
+    }
     if request.mode == request::Mode::List {
-        let listings = resolve::list(&resolve::Resolver::from_env());
+        let listings = resolve::list(&resolver)?;
         let table = std::io::IsTerminal::is_terminal(&std::io::stdout());
         print!("{}", resolve::render(&listings, table));
         return Ok(0);
@@ -146,7 +150,7 @@ pub fn run(request: &Request) -> Result<u8, SessionError> {
     sealed::ensure()?;
     let exe = sealed::original_exe();
     let spec = request.target.as_str();
-    let target = resolve::resolve(spec)?;
+    let target = resolver.resolve(spec)?;
     step!(
         "target {spec:?} is pid {} ({:?}{})",
         target.pid,

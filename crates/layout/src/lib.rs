@@ -15,7 +15,7 @@
 mod manifest;
 
 pub use manifest::{
-    alias_name, exportable_env_name, Fs, Manifest, Program, Relocation, RelocationError,
+    alias_name, exportable_env_name, Fs, Manifest, Package, Program, Relocation, RelocationError,
     SessionManifest, DIGEST_SCHEME, FORMAT,
 };
 

@@ -115,6 +115,19 @@ pub struct Program {
     pub version: Option<String>,
 }
 
+/// One line of a `--packages` file, as built: what it installs and what it costs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Package {
+    /// The nixpkgs attribute, as the packages file names it.
+    pub name: String,
+    /// The store paths of the outputs it installs (as `nix-env -i` would).
+    pub outputs: Vec<String>,
+    /// Store paths in the closure of those outputs, shared ones included.
+    pub closure_paths: u64,
+    /// Bytes of that closure (the sum of nix's NAR sizes).
+    pub closure_bytes: u64,
+}
+
 /// The whole manifest, as the builder writes it; fields in documented order (serialization
 /// order is the declaration order, and the bytes are part of a reproducible image).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +153,12 @@ pub struct Manifest {
     pub store_paths: Vec<String>,
     /// Host programs bundled.
     pub programs: Vec<Program>,
+    /// `--packages`: each package with the size of its closure, in file order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<Package>,
+    /// How many files' contents the relocation rewrote (symlinks not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relocated_files: Option<u64>,
     /// Non-directory entries, the manifest excluded.
     pub files: u64,
     /// Bytes of file contents, the manifest excluded.
@@ -350,6 +369,13 @@ mod tests {
             ignores: vec!["/etc/ld.so.preload".into()],
             store_paths: vec![],
             programs: vec![],
+            packages: vec![Package {
+                name: "strace".into(),
+                outputs: vec!["/nix/store/x-strace-6.1".into()],
+                closure_paths: 3,
+                closure_bytes: 4096,
+            }],
+            relocated_files: Some(7),
             files: 1,
             bytes: 2,
             digest: "blake3:00".into(),
@@ -366,6 +392,8 @@ mod tests {
             "\"ignores\"",
             "\"store_paths\"",
             "\"programs\"",
+            "\"packages\"",
+            "\"relocated_files\"",
             "\"files\"",
             "\"bytes\"",
             "\"digest\"",

@@ -7,16 +7,27 @@
 //! - native: `root/dev/crashcart/store` is mounted at `/dev/crashcart/store`, so the store
 //!   dir is real inside the container and, again, no chroot is needed.
 //!
-//! The profile path and closure come back as files in a per-build output directory. Rootful
-//! docker writes them as root; the script hands them to the calling user at the end.
+//! The plan, the closure and the store's registration of it come back as files in a
+//! per-build output directory; the profile is then worked out on the host, as for a local
+//! build. Rootful docker writes them as root; the script hands them to the calling user.
+//!
+//! On an SELinux host the container's processes may not read or write files labelled for
+//! the user, which every volume here is: the container runs with SELinux separation off
+//! (`--security-opt label=disable`) rather than relabelling the volumes (`:z`), which would
+//! change the labels of the user's files, and fails on read-only ones such as a `--nixpkgs`
+//! in a nix store.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::local::{last_line, BuildRequest};
+use super::info::{parse_dump_db, parse_plan};
+use super::local::BuildRequest;
 use super::run::run_nix;
 use super::store::StoreLocation;
-use super::{BuiltProfile, NixError, StoreMode};
+use super::{NixError, Realised, StoreMode};
+
+/// Where the kernel says whether SELinux is enabled (selinuxfs is mounted when it is).
+const SELINUX_ENFORCE: &str = "/sys/fs/selinux/enforce";
 
 /// The shell script run in the container: `sh -c SCRIPT sh MODE PACKAGES_JSON OWNER`.
 const SCRIPT: &str = r#"set -eu
@@ -27,32 +38,37 @@ else
     store=auto
 fi
 if [ -e /crashcart/nixpkgs ]; then set -- --argstr nixpkgs /crashcart/nixpkgs; else set --; fi
-out=$(nix-build /crashcart/nix --argstr packagesJSON "$packages" "$@" --store "$store" \
-    --option sandbox false --no-out-link)
+nix-instantiate --eval --strict --json --read-write-mode /crashcart/nix -A plan \
+    --argstr packagesJSON "$packages" "$@" --store "$store" > /crashcart/out/plan.json
+outs=$(nix-build /crashcart/nix -A outputs --argstr packagesJSON "$packages" "$@" \
+    --store "$store" --option sandbox false --no-out-link)
 if [ "$mode" = relocated ]; then
     nix --extra-experimental-features nix-command copy --no-check-sigs \
-        --to 'local?root=/crashcart/root' "$out"
+        --to 'local?root=/crashcart/root' $outs
     store='local?root=/crashcart/root'
 fi
-nix-store --store "$store" --query --requisites "$out" > /crashcart/out/closure
-echo "$out" > /crashcart/out/profile
+nix-store --store "$store" --query --requisites $outs > /crashcart/out/closure
+nix-store --store "$store" --dump-db $(cat /crashcart/out/closure) > /crashcart/out/db
 if [ -n "$owner" ]; then chown -R "$owner" /crashcart/root /crashcart/out; fi
 "#;
 
-/// Builds the profile with nix inside `image`, into `location` on the host.
+/// Realises the packages' outputs with nix inside `image`, into `location` on the host.
 pub fn build(
     engine: &Path,
     image: &str,
     location: &StoreLocation,
     mode: StoreMode,
     request: &BuildRequest,
-) -> Result<BuiltProfile, NixError> {
+) -> Result<Realised, NixError> {
     let out_dir = request.work_dir.join("out");
     create_dir(&out_dir)?;
 
     let mut run = Command::new(engine);
-    run.args(["run", "--rm"])
-        .args(volume(request.expressions, "/crashcart/nix", true))
+    run.args(["run", "--rm"]);
+    if selinux_enabled(Path::new(SELINUX_ENFORCE)) {
+        run.args(["--security-opt", "label=disable"]);
+    }
+    run.args(volume(request.expressions, "/crashcart/nix", true))
         .args(volume(&out_dir, "/crashcart/out", false));
     match mode {
         StoreMode::Relocated => {
@@ -89,14 +105,17 @@ pub fn build(
         let path = out_dir.join(name);
         std::fs::read_to_string(&path).map_err(|source| NixError::ContainerResult { path, source })
     };
-    let profile_text = read("profile")?;
-    let profile = last_line(&profile_text).ok_or(NixError::NoProfile {
-        output: profile_text.clone(),
-    })?;
-    Ok(BuiltProfile {
+    Ok(Realised {
+        packages: parse_plan(&read("plan.json")?)?,
         store_paths: read("closure")?.lines().map(PathBuf::from).collect(),
-        profile,
+        infos: parse_dump_db(&read("db")?)?,
     })
+}
+
+/// Whether SELinux is enabled on this host (enforcing or permissive: labels are checked, or
+/// their denials logged, either way).
+fn selinux_enabled(enforce: &Path) -> bool {
+    enforce.exists()
 }
 
 /// podman when installed (rootless by default), else docker.
@@ -154,4 +173,18 @@ fn docker_is_rootless(engine: &Path) -> bool {
         .args(["info", "--format", "{{json .SecurityOptions}}"])
         .output()
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("rootless"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selinux_is_seen_through_selinuxfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let enforce = dir.path().join("enforce");
+        assert!(!selinux_enabled(&enforce));
+        std::fs::write(&enforce, "1").unwrap();
+        assert!(selinux_enabled(&enforce));
+    }
 }

@@ -1,15 +1,18 @@
 //! Building with the nix installed on this machine, as whoever runs us.
 //!
 //! The store is a chroot store under the cache root (see `store`), so an unprivileged user
-//! needs neither a nix daemon nor a writable `/nix`: nix builds in a user namespace in which
-//! the real store appears at the logical store dir.
+//! needs neither a nix daemon nor a writable `/nix`. nix is asked only to realise the
+//! packages' outputs: substituted from a binary cache they need no namespace at all; built,
+//! they need nix's sandbox (a user namespace that may mount), which nix sets up where the
+//! machine allows it. The profile is worked out afterwards without nix (`profile`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::info::{parse_dump_db, parse_plan};
 use super::run::run_nix;
 use super::store::StoreLocation;
-use super::{BuiltProfile, NixError};
+use super::{NixError, Realised};
 
 /// What a build needs to know, whichever way nix is run.
 pub struct BuildRequest<'a> {
@@ -23,46 +26,62 @@ pub struct BuildRequest<'a> {
     pub work_dir: &'a Path,
 }
 
-/// Builds the profile with the host's `nix-build` into `location`.
-pub fn build(location: &StoreLocation, request: &BuildRequest) -> Result<BuiltProfile, NixError> {
-    let url = location.url();
-    let mut nix_build = Command::new("nix-build");
-    nix_build
-        .arg(request.expressions)
-        .args(["--argstr", "packagesJSON", request.packages_json]);
-    if let Some(nixpkgs) = request.nixpkgs {
-        nix_build.arg("--argstr").arg("nixpkgs").arg(nixpkgs);
+impl BuildRequest<'_> {
+    /// `EXPR -A ATTR --argstr packagesJSON ... [--argstr nixpkgs PATH]`.
+    fn select(&self, command: &mut Command, attribute: &str) {
+        command.arg(self.expressions).args(["-A", attribute]).args([
+            "--argstr",
+            "packagesJSON",
+            self.packages_json,
+        ]);
+        if let Some(nixpkgs) = self.nixpkgs {
+            command.arg("--argstr").arg("nixpkgs").arg(nixpkgs);
+        }
     }
-    nix_build
+}
+
+/// Realises the packages' outputs with the host's nix into `location`.
+pub fn build(location: &StoreLocation, request: &BuildRequest) -> Result<Realised, NixError> {
+    let url = location.url();
+
+    // The plan: which outputs each package installs. `--read-write-mode` lets a pinned
+    // nixpkgs be fetched into the store while evaluating.
+    let mut eval = Command::new("nix-instantiate");
+    eval.args(["--eval", "--strict", "--json", "--read-write-mode"]);
+    request.select(&mut eval, "plan");
+    eval.args(["--store", &url]);
+    let packages = parse_plan(&run_nix(eval, not_installed("nix-instantiate"))?)?;
+
+    let mut realise = Command::new("nix-build");
+    request.select(&mut realise, "outputs");
+    realise
         .args(["--store", &url])
         // Root has no `nixbld` build users here; nix then builds as the calling user.
         .args(["--option", "build-users-group", ""])
-        // The out link is a GC root for as long as the image is being written.
+        // The out links are GC roots for as long as the image is being written.
         .arg("--out-link")
-        .arg(request.work_dir.join("profile"));
-    let stdout = run_nix(nix_build, not_installed("nix-build"))?;
-    let profile = last_line(&stdout).ok_or_else(|| NixError::NoProfile {
-        output: stdout.clone(),
-    })?;
+        .arg(request.work_dir.join("result"));
+    run_nix(realise, not_installed("nix-build"))?;
 
+    let outputs: Vec<&PathBuf> = packages.iter().flat_map(|p| &p.outputs).collect();
     let mut query = Command::new("nix-store");
     query
         .args(["--store", &url, "--query", "--requisites"])
-        .arg(&profile);
-    let stdout = run_nix(query, not_installed("nix-store"))?;
-    Ok(BuiltProfile {
-        store_paths: stdout.lines().map(PathBuf::from).collect(),
-        profile,
-    })
-}
-
-/// The last non-empty line of `text`, as a path (nix prints the result last).
-pub fn last_line(text: &str) -> Option<PathBuf> {
-    text.lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
+        .args(&outputs);
+    let store_paths: Vec<PathBuf> = run_nix(query, not_installed("nix-store"))?
+        .lines()
+        .filter(|l| !l.is_empty())
         .map(PathBuf::from)
+        .collect();
+
+    let mut dump = Command::new("nix-store");
+    dump.args(["--store", &url, "--dump-db"]).args(&store_paths);
+    let infos = parse_dump_db(&run_nix(dump, not_installed("nix-store"))?)?;
+    Ok(Realised {
+        packages,
+        store_paths,
+        infos,
+    })
 }
 
 fn not_installed(program: &'static str) -> impl FnOnce() -> NixError {

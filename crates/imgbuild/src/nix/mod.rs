@@ -2,31 +2,45 @@
 //! image writer.
 //!
 //! Seam with the image writer: the CLI flattens [`NixArgs`]; when `--packages` is given the
-//! builder calls [`build`] and writes the returned [`NixClosure`] exactly as it writes a
-//! `--closure` input: every store path under `store/` of the image, bytes read from
-//! `real_root` joined with the logical path, `profile` pointing at the profile, and when
-//! [`NixClosure::relocate`] is set every occurrence of `from` in file contents and symlink
-//! targets replaced with the equal-length `to`, which is also recorded in the manifest as
-//! `store_alias` (crashcart makes that path resolve to `/dev/crashcart/store`).
+//! builder calls [`build`] and writes the returned [`NixClosure`] as it writes a `--closure`
+//! input: every store path under `store/` of the image, bytes read from `real_root` joined
+//! with the logical path, and when [`NixClosure::relocate`] is set every occurrence of `from`
+//! in file contents and symlink targets replaced with the equal-length `to`, which is also
+//! recorded in the manifest as `store_alias` (crashcart makes that path resolve to
+//! `/dev/crashcart/store`). The profile is not a store path: the image's `profile/` is the
+//! [`Profile`] tree, its symlinks naming store paths (relocated like the closure's).
 //!
 //! The build itself: the packages file is parsed here (so typos get a line number), the
-//! expressions of the repository's `nix/` turn the names into one profile from a pinned
-//! nixpkgs (or `--nixpkgs`), and nix runs either on the host against a chroot store under
-//! the user's cache directory (`local`) or inside a container (`container`).
+//! expressions of the repository's `nix/` give, from a pinned nixpkgs (or `--nixpkgs`), the
+//! outputs each package installs, nix realises them (substitutes or builds) either on the
+//! host against a chroot store under the user's cache directory (`local`) or inside a
+//! container (`container`), and the profile is merged here (`profile`) without nix: a nix
+//! build of it would need the build sandbox, which CI runners deny.
 
 mod container;
 mod expr;
+mod info;
 mod local;
 mod packages;
+mod profile;
 mod run;
 mod store;
 
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
-use crashcart_layout::{Relocation, DEFAULT_STORE_ALIAS};
+use crashcart_layout::{Package, Relocation, DEFAULT_STORE_ALIAS, IMAGE_ROOT, PROFILE_LINK};
 
 pub use packages::read_packages_file;
+pub use profile::{Entry as ProfileEntry, Profile};
 pub use store::NIX_STORE_DIR;
+
+/// CA bundles a profile may hold (nixpkgs' `cacert`), the first found named in the session's
+/// environment.
+const CA_BUNDLES: &[&str] = &[
+    "etc/ssl/certs/ca-bundle.crt",
+    "etc/ssl/certs/ca-certificates.crt",
+];
 
 // `/nix/store` is rewritten to the store alias in relocated images: same length, so every
 // offset stays valid.
@@ -69,8 +83,13 @@ pub struct NixArgs {
 pub struct NixClosure {
     /// Store paths as nix prints them (logical paths under the store dir), sorted.
     pub store_paths: Vec<PathBuf>,
-    /// The environment whose `bin`/`sbin` the user gets.
-    pub profile: PathBuf,
+    /// The packages' files linked into one tree: the image's `profile/`.
+    pub profile: Profile,
+    /// Each line of the packages file with the outputs it installs and its closure's size.
+    pub packages: Vec<Package>,
+    /// Variables the session needs for the profile's data files (CA bundle, man pages,
+    /// terminfo), naming them where the container sees them.
+    pub env: BTreeMap<String, String>,
     /// Where the bytes live: the logical path is read at `real_root` + path (`/` for a
     /// store at its logical location).
     pub real_root: PathBuf,
@@ -85,6 +104,8 @@ impl std::fmt::Debug for NixClosure {
         f.debug_struct("NixClosure")
             .field("store_paths", &self.store_paths)
             .field("profile", &self.profile)
+            .field("packages", &self.packages)
+            .field("env", &self.env)
             .field("real_root", &self.real_root)
             .field("relocate", &self.relocate)
             .finish_non_exhaustive()
@@ -92,9 +113,13 @@ impl std::fmt::Debug for NixClosure {
 }
 
 /// What a nix run produced, before it is checked against the store on disk.
-struct BuiltProfile {
-    profile: PathBuf,
+struct Realised {
+    /// Per package, the outputs it installs.
+    packages: Vec<info::PlannedPackage>,
+    /// The closure of all outputs.
     store_paths: Vec<PathBuf>,
+    /// The store's registration of each closure path.
+    infos: BTreeMap<PathBuf, info::PathInfo>,
 }
 
 /// Errors from building the tool set with nix.
@@ -163,7 +188,7 @@ pub enum NixError {
         source: std::io::Error,
     },
     /// nix ran and failed.
-    #[error("nix build failed ({program}: {status}); end of its log:\n{log_tail}")]
+    #[error("nix build failed ({program}: {status}); the end of its log follows")]
     BuildFailed {
         /// The program that failed (nix-build, nix-store, or the container engine).
         program: String,
@@ -172,11 +197,35 @@ pub enum NixError {
         /// The last lines nix wrote to stderr.
         log_tail: String,
     },
-    /// nix succeeded but printed no store path.
-    #[error("nix printed no profile store path (output: {output:?})")]
-    NoProfile {
-        /// What it printed.
-        output: String,
+    /// Packages missing from the binary cache had to be built, and nix's build sandbox
+    /// cannot be set up here.
+    #[error(
+        "{} not in the binary cache, and nix cannot build here: its build sandbox needs user \
+         namespaces that may mount, which this machine denies; build with \
+         --nix-container IMAGE (podman or docker) instead; the end of nix's log follows",
+        plural(derivations, "derivation")
+    )]
+    CannotBuildHere {
+        /// The derivations nix had to build (`name-version`).
+        derivations: Vec<String>,
+        /// The last lines nix wrote to stderr.
+        log_tail: String,
+    },
+    /// nix printed something we could not read.
+    #[error("cannot read {what} nix printed: {detail}")]
+    BadNixOutput {
+        /// Which output.
+        what: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The packages cannot be linked into one profile.
+    #[error("profile: {} {reason}", path.display())]
+    Profile {
+        /// The store file at fault.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// The nix container did not leave its result files.
     #[error("cannot read the nix container's result {path}")]
@@ -220,7 +269,24 @@ pub enum NixError {
     NoPackagesFile,
 }
 
+/// `2 derivations: a-1, b-2` (the names listed).
+fn plural(names: &[String], noun: &str) -> String {
+    let s = if names.len() == 1 { "" } else { "s" };
+    format!("{} {noun}{s} ({})", names.len(), names.join(", "))
+}
+
 impl NixError {
+    /// The end of nix's log, for errors that have one: shown after the message, line by line
+    /// as nix printed them.
+    pub fn log_tail(&self) -> Option<&str> {
+        match self {
+            NixError::BuildFailed { log_tail, .. } | NixError::CannotBuildHere { log_tail, .. } => {
+                Some(log_tail)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the user's input is at fault (the packages file, a package name, --nixpkgs)
     /// rather than the machine or the build: such errors deserve the "bad input" exit code.
     pub fn is_bad_input(&self) -> bool {
@@ -278,7 +344,7 @@ pub fn build(args: &NixArgs) -> Result<NixClosure, NixError> {
         nixpkgs: nixpkgs.as_deref(),
         work_dir: work_dir.path(),
     };
-    let built = match &args.nix_container {
+    let realised = match &args.nix_container {
         None => local::build(&location, &request)?,
         Some(image) => {
             let engine = match &args.container_engine {
@@ -289,7 +355,7 @@ pub fn build(args: &NixArgs) -> Result<NixClosure, NixError> {
         }
     };
 
-    let mut store_paths = built.store_paths;
+    let mut store_paths = realised.store_paths;
     store_paths.sort();
     store_paths.dedup();
     for path in &store_paths {
@@ -301,10 +367,28 @@ pub fn build(args: &NixArgs) -> Result<NixClosure, NixError> {
             });
         }
     }
+    // Only the closure is read: a propagated package outside it (it cannot be, nix records
+    // it as a reference) would not be linked.
+    let in_closure: BTreeSet<&Path> = store_paths.iter().map(PathBuf::as_path).collect();
+    let outputs: Vec<Vec<PathBuf>> = realised
+        .packages
+        .iter()
+        .map(|p| {
+            p.outputs
+                .iter()
+                .filter(|o| in_closure.contains(o.as_path()))
+                .cloned()
+                .collect()
+        })
+        .collect();
+    let profile = profile::merge(&outputs, &location.root)?;
+    let env = profile_env(&profile, &location.root);
 
     Ok(NixClosure {
         store_paths,
-        profile: built.profile,
+        profile,
+        packages: info::costs(&realised.packages, &realised.infos),
+        env,
         real_root: location.root,
         relocate: (args.store_mode == StoreMode::Relocated).then(|| Relocation {
             from: NIX_STORE_DIR.to_string(),
@@ -312,6 +396,31 @@ pub fn build(args: &NixArgs) -> Result<NixClosure, NixError> {
         }),
         keep: vec![Box::new(work_dir)],
     })
+}
+
+/// The variables that point the image's tools at the profile's data files, as the container
+/// sees them (`/dev/crashcart/profile/...`). Each keeps the container's own files reachable
+/// to the container's programs: nixpkgs' OpenSSL reads `NIX_SSL_CERT_FILE` (then
+/// `SSL_CERT_FILE`); `MANPATH` and `TERMINFO_DIRS` end with an empty entry, which man-db and
+/// ncurses read as "then the usual places".
+fn profile_env(profile: &Profile, real_root: &Path) -> BTreeMap<String, String> {
+    let in_image = |rel: &str| format!("{IMAGE_ROOT}/{PROFILE_LINK}/{rel}");
+    let mut env = BTreeMap::new();
+    if let Some(bundle) = CA_BUNDLES.iter().find(|b| profile.provides(b, real_root)) {
+        for name in ["NIX_SSL_CERT_FILE", "SSL_CERT_FILE"] {
+            env.insert(name.to_string(), in_image(bundle));
+        }
+    }
+    if profile.provides("share/man", real_root) {
+        env.insert("MANPATH".to_string(), format!("{}:", in_image("share/man")));
+    }
+    if profile.provides("share/terminfo", real_root) {
+        env.insert(
+            "TERMINFO_DIRS".to_string(),
+            format!("{}:", in_image("share/terminfo")),
+        );
+    }
+    env
 }
 
 fn absolute(dir: &std::path::Path) -> Result<PathBuf, NixError> {

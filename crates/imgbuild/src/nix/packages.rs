@@ -82,7 +82,7 @@ mod tests {
         let names = read_packages_file(&path).expect("packages parses");
         for tool in [
             "bashInteractive",
-            "binutils",
+            "binutils-unwrapped",
             "bzip2",
             "coreutils",
             "curl",
@@ -112,6 +112,7 @@ mod tests {
             "jq",
             "socat",
             "ncurses",
+            "cacert",
         ] {
             assert!(
                 names.iter().any(|n| n == tool),

@@ -2,9 +2,11 @@
 //! state files know, named the way a user would type it.
 //!
 //! The sources are the ones resolution uses, cheapest first: the state files and the CRI
-//! bundles under `/run` give IDs, PIDs, pods and images without any daemon; Docker is asked,
-//! briefly, only for its containers' names and images (a listing without them still shows
-//! the IDs). Pod sandboxes are left out: they are never a target.
+//! bundles under `/run` give IDs, PIDs, pods and images without any daemon; when the bundles
+//! show no pod at all (unreadable, or kept elsewhere), the CRI runtime is asked over its
+//! socket for its running containers, as resolution would ask it; Docker is asked, briefly,
+//! only for its containers' names and images (a listing without them still shows the IDs).
+//! Pod sandboxes are left out: they are never a target.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -12,7 +14,9 @@ use std::time::Duration;
 
 use crate::cgroupfs::parse_mountinfo;
 
-use super::{docker, freezer, kubernetes, state_files, Resolver, Runtime, POD_SCHEME};
+use super::{
+    docker, freezer, kubernetes, state_files, ResolveError, Resolver, Runtime, POD_SCHEME,
+};
 
 /// How long Docker may take to list its containers before the listing goes on without names.
 const DOCKER_LIST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -59,14 +63,29 @@ pub struct Listing {
     pub state: ContainerState,
 }
 
-/// Every container under the resolver's `/run`, sorted by name then ID.
-pub fn list(resolver: &Resolver) -> Vec<Listing> {
-    let pods: HashMap<String, kubernetes::PodAnnotations> =
+/// Every container under the resolver's `/run` (and, when no pod is there, those the CRI
+/// runtime runs), sorted by name then ID. An error only when a CRI endpoint the user named
+/// cannot be asked.
+pub fn list(resolver: &Resolver) -> Result<Vec<Listing>, ResolveError> {
+    let mut pods: HashMap<String, kubernetes::PodAnnotations> =
         kubernetes::containers(&resolver.run_root, None, |_| true)
             .into_iter()
             .map(|c| (c.candidate.id, c.annotations))
             .collect();
-    let entries = state_files::find(&resolver.run_root, &resolver.proc_root, |_| true);
+    let mut entries = state_files::find(&resolver.run_root, &resolver.proc_root, |_| true);
+    if pods.is_empty() {
+        // A listing goes on without the usual sockets when they fail; a named one must answer.
+        let answers = resolver.ask_cri("pods", false, |client| client.running_containers())?;
+        for (_, found) in answers {
+            for container in found {
+                let id = container.candidate.id.clone();
+                if !entries.iter().any(|e| e.id == id) {
+                    entries.push(container.candidate);
+                }
+                pods.insert(id, container.annotations);
+            }
+        }
+    }
     let docker: HashMap<String, docker::ContainerSummary> =
         if entries.iter().any(|e| e.runtime == Runtime::Docker) {
             docker::socket_path(resolver.docker_host.as_deref())
@@ -126,7 +145,7 @@ pub fn list(resolver: &Resolver) -> Vec<Listing> {
         })
         .collect();
     listings.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
-    listings
+    Ok(listings)
 }
 
 /// The runtime as one short word for a listing.

@@ -24,17 +24,19 @@
 //! Kubernetes pods are named `k8s://NAMESPACE/POD[/CONTAINER]`, or without the scheme: no
 //! other target form contains a `/` inside it (Docker names and task IDs cannot), so
 //! `NAMESPACE/POD[/CONTAINER]` is read the same way when each part is a valid Kubernetes
-//! name. Pods are found in the CRI runtimes' OCI bundles ([`kubernetes`]), never by asking
-//! the kubelet or the runtime: see [`Resolver::resolve`] for the rules. (kubectl's
-//! `pod/NAME` form is *not* special: it means namespace `pod`.) There is no CRI-socket
-//! fallback yet: a runtime whose bundles are not under `/run` (`CRASHCART_RUN`) in the
-//! containerd or CRI-O layout is not found. A gRPC client does not fit here (HTTP/2 and an
-//! async runtime's threads before `setns`); it would be a small blocking HTTP/2 client like
-//! the Docker one.
+//! name. Pods are found in the CRI runtimes' OCI bundles ([`kubernetes`]) first, with no
+//! daemon involved; when the bundles know no such pod (none under `/run`, state directories
+//! unreadable, a runtime whose state is elsewhere), the CRI runtime is asked over its socket
+//! ([`cri`], through the blocking HTTP/2 client [`grpc`]): the endpoint given
+//! (`--cri-endpoint`, `CONTAINER_RUNTIME_ENDPOINT`), else containerd's and CRI-O's usual
+//! sockets under `/run`. See [`Resolver::resolve`] for the rules, the same for both sources.
+//! (kubectl's `pod/NAME` form is *not* special: it means namespace `pod`.)
 
 mod cgroup_scan;
+mod cri;
 mod docker;
 mod freezer;
+mod grpc;
 mod kubernetes;
 mod listing;
 mod procfs;
@@ -45,7 +47,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use cri::CriError;
 pub use docker::DockerError;
+pub use grpc::GrpcError;
 pub use listing::{list, render, ContainerState, Listing};
 
 /// The container runtime a target was found through.
@@ -139,13 +143,29 @@ pub enum ResolveError {
         source: io::Error,
     },
     /// No CRI container on this node belongs to the pod.
-    #[error("no pod {pod} on this node (none of its containers is in the runtimes' state under {}; deleted, not scheduled here, or not started yet)", run_root.display())]
+    #[error("no pod {pod} on this node (none of its containers is in the runtimes' state under {}{}; deleted, not scheduled here, or not started yet)", run_root.display(), asked_note(cri_sockets))]
     PodNotFound {
         /// `NAMESPACE/POD`.
         pod: String,
         /// The state directory searched.
         run_root: PathBuf,
+        /// The CRI sockets that answered without it.
+        cri_sockets: Vec<PathBuf>,
     },
+    /// The CRI runtime could not be asked.
+    #[error("cannot find {what} over the CRI socket {}", socket.display())]
+    Cri {
+        /// `pod NAMESPACE/POD`, or `pods` for a listing.
+        what: String,
+        /// The socket.
+        socket: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: CriError,
+    },
+    /// `--cri-endpoint` (or `CONTAINER_RUNTIME_ENDPOINT`) names no unix socket.
+    #[error("CRI endpoint {0:?} is not supported: give unix:///PATH or a socket's path")]
+    BadCriEndpoint(String),
     /// The pod exists on this node but none of its app containers runs.
     #[error("pod {0} has no running container")]
     PodNotRunning(String),
@@ -184,8 +204,18 @@ pub enum ResolveError {
     },
 }
 
-/// Where resolution looks. [`Resolver::from_env`] honors `CRASHCART_PROC`, `CRASHCART_RUN`
-/// and `DOCKER_HOST` so tests (and odd hosts) can point it elsewhere.
+/// ", nor known to the CRI runtime at X" for a pod-not-found message.
+fn asked_note(sockets: &[PathBuf]) -> String {
+    if sockets.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = sockets.iter().map(|s| s.display().to_string()).collect();
+    format!(", nor known to the CRI runtime at {}", names.join(" or "))
+}
+
+/// Where resolution looks. [`Resolver::from_env`] honors `CRASHCART_PROC`, `CRASHCART_RUN`,
+/// `DOCKER_HOST` and `CONTAINER_RUNTIME_ENDPOINT` so tests (and odd hosts, or a privileged pod
+/// with the host's `/run` mounted elsewhere) can point it elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolver {
     /// The host's procfs (`/proc`).
@@ -194,6 +224,9 @@ pub struct Resolver {
     pub run_root: PathBuf,
     /// `DOCKER_HOST` (`unix:///path`); `None` means `/var/run/docker.sock`.
     pub docker_host: Option<String>,
+    /// The CRI runtime's socket (`unix:///path` or a path) asked when the bundles do not
+    /// know a pod; `None` means containerd's, then CRI-O's usual socket under `run_root`.
+    pub cri_endpoint: Option<String>,
 }
 
 impl Default for Resolver {
@@ -202,6 +235,7 @@ impl Default for Resolver {
             proc_root: PathBuf::from("/proc"),
             run_root: PathBuf::from("/run"),
             docker_host: None,
+            cri_endpoint: None,
         }
     }
 }
@@ -253,7 +287,8 @@ pub(crate) struct Candidate {
 }
 
 impl Resolver {
-    /// The defaults, overridden by `CRASHCART_PROC`, `CRASHCART_RUN` and `DOCKER_HOST`.
+    /// The defaults, overridden by `CRASHCART_PROC`, `CRASHCART_RUN`, `DOCKER_HOST` and
+    /// `CONTAINER_RUNTIME_ENDPOINT` (crictl's variable for the CRI socket).
     pub fn from_env() -> Self {
         let defaults = Resolver::default();
         let path = |var: &str, default: PathBuf| {
@@ -265,6 +300,9 @@ impl Resolver {
             proc_root: path("CRASHCART_PROC", defaults.proc_root),
             run_root: path("CRASHCART_RUN", defaults.run_root),
             docker_host: std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()),
+            cri_endpoint: std::env::var("CONTAINER_RUNTIME_ENDPOINT")
+                .ok()
+                .filter(|e| !e.is_empty()),
         }
     }
 
@@ -274,7 +312,8 @@ impl Resolver {
     /// containers, never to the sandbox: the container named, or, when none is, the pod's only
     /// running one (several are an error that lists them). A container restarted by the
     /// kubelet (a new ID under the same name) resolves to the instance that runs; a PID is
-    /// trusted only while its process lives in that container's cgroup.
+    /// trusted only while its process lives in that container's cgroup. The bundles are read
+    /// first; only a pod they do not know is asked of the CRI runtime, under the same rules.
     pub fn resolve(&self, spec: &str) -> Result<Target, ResolveError> {
         if spec.is_empty() {
             return Err(ResolveError::Empty);
@@ -387,18 +426,109 @@ impl Resolver {
         }
     }
 
-    /// Resolves a pod reference from the CRI runtimes' bundles; see [`Resolver::resolve`].
+    /// Resolves a pod reference from the CRI runtimes' bundles, else over the CRI socket; see
+    /// [`Resolver::resolve`].
     fn resolve_pod(&self, pod: &kubernetes::PodRef<'_>) -> Result<Target, ResolveError> {
         let pod_name = format!("{}/{}", pod.namespace, pod.pod);
         let found = kubernetes::containers(&self.run_root, Some(pod.pod), |a| {
             a.namespace == pod.namespace && a.pod == pod.pod
         });
-        if found.is_empty() {
-            return Err(ResolveError::PodNotFound {
-                pod: pod_name,
-                run_root: self.run_root.clone(),
-            });
+        if !found.is_empty() {
+            return self.choose_pod_container(pod, &pod_name, &found);
         }
+        let mut asked = Vec::new();
+        let answers = self.ask_cri(&format!("pod {pod_name}"), true, |client| {
+            client.pod_containers(pod.namespace, pod.pod)
+        })?;
+        for (socket, found) in answers {
+            if !found.is_empty() {
+                crate::step!(
+                    "pod {pod_name} found over the CRI socket {}",
+                    socket.display()
+                );
+                return self.choose_pod_container(pod, &pod_name, &found);
+            }
+            asked.push(socket);
+        }
+        Err(ResolveError::PodNotFound {
+            pod: pod_name,
+            run_root: self.run_root.clone(),
+            cri_sockets: asked,
+        })
+    }
+
+    /// The CRI sockets to ask, and whether the user named one.
+    fn cri_sockets(&self) -> Result<(Vec<PathBuf>, bool), ResolveError> {
+        match self.cri_endpoint.as_deref() {
+            Some(endpoint) => {
+                let socket = cri::socket_path(endpoint)
+                    .ok_or_else(|| ResolveError::BadCriEndpoint(endpoint.to_string()))?;
+                Ok((vec![socket], true))
+            }
+            None => Ok((
+                cri::DEFAULT_SOCKETS
+                    .iter()
+                    .map(|s| self.run_root.join(s))
+                    .collect(),
+                false,
+            )),
+        }
+    }
+
+    /// Asks each CRI socket with `query`; the answers of those that gave one. A socket the
+    /// user named must answer. Of the usual sockets, one that does not exist or serves no CRI
+    /// (Docker's containerd) is passed over; with `usual_must_answer`, any other failure is
+    /// reported when no other usual socket answered, so a stuck runtime is not mistaken for a
+    /// missing pod.
+    pub(crate) fn ask_cri<R>(
+        &self,
+        what: &str,
+        usual_must_answer: bool,
+        mut query: impl FnMut(&mut cri::CriClient) -> Result<R, CriError>,
+    ) -> Result<Vec<(PathBuf, R)>, ResolveError> {
+        let (sockets, named) = self.cri_sockets()?;
+        let mut answers = Vec::new();
+        let mut failure = None;
+        for socket in sockets {
+            let answer = cri::CriClient::connect(&socket, cri::TIMEOUT)
+                .and_then(|mut client| query(&mut client));
+            match answer {
+                Ok(answer) => answers.push((socket, answer)),
+                Err(e) if !named && (e.is_absent() || e.is_not_cri() || !usual_must_answer) => {
+                    crate::step!(
+                        "no CRI runtime at {}: {}",
+                        socket.display(),
+                        crate::log::chain(&e)
+                    );
+                }
+                Err(source) => {
+                    let error = ResolveError::Cri {
+                        what: what.to_string(),
+                        socket,
+                        source,
+                    };
+                    if named {
+                        return Err(error);
+                    }
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        match failure {
+            Some(error) if answers.is_empty() => Err(error),
+            _ => Ok(answers),
+        }
+    }
+
+    /// Picks the container of a pod (its containers and sandboxes, from either source); see
+    /// [`Resolver::resolve`].
+    fn choose_pod_container(
+        &self,
+        pod: &kubernetes::PodRef<'_>,
+        pod_name: &str,
+        found: &[kubernetes::PodContainer],
+    ) -> Result<Target, ResolveError> {
+        let pod_name = pod_name.to_string();
         let apps: Vec<&kubernetes::PodContainer> =
             found.iter().filter(|c| !c.annotations.sandbox).collect();
         let mut names: Vec<String> = apps

@@ -35,6 +35,7 @@ impl Fixture {
                 "unix://{}",
                 self.dir.path().join("docker.sock").display()
             )),
+            cri_endpoint: None,
         }
     }
     fn process(&self, pid: u32, ppid: u32, state: char, start: u64, cgroup: &str) {
@@ -486,7 +487,7 @@ fn listing_names_pods_and_skips_sandboxes() {
         &format!("containerd/io.containerd.runtime.v2.task/default/{ID_A}/init.pid"),
         "55",
     );
-    let listings = list(&f.resolver());
+    let listings = list(&f.resolver()).unwrap();
     assert_eq!(listings.len(), 2, "{listings:?}");
     assert_eq!(listings[0].name, "");
     assert_eq!(listings[0].state, ContainerState::Exited);
@@ -532,5 +533,102 @@ fn crio_pods_from_containers_storage() {
             id: Some(ID_B.to_string()),
             name: Some("dev/api-1/api".to_string()),
         }
+    );
+}
+
+/// What a CRI runtime answers about pod `prod/one` with one running container `web` (ID_A)
+/// whose init it says is `pid`: Version, ListPodSandbox, ListContainers, ContainerStatus.
+fn cri_answers(pid: u32) -> Vec<Vec<u8>> {
+    use crashcart_cri_api as api;
+    use prost::Message;
+    let sandbox = api::PodSandbox {
+        id: ID_B.into(),
+        metadata: Some(api::PodSandboxMetadata {
+            name: "one".into(),
+            uid: "u1".into(),
+            namespace: "prod".into(),
+            attempt: 0,
+        }),
+        ..Default::default()
+    };
+    let container = api::Container {
+        id: ID_A.into(),
+        pod_sandbox_id: ID_B.into(),
+        metadata: Some(api::ContainerMetadata {
+            name: "web".into(),
+            attempt: 0,
+        }),
+        state: api::CONTAINER_RUNNING,
+        ..Default::default()
+    };
+    vec![
+        api::VersionResponse {
+            runtime_name: "containerd".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        api::ListPodSandboxResponse {
+            items: vec![sandbox],
+        }
+        .encode_to_vec(),
+        api::ListContainersResponse {
+            containers: vec![container],
+        }
+        .encode_to_vec(),
+        api::ContainerStatusResponse {
+            status: None,
+            info: std::collections::HashMap::from([(
+                "info".to_string(),
+                format!(r#"{{"sandboxID":"{ID_B}","pid":{pid}}}"#),
+            )]),
+        }
+        .encode_to_vec(),
+    ]
+}
+
+/// A PID the CRI runtime gives is checked as a bundle's is: taken while its process lives in
+/// the container's own cgroup, refused when the process there is another container's (a
+/// recycled PID, or a runtime that lies).
+#[test]
+fn a_pid_from_the_cri_socket_is_checked_like_a_bundles() {
+    let f = Fixture::new();
+    f.process(300, 1, 'S', 5, &format!("0::/kubepods/pod-u1/{ID_A}\n"));
+    f.process(
+        301,
+        1,
+        'S',
+        5,
+        &format!("0::/system.slice/docker-{ID_B}.scope\n"),
+    );
+    let socket = f.dir.path().join("cri.sock");
+    super::grpc::tests::serve_canned(&socket, cri_answers(300));
+    let r = Resolver {
+        cri_endpoint: Some(format!("unix://{}", socket.display())),
+        ..f.resolver()
+    };
+    assert_eq!(
+        r.resolve("k8s://prod/one").unwrap(),
+        Target {
+            pid: 300,
+            runtime: Runtime::Containerd {
+                namespace: "k8s.io".into()
+            },
+            id: Some(ID_A.into()),
+            name: Some("prod/one/web".into()),
+        }
+    );
+
+    let lying = f.dir.path().join("lying.sock");
+    super::grpc::tests::serve_canned(&lying, cri_answers(301));
+    let r = Resolver {
+        cri_endpoint: Some(lying.display().to_string()),
+        ..f.resolver()
+    };
+    assert!(
+        matches!(
+            r.resolve("k8s://prod/one/web"),
+            Err(ResolveError::NotRunning(name)) if name == "prod/one/web"
+        ),
+        "a PID in another container's cgroup is not this container's"
     );
 }
