@@ -2182,3 +2182,1327 @@ fn a_gzip_stream_with_a_bad_checksum_or_trailing_garbage_is_refused() {
     ]);
     assert_fsck_clean(&image);
 }
+
+/// Sets bytes `at..` of the header of the member named `name` in a tar from [`pax_tar`], and
+/// its checksum: header fields [`pax_tar`] leaves at 0 (owners, device numbers), in octal or
+/// GNU base-256.
+fn patch_header(tar: &mut [u8], name: &str, at: usize, bytes: &[u8]) {
+    let block = tar
+        .chunks_exact(512)
+        .position(|h| {
+            &h[257..263] == b"ustar\0"
+                && h[..100].split(|&b| b == 0).next() == Some(name.as_bytes())
+        })
+        .unwrap_or_else(|| panic!("no member {name}"));
+    let h = &mut tar[block * 512..block * 512 + 512];
+    h[at..at + bytes.len()].copy_from_slice(bytes);
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+/// Offsets of the ustar header's uid, gid, device major and device minor fields.
+const UID_FIELD: usize = 108;
+const GID_FIELD: usize = 116;
+const DEVMAJOR_FIELD: usize = 329;
+const DEVMINOR_FIELD: usize = 337;
+
+/// An 8-byte numeric field in GNU tar's base-256 form.
+fn base256(n: u64) -> [u8; 8] {
+    let mut f = n.to_be_bytes();
+    f[0] |= 0x80;
+    f
+}
+
+/// A POSIX ACL as `getxattr` gives it: version 2, then (tag, perm, id) entries.
+fn acl_xattr(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+/// The word after `label` in debugfs output.
+fn stat_field<'a>(stat: &'a str, label: &str) -> &'a str {
+    let mut words = stat.split_whitespace();
+    words.find(|w| *w == label);
+    words.next().unwrap_or_default()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Builds from the tar `bytes` with `args`, expecting exit 3, a one-line message with every
+/// `needle`, and nothing at `-o`.
+fn assert_tar_bytes_refused(
+    b: &Builder,
+    s: &Scratch,
+    tag: &str,
+    bytes: &[u8],
+    args: &[&str],
+    needles: &[&str],
+) {
+    let tar = s.path(&format!("{tag}.tar"));
+    write(&tar, bytes);
+    chmod(&tar, 0o644);
+    let img = s.out(&format!("{tag}.img"));
+    let mut all: Vec<&OsStr> = vec![OsStr::new("--tar"), tar.as_os_str()];
+    all.extend(args.iter().map(OsStr::new));
+    all.extend([OsStr::new("-o"), img.as_os_str()]);
+    let out = b.run(&all);
+    assert_fails(&out, 3, needles, &s.path("out"), &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).lines().count(),
+        1,
+        "{tag}: one line"
+    );
+}
+
+const ACL_USER_OBJ: u16 = 0x01;
+const ACL_USER: u16 = 0x02;
+const ACL_GROUP_OBJ: u16 = 0x04;
+const ACL_MASK: u16 = 0x10;
+const ACL_OTHER: u16 = 0x20;
+const ACL_UNDEFINED_ID: u32 = u32::MAX;
+
+/// Issue 10, item 12: device numbers, owners and extended attributes ext cannot hold are
+/// refused with exit 3 naming the entry, never stored altered (major 5000 was 904:257, uid
+/// 2³²+5 was 5, a 5,000-byte xattr "image too small" even at --size 1G, a bad ACL exit 1).
+#[test]
+fn values_ext_cannot_hold_are_refused_not_altered() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let member =
+        |pax: &'static [(&'static str, &'static [u8])], name: &'static str, kind: u8| TarMember {
+            pax,
+            name,
+            kind,
+            link: "",
+            data: b"",
+        };
+    let keep = ["--keep-owner"];
+    // Device numbers: ustar octal fields, GNU base-256, libarchive's SCHILY records.
+    let mut t = pax_tar(&[member(&[], "dev5000", b'3')]);
+    patch_header(&mut t, "dev5000", DEVMAJOR_FIELD, b"0011610\0");
+    patch_header(&mut t, "dev5000", DEVMINOR_FIELD, b"0000001\0");
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "major",
+        &t,
+        &[],
+        &["/dev5000", "device major 5000", "12 bits"],
+    );
+    let mut t = pax_tar(&[member(&[], "minor", b'4')]);
+    patch_header(&mut t, "minor", DEVMAJOR_FIELD, b"0000010\0");
+    patch_header(&mut t, "minor", DEVMINOR_FIELD, b"4000000\0");
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "minor",
+        &t,
+        &[],
+        &["/minor", "device minor 1048576", "20 bits"],
+    );
+    let mut t = pax_tar(&[member(&[], "big", b'3')]);
+    patch_header(&mut t, "big", DEVMAJOR_FIELD, &base256((1 << 32) + 1));
+    patch_header(&mut t, "big", DEVMINOR_FIELD, b"0000001\0");
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "base256",
+        &t,
+        &[],
+        &["/big", "device major 4294967297"],
+    );
+    let t = pax_tar(&[member(&[("SCHILY.devmajor", b"4096")], "schily", b'3')]);
+    assert_tar_bytes_refused(&b, &s, "schily", &t, &[], &["/schily", "device major 4096"]);
+    // Owners, kept: PAX values past 32 bits, (uid_t)-1, a base-256 header field, garbage.
+    let t = pax_tar(&[TarMember {
+        data: b"x",
+        ..member(&[("uid", b"4294967301")], "u", b'0')
+    }]);
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "uid",
+        &t,
+        &keep,
+        &["/u", "uid 4294967301", "32 bits"],
+    );
+    let t = pax_tar(&[member(&[("uid", b"4294967295")], "u", b'0')]);
+    assert_tar_bytes_refused(&b, &s, "uid-1", &t, &keep, &["/u", "(uid_t)-1"]);
+    let mut t = pax_tar(&[member(&[], "g", b'0')]);
+    patch_header(&mut t, "g", UID_FIELD, b"0000007\0");
+    patch_header(&mut t, "g", GID_FIELD, &base256((1 << 32) + 5));
+    assert_tar_bytes_refused(&b, &s, "gid", &t, &keep, &["/g", "gid 4294967301"]);
+    let t = pax_tar(&[member(&[("uid", b"12x")], "u", b'0')]);
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "uid-garbage",
+        &t,
+        &keep,
+        &["/u", "uid=\"12x\"", "not a number"],
+    );
+    // Extended attributes: one larger than the xattr block (whatever --size), more than the
+    // inode and one block together, a name Linux would not list, ACLs ext cannot store as given.
+    let big = vec![b'v'; 5000];
+    let pax: Vec<(&str, &[u8])> = vec![("SCHILY.xattr.user.big", &big)];
+    let t = pax_tar(&[TarMember {
+        pax: &pax,
+        ..member(&[], "f", b'0')
+    }]);
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "xattr5000",
+        &t,
+        &["--size", "1G"],
+        &["/f", "\"user.big\"", "more than ext's xattr block holds"],
+    );
+    let half = vec![b'v'; 2040];
+    let pax: Vec<(&str, &[u8])> = vec![
+        ("SCHILY.xattr.user.a", &half),
+        ("SCHILY.xattr.user.b", &half),
+    ];
+    let t = pax_tar(&[TarMember {
+        pax: &pax,
+        ..member(&[], "f", b'0')
+    }]);
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "xattrs2x2040",
+        &t,
+        &[],
+        &["/f", "4120 bytes", "more than the inode"],
+    );
+    let t = pax_tar(&[member(&[("SCHILY.xattr.foo.bar", b"v")], "f", b'0')]);
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "namespace",
+        &t,
+        &[],
+        &["/f", "\"foo.bar\"", "not in a namespace"],
+    );
+    let mut bad_version = acl_xattr(&[(ACL_USER_OBJ, 6, ACL_UNDEFINED_ID)]);
+    bad_version[0] = 1;
+    let with_id = acl_xattr(&[
+        (ACL_USER_OBJ, 6, 0),
+        (ACL_GROUP_OBJ, 4, ACL_UNDEFINED_ID),
+        (ACL_OTHER, 4, ACL_UNDEFINED_ID),
+    ]);
+    for (tag, value, needle) in [
+        ("acl-version", &bad_version, "not version 2"),
+        ("acl-id", &with_id, "with an id"),
+        ("acl-cut", &bad_version[..6].to_vec(), "not version 2"),
+    ] {
+        let pax: Vec<(&str, &[u8])> = vec![("SCHILY.xattr.system.posix_acl_access", value)];
+        let t = pax_tar(&[TarMember {
+            pax: &pax,
+            ..member(&[], "f", b'0')
+        }]);
+        assert_tar_bytes_refused(
+            &b,
+            &s,
+            tag,
+            &t,
+            &[],
+            &[
+                "/f",
+                "\"system.posix_acl_access\"",
+                "not a POSIX ACL ext can store",
+                needle,
+            ],
+        );
+    }
+
+    // Files larger than the kernel reads back (reads would end early): a GNU sparse member
+    // of no data, refused before any byte is read. The limits are checked against the kernel
+    // in the unit tests of limits.rs.
+    for (fs_kind, size, needle) in [
+        ("ext3", "2196873666561", "--fs ext4 holds up to"),
+        (
+            "ext4",
+            "17592186040321",
+            "more than an ext4 file holds (17592186040320 bytes)",
+        ),
+    ] {
+        let pax: Vec<(&str, &[u8])> = vec![
+            ("GNU.sparse.major", b"0"),
+            ("GNU.sparse.minor", b"1"),
+            ("GNU.sparse.name", b"huge"),
+            ("GNU.sparse.realsize", size.as_bytes()),
+            ("GNU.sparse.map", b"0,0"),
+        ];
+        let t = pax_tar(&[TarMember {
+            pax: &pax,
+            ..member(&[], "GNUSparseFile.0/huge", b'0')
+        }]);
+        assert_tar_bytes_refused(
+            &b,
+            &s,
+            &format!("huge-{fs_kind}"),
+            &t,
+            &["--fs", fs_kind],
+            &[
+                "/huge",
+                &format!("{size} bytes is more than an {fs_kind} file holds"),
+                needle,
+            ],
+        );
+    }
+
+    // Owners that are not kept are not refused: everything is root's.
+    let t = pax_tar(&[TarMember {
+        data: b"x",
+        ..member(&[("uid", b"4294967301")], "u", b'0')
+    }]);
+    let tar = s.path("dropped.tar");
+    write(&tar, &t);
+    chmod(&tar, 0o644);
+    let img = s.out("dropped.img");
+    b.build(&[
+        OsStr::new("--tar"),
+        tar.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert!(
+        debugfs(&img, "stat /u").contains("User:     0"),
+        "{}",
+        debugfs(&img, "stat /u")
+    );
+    fs::remove_file(&img).unwrap();
+
+    // --dir: an xattr larger than ext's block, from a filesystem that holds one (tmpfs).
+    if is_root() {
+        let src = tempfile::tempdir_in("/dev/shm").expect("tempdir on tmpfs");
+        chmod(src.path(), 0o755);
+        let f = src.path().join("big");
+        write(&f, b"x");
+        chmod(&f, 0o644);
+        let value = "v".repeat(5000);
+        run_ok(
+            Command::new("setfattr")
+                .args(["-n", "user.big", "-v", &value])
+                .arg(&f),
+        );
+        let img = s.out("dir.img");
+        let out = b.run(&[
+            OsStr::new("--dir"),
+            src.path().as_os_str(),
+            OsStr::new("-o"),
+            img.as_os_str(),
+        ]);
+        assert_fails(
+            &out,
+            3,
+            &[
+                "/big",
+                "\"user.big\"",
+                "5020 bytes",
+                "more than ext's xattr block holds",
+            ],
+            &s.path("out"),
+            &[],
+        );
+    }
+}
+
+/// Issue 10, item 12, the other side: the largest values ext holds come back exactly, read by
+/// the kernel through a read-only mount and by debugfs.
+#[test]
+fn values_at_ext_limits_come_back_exactly() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let file = |pax: &'static [(&'static str, &'static [u8])], name: &'static str| TarMember {
+        pax,
+        name,
+        kind: b'0',
+        link: "",
+        data: b"data\n",
+    };
+    let block_max = vec![b'b'; 4040]; // 4060 bytes of block less a 20-byte entry for "a"
+    let inode_max = vec![b'i'; 68]; // 88 bytes in the inode less the entry
+    let acl = acl_xattr(&[
+        (ACL_USER_OBJ, 6, ACL_UNDEFINED_ID),
+        (ACL_USER, 4, 1000),
+        (ACL_GROUP_OBJ, 4, ACL_UNDEFINED_ID),
+        (ACL_MASK, 4, ACL_UNDEFINED_ID),
+        (ACL_OTHER, 0, ACL_UNDEFINED_ID),
+    ]);
+    let block_pax: Vec<(&str, &[u8])> = vec![("SCHILY.xattr.user.a", &block_max)];
+    let both_pax: Vec<(&str, &[u8])> = vec![
+        ("SCHILY.xattr.user.a", &inode_max),
+        ("SCHILY.xattr.user.b", &block_max),
+    ];
+    let acl_pax: Vec<(&str, &[u8])> = vec![("SCHILY.xattr.system.posix_acl_access", &acl)];
+    let members = [
+        TarMember {
+            kind: b'3',
+            data: b"",
+            ..file(&[], "c4095")
+        },
+        TarMember {
+            kind: b'4',
+            data: b"",
+            ..file(
+                &[
+                    ("SCHILY.devmajor", b"4095"),
+                    ("SCHILY.devminor", b"1048575"),
+                ],
+                "b4095",
+            )
+        },
+        TarMember {
+            kind: b'3',
+            data: b"",
+            ..file(&[], "c1_3")
+        },
+        file(&[("uid", b"4294967294"), ("gid", b"4294967294")], "owner"),
+        TarMember {
+            pax: &block_pax,
+            ..file(&[], "xblock")
+        },
+        TarMember {
+            pax: &both_pax,
+            ..file(&[], "xboth")
+        },
+        TarMember {
+            pax: &acl_pax,
+            ..file(&[], "acl")
+        },
+    ];
+    let mut t = pax_tar(&members);
+    patch_header(&mut t, "c4095", DEVMAJOR_FIELD, b"0007777\0");
+    patch_header(&mut t, "c4095", DEVMINOR_FIELD, &base256(1_048_575));
+    patch_header(&mut t, "c1_3", DEVMAJOR_FIELD, b"0000001\0");
+    patch_header(&mut t, "c1_3", DEVMINOR_FIELD, b"0000003\0");
+    // A global header: its owner applies to every later member.
+    t.truncate(t.len() - 1024);
+    let global = pax_tar(&[TarMember {
+        kind: b'g',
+        ..file(&[], "global")
+    }]);
+    let records = b"16 uid=70000000\n16 gid=70000001\n";
+    let mut g = global[..512].to_vec();
+    g[124..136].copy_from_slice(format!("{:011o}\0", records.len()).as_bytes());
+    g.extend_from_slice(records);
+    g.resize(1024, 0);
+    t.extend_from_slice(&g);
+    patch_header(
+        &mut t,
+        "global",
+        124,
+        format!("{:011o}\0", records.len()).as_bytes(),
+    );
+    t.extend_from_slice(&pax_tar(&[file(&[], "after-global")]));
+    let tar = s.path("limits.tar");
+    write(&tar, &t);
+    chmod(&tar, 0o644);
+    // GNU tar reads the same archive the same way.
+    let listed = run_ok(
+        Command::new("tar")
+            .args(["--numeric-owner", "-tvf"])
+            .arg(&tar),
+    );
+    assert!(listed.contains("4095,1048575"), "{listed}");
+    assert!(listed.contains("4294967294/4294967294"), "{listed}");
+    assert!(listed.contains("70000000/70000001"), "{listed}");
+    let img = s.out("limits.img");
+    b.build(&[
+        OsStr::new("--tar"),
+        tar.as_os_str(),
+        OsStr::new("--keep-owner"),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fsck_clean(&img);
+    let stat = debugfs(&img, "stat /c4095");
+    assert!(
+        stat.contains("Device major/minor number: 4095:1048575"),
+        "{stat}"
+    );
+    // debugfs prints owners as signed numbers: 4294967294 is -2.
+    let stat = debugfs(&img, "stat /owner");
+    assert_eq!(stat_field(&stat, "User:"), "-2", "{stat}");
+    assert_eq!(stat_field(&stat, "Group:"), "-2", "{stat}");
+    if !is_root() {
+        return;
+    }
+    let m = Mounted::new(&img);
+    let rdev = |name: &str| {
+        let r = fs::symlink_metadata(m.path().join(name)).unwrap().rdev();
+        (
+            ((r >> 32) & !0xfff) | ((r >> 8) & 0xfff),
+            ((r >> 12) & !0xff) | (r & 0xff),
+        )
+    };
+    assert_eq!(rdev("c4095"), (4095, 1_048_575));
+    assert_eq!(rdev("b4095"), (4095, 1_048_575));
+    assert_eq!(rdev("c1_3"), (1, 3));
+    let meta = fs::metadata(m.path().join("owner")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (4_294_967_294, 4_294_967_294));
+    let meta = fs::metadata(m.path().join("after-global")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (70_000_000, 70_000_001));
+    let xattr = |name: &str, attr: &str| {
+        let out = run_ok(
+            Command::new("getfattr")
+                .args(["--absolute-names", "-e", "hex", "-n", attr])
+                .arg(m.path().join(name)),
+        );
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{attr}=0x")))
+            .unwrap_or_else(|| panic!("{attr} of {name}: {out}"))
+            .to_string()
+    };
+    assert_eq!(xattr("xblock", "user.a"), hex(&block_max));
+    assert_eq!(xattr("xboth", "user.a"), hex(&inode_max));
+    assert_eq!(xattr("xboth", "user.b"), hex(&block_max));
+    assert_eq!(xattr("acl", "system.posix_acl_access"), hex(&acl));
+
+    // --dir: the kernel's own largest device number, made with mknod, comes back the same.
+    let src = s.path("devdir");
+    fs::create_dir(&src).unwrap();
+    run_ok(
+        Command::new("mknod")
+            .arg(src.join("dev"))
+            .args(["c", "4095", "1048575"]),
+    );
+    let img = s.out("devdir.img");
+    b.build_dir(&src, &img);
+    assert_fsck_clean(&img);
+    let m = Mounted::new(&img);
+    assert_eq!(
+        fs::symlink_metadata(m.path().join("dev")).unwrap().rdev(),
+        fs::symlink_metadata(src.join("dev")).unwrap().rdev()
+    );
+}
+
+/// A `dumpe2fs -h` field as a number.
+fn superblock_field(image: &Path, field: &str) -> u64 {
+    let out = run_ok(Command::new("dumpe2fs").arg("-h").arg(image));
+    out.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in dumpe2fs output"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{field} is not a number"))
+}
+
+/// Issue 10, sizing: the computed size follows the layout libext2fs really makes. With many
+/// inodes and little data it makes groups smaller than 32,768 blocks (more bitmaps and
+/// backups); many tiny directories take a block each, not two. Both build without `--size`
+/// and leave less than 10% of the image free (before: 19% and 49%).
+#[test]
+fn inode_heavy_trees_are_sized_by_the_real_layout() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let files = s.path("files");
+    for d in 0..100 {
+        let dir = files.join(format!("d{d:03}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..1000 {
+            fs::File::create(dir.join(format!("f{f:03}"))).unwrap();
+        }
+    }
+    let dirs = s.path("dirs");
+    for d in 0..200 {
+        for e in 0..200 {
+            fs::create_dir_all(dirs.join(format!("a{d:03}/b{e:03}"))).unwrap();
+        }
+    }
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(s.path(".")));
+    for (name, src, fs_kind) in [
+        ("files", &files, "ext3"),
+        ("files4", &files, "ext4"),
+        ("dirs", &dirs, "ext3"),
+    ] {
+        let img = s.out(&format!("{name}.img"));
+        b.build(&[
+            OsStr::new("--dir"),
+            src.as_os_str(),
+            OsStr::new("--fs"),
+            OsStr::new(fs_kind),
+            OsStr::new("-o"),
+            img.as_os_str(),
+        ]);
+        assert_fsck_clean(&img);
+        let blocks = superblock_field(&img, "Block count");
+        let free = superblock_field(&img, "Free blocks");
+        let per_group = superblock_field(&img, "Blocks per group");
+        if src == &files {
+            assert!(per_group < 32768, "{name}: {per_group} blocks per group");
+        }
+        let overshoot = free as f64 / blocks as f64;
+        eprintln!(
+            "{name}: {blocks} blocks, {free} free ({:.1}%), {per_group} per group",
+            overshoot * 100.0
+        );
+        assert!(overshoot < 0.10, "{name}: {free} of {blocks} blocks free");
+        fs::remove_file(&img).unwrap();
+    }
+}
+
+/// The content digest in an image's manifest.
+fn digest_of(image: &Path) -> String {
+    manifest_of(image)["digest"]
+        .as_str()
+        .expect("digest in the manifest")
+        .to_string()
+}
+
+/// Every entry of a mounted image: path, type, mode, owner, size, contents or link target.
+fn listing(root: &Path) -> Vec<String> {
+    let out = run_ok(
+        Command::new("find")
+            .arg(".")
+            .args(["-printf", "%p %y %m %U:%G %s %l\\n"])
+            .current_dir(root),
+    );
+    let mut lines: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let path = l.split(' ').next().unwrap_or_default();
+            let file = root.join(path);
+            let sum = if file.is_file() && !file.is_symlink() {
+                sha256(&file)
+            } else {
+                String::new()
+            };
+            format!("{l} {sum}")
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// README, "Building an image": inputs merge the same in any order (same entries,
+/// same digest) except that a directory two inputs provide takes the attributes of the first;
+/// the same inputs in the same order give the same bytes; and `--tar` of a tree made with
+/// `tar --sort=name --format=posix --xattrs` gives the same bytes as `--dir` of it.
+#[test]
+fn input_order_and_dir_versus_tar_are_as_documented() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let a = s.path("a");
+    let bb = s.path("b");
+    write(&a.join("bin/tool"), &noise(70_000, 3));
+    write(&a.join("share/a.txt"), b"a\n");
+    write(&bb.join("lib/lib.so"), &noise(9_000, 4));
+    write(&bb.join("share/b.txt"), b"b\n");
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&a).arg(&bb));
+    let build = |name: &str, inputs: &[&Path]| {
+        let img = s.out(name);
+        let mut args: Vec<&OsStr> = Vec::new();
+        for i in inputs {
+            args.extend([OsStr::new("--dir"), i.as_os_str()]);
+        }
+        args.extend([OsStr::new("-o"), img.as_os_str()]);
+        b.build(&args);
+        assert_fsck_clean(&img);
+        img
+    };
+    let ab = build("ab.img", &[&a, &bb]);
+    let ab_again = build("ab-again.img", &[&a, &bb]);
+    let ba = build("ba.img", &[&bb, &a]);
+    assert_eq!(sha256(&ab), sha256(&ab_again), "same order, same bytes");
+    assert_eq!(digest_of(&ab), digest_of(&ba), "any order, same digest");
+    if is_root() {
+        let (m1, m2) = (Mounted::new(&ab), Mounted::new(&ba));
+        assert_eq!(
+            listing(m1.path()),
+            listing(m2.path()),
+            "any order, same entries"
+        );
+    }
+    // A directory both provide, with different modes: the first input's.
+    chmod(&bb.join("share"), 0o775);
+    let ab = build("ab2.img", &[&a, &bb]);
+    let ba = build("ba2.img", &[&bb, &a]);
+    assert!(debugfs(&ab, "stat /share").contains("Mode:  0755"));
+    assert!(debugfs(&ba, "stat /share").contains("Mode:  0775"));
+    assert_ne!(digest_of(&ab), digest_of(&ba));
+
+    // --dir and --tar of one tree: files, an empty one, a sparse one, a hard link, a symlink,
+    // an xattr, a directory with its own mode.
+    let t = s.path("tree");
+    write(&t.join("bin/tool"), &noise(200_000, 5));
+    write(&t.join("etc/empty"), b"");
+    let sparse = t.join("var/sparse");
+    write(&sparse, b"");
+    let f = fs::OpenOptions::new().write(true).open(&sparse).unwrap();
+    f.set_len(1 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"end", (1 << 20) - 3).unwrap();
+    fs::hard_link(t.join("bin/tool"), t.join("bin/tool-again")).unwrap();
+    symlink("../bin/tool", t.join("etc/link")).unwrap();
+    run_ok(
+        Command::new("setfattr")
+            .args(["-n", "user.note", "-v", "kept"])
+            .arg(t.join("etc/empty")),
+    );
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&t));
+    chmod(&t.join("var"), 0o1755);
+    let from_dir = build("from-dir.img", &[&t]);
+    let tar = s.path("tree.tar");
+    run_ok(
+        Command::new("tar")
+            .args(["--sort=name", "--format=posix", "--xattrs", "-C"])
+            .arg(&t)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    );
+    chmod(&tar, 0o644);
+    let from_tar = s.out("from-tar.img");
+    b.build(&[
+        OsStr::new("--tar"),
+        tar.as_os_str(),
+        OsStr::new("-o"),
+        from_tar.as_os_str(),
+    ]);
+    assert_eq!(
+        sha256(&from_dir),
+        sha256(&from_tar),
+        "--dir and --tar, same bytes"
+    );
+}
+
+/// Random tar streams through the PAX reader (`crates/imgbuild/src/pax.rs`), checked against
+/// GNU tar: what GNU tar extracts and what the image holds (read through a read-only mount)
+/// must be equal, entry by entry, and a stream is refused (exit 3) exactly when GNU tar
+/// refuses it (exit 2).
+///
+/// Intended differences, kept out of the generator and pinned by the fixed corpus in
+/// tests/fixtures/pax-hostile instead: a NUL byte in a PAX `path` (GNU tar cuts the name there;
+/// the builder refuses), `uid`/`gid` of `(uid_t)-1` (GNU tar leaves the owner as it is; the
+/// builder refuses), global `path`/`size` records (refused), records the builder does not
+/// use (`mtime`, `uname`, ...: GNU tar checks their syntax, the builder ignores them), and
+/// anything ext cannot hold (item 12).
+mod pax_fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+    #[derive(Debug, Clone)]
+    enum Kind {
+        File(Vec<u8>),
+        Dir,
+        Symlink(Vec<u8>),
+    }
+
+    /// How a member's name is stored.
+    #[derive(Debug, Clone, Copy)]
+    enum NameIn {
+        Ustar,
+        Pax,
+        GnuLongName,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Member {
+        name: Vec<u8>,
+        name_in: NameIn,
+        kind: Kind,
+        mode: u32,
+        owner: Option<(u64, u64)>,
+        xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+        /// Records nobody acts on: `comment` and an unknown keyword.
+        extra: Vec<(Vec<u8>, Vec<u8>)>,
+    }
+
+    #[derive(Debug, Clone)]
+    enum Corruption {
+        LengthPlusOne,
+        LengthMinusOne,
+        LengthNotANumber,
+        NoNewline,
+        NoEquals,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Archive {
+        global: Vec<(Vec<u8>, Vec<u8>)>,
+        members: Vec<Member>,
+        corruption: Option<(usize, Corruption)>,
+    }
+
+    /// Bytes a value may hold: text, newlines, NULs, UTF-8, anything.
+    fn value_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                4 => prop::sample::select(b"abcxyz019 =.-_".to_vec()),
+                1 => Just(b'\n'),
+                1 => Just(0u8),
+                1 => any::<u8>(),
+            ],
+            0..max,
+        )
+    }
+
+    /// A name component: never `.`/`..`, no `/` or NUL, sometimes a newline, UTF-8 or
+    /// bytes that are not UTF-8.
+    fn component(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                8 => prop::sample::select(b"abcdefghijklmnopqrstuvwxyz0123456789_-".to_vec()),
+                1 => Just(b'\n'),
+                1 => Just(b' '),
+                1 => 0x80u8..=0xff,
+            ],
+            1..max,
+        )
+        .prop_map(|mut c| {
+            c.insert(0, b'n'); // never "." or ".."
+            c
+        })
+    }
+
+    fn member() -> impl Strategy<Value = Member> {
+        let kind = prop_oneof![
+            4 => value_bytes(3000).prop_map(Kind::File),
+            1 => Just(Kind::Dir),
+            1 => component(200).prop_map(Kind::Symlink),
+        ];
+        let owner = prop_oneof![
+            3 => Just(None),
+            2 => (0u64..4_294_967_295, 0u64..4_294_967_295).prop_map(Some),
+            1 => (4_294_967_296u64..1 << 40, 0u64..10).prop_map(Some),
+        ];
+        let xattr = (
+            prop::collection::vec(prop::sample::select(b"abcdefgh".to_vec()), 1..12),
+            value_bytes(60),
+        )
+            .prop_map(|(name, value)| ([b"user.".as_slice(), &name].concat(), value));
+        let extra = (
+            prop::sample::select(vec![
+                b"comment".to_vec(),
+                b"crashcart.fuzz.unknown".to_vec(),
+            ]),
+            value_bytes(80),
+        );
+        (
+            component(200),
+            prop::sample::select(vec![NameIn::Ustar, NameIn::Pax, NameIn::GnuLongName]),
+            kind,
+            prop::sample::select(vec![0o644u32, 0o755, 0o600, 0o4755, 0o1777]),
+            owner,
+            prop::collection::vec(xattr, 0..3),
+            prop::collection::vec(extra, 0..2),
+        )
+            .prop_map(|(name, name_in, kind, mode, owner, mut xattrs, extra)| {
+                if matches!(kind, Kind::Symlink(_)) {
+                    xattrs.clear(); // never read back from a symlink: refused (corpus)
+                }
+                Member {
+                    name,
+                    name_in,
+                    kind,
+                    mode,
+                    owner,
+                    xattrs,
+                    extra,
+                }
+            })
+    }
+
+    fn archive() -> impl Strategy<Value = Archive> {
+        let global = prop_oneof![
+            3 => Just(Vec::new()),
+            1 => (value_bytes(40), 0u64..100_000).prop_map(|(v, uid)| vec![
+                (b"comment".to_vec(), v),
+                (b"uid".to_vec(), uid.to_string().into_bytes()),
+            ]),
+        ];
+        let corruption = prop_oneof![
+            4 => Just(None),
+            1 => (
+                0usize..8,
+                prop::sample::select(vec![
+                    Corruption::LengthPlusOne,
+                    Corruption::LengthMinusOne,
+                    Corruption::LengthNotANumber,
+                    Corruption::NoNewline,
+                    Corruption::NoEquals,
+                ]),
+            )
+                .prop_map(Some),
+        ];
+        (global, prop::collection::vec(member(), 1..5), corruption).prop_map(
+            |(global, members, corruption)| Archive {
+                global,
+                members,
+                corruption,
+            },
+        )
+    }
+
+    /// One record, `LEN` counting its own digits.
+    fn record(key: &[u8], value: &[u8]) -> Vec<u8> {
+        let rest = key.len() + value.len() + 3;
+        let mut len = rest + 1;
+        while len != rest + len.to_string().len() {
+            len = rest + len.to_string().len();
+        }
+        let mut out = format!("{len} ").into_bytes();
+        out.extend_from_slice(key);
+        out.push(b'=');
+        out.extend_from_slice(value);
+        out.push(b'\n');
+        out
+    }
+
+    fn header(name: &[u8], kind: u8, size: usize, link: &[u8], mode: u32, gnu: bool) -> [u8; 512] {
+        let mut h = [0u8; 512];
+        h[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
+        h[100..108].copy_from_slice(format!("{mode:07o}\0").as_bytes());
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+        h[136..148].copy_from_slice(b"00000000000\0");
+        h[148..156].copy_from_slice(b"        ");
+        h[156] = kind;
+        h[157..157 + link.len().min(100)].copy_from_slice(&link[..link.len().min(100)]);
+        if gnu {
+            h[257..265].copy_from_slice(b"ustar  \0");
+        } else {
+            h[257..263].copy_from_slice(b"ustar\0");
+            h[263..265].copy_from_slice(b"00");
+        }
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        h
+    }
+
+    fn padded(out: &mut Vec<u8>, data: &[u8]) {
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(512), 0);
+    }
+
+    /// Damages the first record of `records` as `how` says.
+    fn corrupt(records: &mut [u8], how: &Corruption) {
+        let space = records.iter().position(|&b| b == b' ').expect("a record");
+        let len: usize = std::str::from_utf8(&records[..space])
+            .unwrap()
+            .parse()
+            .unwrap();
+        match how {
+            Corruption::LengthPlusOne | Corruption::LengthMinusOne => {
+                let new = if matches!(how, Corruption::LengthPlusOne) {
+                    len + 1
+                } else {
+                    len - 1
+                };
+                let digits = new.to_string();
+                if digits.len() == space {
+                    records[..space].copy_from_slice(digits.as_bytes());
+                } else {
+                    records[0] = b'x';
+                }
+            }
+            Corruption::LengthNotANumber => records[0] = b'x',
+            Corruption::NoNewline => records[len - 1] = b'.',
+            Corruption::NoEquals => {
+                let eq = records[..len].iter().position(|&b| b == b'=').unwrap();
+                records[eq] = b':';
+            }
+        }
+    }
+
+    impl Archive {
+        /// The member's image path (members are numbered so that names never clash).
+        fn path(i: usize, m: &Member) -> Vec<u8> {
+            let mut p = format!("m{i}-").into_bytes();
+            p.extend_from_slice(&m.name);
+            if matches!(m.name_in, NameIn::GnuLongName) && p.len() <= 100 {
+                p.resize(101, b'l');
+            }
+            p
+        }
+
+        fn bytes(&self) -> Vec<u8> {
+            let mut out = Vec::new();
+            let mut corruption = self.corruption.clone();
+            if !self.global.is_empty() {
+                let records: Vec<u8> = self.global.iter().flat_map(|(k, v)| record(k, v)).collect();
+                out.extend_from_slice(&header(b"global", b'g', records.len(), b"", 0o644, false));
+                padded(&mut out, &records);
+            }
+            for (i, m) in self.members.iter().enumerate() {
+                let path = Self::path(i, m);
+                let (kind, data, link): (u8, &[u8], &[u8]) = match &m.kind {
+                    Kind::File(d) => (b'0', d, b""),
+                    Kind::Dir => (b'5', b"", b""),
+                    Kind::Symlink(t) => (b'2', b"", t),
+                };
+                let mut records = Vec::new();
+                if matches!(m.name_in, NameIn::Pax)
+                    || (matches!(m.name_in, NameIn::Ustar) && path.len() > 99)
+                {
+                    records.extend(record(b"path", &path));
+                }
+                let gnu = matches!(m.name_in, NameIn::GnuLongName);
+                // A long link target: GNU's `K` member next to a GNU long name, else PAX.
+                let long_link = link.len() > 99;
+                if (long_link && !gnu) || link.contains(&b'\n') {
+                    records.extend(record(b"linkpath", link));
+                }
+                if let Some((uid, gid)) = m.owner {
+                    records.extend(record(b"uid", uid.to_string().as_bytes()));
+                    records.extend(record(b"gid", gid.to_string().as_bytes()));
+                }
+                for (k, v) in &m.xattrs {
+                    records.extend(record(&[b"SCHILY.xattr.".as_slice(), k].concat(), v));
+                }
+                for (k, v) in &m.extra {
+                    records.extend(record(k, v));
+                }
+                if !records.is_empty() {
+                    if let Some((_, how)) = corruption.take_if(|(at, _)| *at <= i) {
+                        corrupt(&mut records, &how);
+                    }
+                    out.extend_from_slice(&header(
+                        b"PaxHeaders/x",
+                        b'x',
+                        records.len(),
+                        b"",
+                        0o644,
+                        false,
+                    ));
+                    padded(&mut out, &records);
+                }
+                if gnu && long_link && !link.contains(&b'\n') {
+                    let mut target = link.to_vec();
+                    target.push(0);
+                    out.extend_from_slice(&header(
+                        b"././@LongLink",
+                        b'K',
+                        target.len(),
+                        b"",
+                        0o644,
+                        true,
+                    ));
+                    padded(&mut out, &target);
+                }
+                if gnu {
+                    let mut name = path.clone();
+                    name.push(0);
+                    out.extend_from_slice(&header(
+                        b"././@LongLink",
+                        b'L',
+                        name.len(),
+                        b"",
+                        0o644,
+                        true,
+                    ));
+                    padded(&mut out, &name);
+                }
+                out.extend_from_slice(&header(&path, kind, data.len(), link, m.mode, gnu));
+                padded(&mut out, data);
+            }
+            out.resize(out.len() + 1024, 0);
+            out
+        }
+    }
+
+    /// Everything compared about an entry: type, permission bits, owner, contents or target,
+    /// `user.` xattrs.
+    type Tree = BTreeMap<Vec<u8>, (char, u32, u32, u32, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)>;
+
+    fn user_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut names = vec![0u8; 65536];
+        let n = rustix::fs::llistxattr(path, &mut names).unwrap_or(0);
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = names[..n]
+            .split(|&b| b == 0)
+            .filter(|n| n.starts_with(b"user."))
+            .map(|n| {
+                let mut v = vec![0u8; 65536];
+                let len = rustix::fs::lgetxattr(path, n, &mut v).expect("lgetxattr");
+                v.truncate(len);
+                (n.to_vec(), v)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn tree(root: &Path, skip: &[&[u8]]) -> Tree {
+        let mut out = Tree::new();
+        let mut stack = vec![PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            for e in fs::read_dir(root.join(&rel)).unwrap() {
+                let e = e.unwrap();
+                let name = e.file_name();
+                if rel.as_os_str().is_empty() && skip.contains(&name.as_bytes()) {
+                    continue;
+                }
+                let rel = rel.join(&name);
+                let path = root.join(&rel);
+                let meta = fs::symlink_metadata(&path).unwrap();
+                let (kind, body) = if meta.is_dir() {
+                    stack.push(rel.clone());
+                    ('d', Vec::new())
+                } else if meta.file_type().is_symlink() {
+                    (
+                        'l',
+                        fs::read_link(&path).unwrap().into_os_string().into_vec(),
+                    )
+                } else {
+                    ('f', fs::read(&path).unwrap())
+                };
+                let perm = if kind == 'd' { 0 } else { meta.mode() & 0o7777 };
+                out.insert(
+                    rel.into_os_string().into_vec(),
+                    (kind, perm, meta.uid(), meta.gid(), body, user_xattrs(&path)),
+                );
+            }
+        }
+        out
+    }
+
+    use std::os::unix::ffi::OsStringExt;
+
+    /// One case: GNU tar's verdict and tree against the builder's.
+    /// Returns whether both accepted the stream.
+    fn check(b: &Builder, s: &Scratch, n: usize, archive: &[u8]) -> Result<bool, TestCaseError> {
+        let tar = s.path(&format!("fuzz{n}.tar"));
+        write(&tar, archive);
+        chmod(&tar, 0o644);
+        let extracted = tempfile::tempdir().unwrap();
+        let gnu = run(Command::new("tar")
+            .env("LC_ALL", "C")
+            .args([
+                "--xattrs",
+                "--xattrs-include=user.*",
+                "--numeric-owner",
+                "--same-owner",
+            ])
+            .args(["--same-permissions", "-xf"])
+            .arg(&tar)
+            .arg("-C")
+            .arg(extracted.path()));
+        let img = s.out(&format!("fuzz{n}.img"));
+        let ours = b.run(&[
+            OsStr::new("--tar"),
+            tar.as_os_str(),
+            OsStr::new("--keep-owner"),
+            OsStr::new("-o"),
+            img.as_os_str(),
+        ]);
+        let gnu_err = String::from_utf8_lossy(&gnu.stderr).into_owned();
+        let our_err = String::from_utf8_lossy(&ours.stderr).into_owned();
+        match (gnu.status.code(), ours.status.code()) {
+            (Some(0), Some(0)) => {}
+            (Some(2), Some(3)) => {
+                prop_assert_eq!(our_err.lines().count(), 1, "one line: {}", our_err);
+                prop_assert!(!img.exists(), "nothing at -o");
+                return Ok(false);
+            }
+            (g, o) => {
+                return Err(TestCaseError::fail(format!(
+                    "GNU tar exit {g:?} ({gnu_err}), crashcart-imgbuild exit {o:?} ({our_err})"
+                )))
+            }
+        }
+        assert_fsck_clean(&img);
+        let m = Mounted::new(&img);
+        let image = tree(m.path(), &[b"lost+found", b".crashcart", b".crashcartrc"]);
+        let expected = tree(extracted.path(), &[]);
+        drop(m);
+        fs::remove_file(&img).unwrap();
+        for (path, entry) in &expected {
+            prop_assert_eq!(
+                image.get(path),
+                Some(entry),
+                "{:?} differs from GNU tar's",
+                String::from_utf8_lossy(path)
+            );
+        }
+        prop_assert_eq!(image.len(), expected.len(), "entries");
+        Ok(true)
+    }
+
+    /// 80 cases, 7-25 s on a shared 2-core machine: each is a GNU tar extraction, a build,
+    /// e2fsck and a mount.
+    #[test]
+    fn random_pax_streams_read_as_gnu_tar_reads_them() {
+        let Some(b) = Builder::new() else { return };
+        if !is_root() {
+            skip("the comparison mounts images and extracts owners (needs root)");
+            return;
+        }
+        let s = Scratch::new(&b);
+        let mut runner = TestRunner::new(Config {
+            cases: 80,
+            max_shrink_iters: 200,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let n = std::cell::Cell::new(0);
+        let accepted = std::cell::Cell::new(0);
+        let result = runner.run(&archive(), |a| {
+            n.set(n.get() + 1);
+            let bytes = a.bytes();
+            if check(&b, &s, n.get(), &bytes)? {
+                accepted.set(accepted.get() + 1);
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+        let (n, accepted) = (n.get(), accepted.get());
+        eprintln!(
+            "{n} random tar streams: {accepted} read alike, {} refused by both",
+            n - accepted
+        );
+        assert!(accepted >= n / 4 && accepted < n, "both outcomes exercised");
+    }
+}
+
+/// The corpus in tests/fixtures/pax-hostile: each member is read or refused as expected.tsv
+/// records, by the builder and by GNU tar, and what is read comes back right.
+#[test]
+fn hostile_tar_members_are_read_or_refused_as_recorded() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let corpus = crashcart_tests::workspace_root().join("tests/fixtures/pax-hostile");
+    let table = fs::read_to_string(corpus.join("expected.tsv")).unwrap();
+    let mut cases = 0;
+    for line in table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let [file, ours, needle, gnu, _why] = cols[..] else {
+            panic!("bad line in expected.tsv: {line}");
+        };
+        let tar = s.path(file);
+        fs::copy(corpus.join(file), &tar).unwrap();
+        chmod(&tar, 0o644);
+        let img = s.out("corpus.img");
+        let out = b.run(&[
+            OsStr::new("--keep-owner"),
+            OsStr::new("--tar"),
+            tar.as_os_str(),
+            OsStr::new("-o"),
+            img.as_os_str(),
+        ]);
+        let ours: i32 = ours.parse().unwrap();
+        if ours == 0 {
+            assert_success(&out, file);
+            assert_fsck_clean(&img);
+            fs::remove_file(&img).unwrap();
+        } else {
+            assert_fails(&out, ours, &[needle], &s.path("out"), &[]);
+            assert_eq!(
+                String::from_utf8_lossy(&out.stderr).lines().count(),
+                1,
+                "{file}"
+            );
+        }
+        if is_root() {
+            let dir = tempfile::tempdir().unwrap();
+            let gnu_tar = run(Command::new("tar")
+                .args([
+                    "--xattrs",
+                    "--xattrs-include=*",
+                    "--numeric-owner",
+                    "--same-owner",
+                    "-xf",
+                ])
+                .arg(&tar)
+                .arg("-C")
+                .arg(dir.path()));
+            assert_eq!(
+                gnu_tar.status.code(),
+                Some(gnu.parse().unwrap()),
+                "GNU tar on {file}"
+            );
+        }
+        cases += 1;
+    }
+    assert!(cases >= 19, "{cases} cases");
+    // What the two accepted cases hold, read back by the kernel.
+    if is_root() {
+        for (file, check) in [
+            ("newline-in-xattr-then-size.tar", "xattr"),
+            ("global-uid.tar", "uid"),
+        ] {
+            let tar = s.path(file);
+            let img = s.out("read.img");
+            b.build(&[
+                OsStr::new("--keep-owner"),
+                OsStr::new("--tar"),
+                tar.as_os_str(),
+                OsStr::new("-o"),
+                img.as_os_str(),
+            ]);
+            let m = Mounted::new(&img);
+            let f = m.path().join("f");
+            assert_eq!(fs::read(&f).unwrap(), b"data\n", "{file}");
+            match check {
+                "xattr" => {
+                    let mut v = [0u8; 16];
+                    let n = rustix::fs::lgetxattr(&f, "user.bin", &mut v).unwrap();
+                    assert_eq!(&v[..n], b"a\nb\0c");
+                }
+                _ => assert_eq!(fs::metadata(&f).unwrap().uid(), 1234),
+            }
+            drop(m);
+            fs::remove_file(&img).unwrap();
+        }
+    }
+}
+
+/// A file with more names than an inode's 16-bit link count: refused as bad input (exit 3;
+/// it was exit 1, an internal error); 65,535 names still fit.
+#[test]
+fn more_hard_links_than_an_inode_counts_are_refused() {
+    let Some(b) = Builder::new() else { return };
+    let s = Scratch::new(&b);
+    let names: Vec<String> = (1..65536).map(|i| format!("l/{i:05}")).collect();
+    let mut members = vec![TarMember {
+        pax: &[],
+        name: "f",
+        kind: b'0',
+        link: "",
+        data: b"x\n",
+    }];
+    members.extend(names.iter().map(|n| TarMember {
+        pax: &[],
+        name: n,
+        kind: b'1',
+        link: "f",
+        data: b"",
+    }));
+    assert_tar_bytes_refused(
+        &b,
+        &s,
+        "links65536",
+        &pax_tar(&members),
+        &[],
+        &["/l/65535", "more names than an ext inode counts (65535)"],
+    );
+    members.pop();
+    let tar = s.path("links65535.tar");
+    write(&tar, &pax_tar(&members));
+    chmod(&tar, 0o644);
+    let img = s.out("links.img");
+    b.build(&[
+        OsStr::new("--tar"),
+        tar.as_os_str(),
+        OsStr::new("-o"),
+        img.as_os_str(),
+    ]);
+    assert_fsck_clean(&img);
+    let stat = debugfs(&img, "stat /f");
+    assert_eq!(stat_field(&stat, "Links:"), "65535", "{stat}");
+}

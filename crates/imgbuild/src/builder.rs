@@ -99,7 +99,13 @@ impl From<WriteError> for BuildError {
             | WriteError::LongSymlink { .. }
             | WriteError::BadSymlink { .. }
             | WriteError::BadXattr { .. }
+            | WriteError::Unrepresentable { .. }
             | WriteError::TooManySubdirs { .. } => BuildError::Input(InputError::Write(e)),
+            // Attributes libext2fs found no room for, whatever the image's size: the checks
+            // before writing ([`crate::limits`]) refuse these first, this is the backstop.
+            WriteError::Ext2(ref x) if x.is_xattr_overflow() || x.is_link_overflow() => {
+                BuildError::Input(InputError::Write(e))
+            }
             e if e.is_disk_full() => BuildError::DiskFull(e),
             e if e.is_image_full() => BuildError::ImageFull { full: e, hint: "" },
             e => BuildError::Write(e),
@@ -517,7 +523,9 @@ fn size_image(cli: &Cli, inputs: &mut Inputs) -> Result<(Geometry, Estimate), Bu
     // The manifest and the rc file.
     estimate.generated(4096 + estimate.store_paths * 160 + inputs.programs.len() as u64 * 256);
     estimate.generated(4096);
-    let computed = estimate.geometry(cli.fs.into(), cli.headroom);
+    let computed = estimate
+        .geometry(cli.fs.into(), cli.headroom)
+        .map_err(WriteError::from)?;
     let Some(size) = cli.size else {
         return Ok((computed, estimate));
     };

@@ -28,7 +28,7 @@ pub const JOURNAL_BLOCKS: u32 = 1024;
 pub const INODE_SIZE: u16 = 256;
 /// `i_extra_isize` for [`INODE_SIZE`] inodes: the fields of `ext2_inode_large` past the first 128
 /// bytes.
-const EXTRA_ISIZE: u16 = (std::mem::size_of::<sys::ext2_inode_large>() - 128) as u16;
+pub const INODE_EXTRA_ISIZE: u16 = (std::mem::size_of::<sys::ext2_inode_large>() - 128) as u16;
 
 /// A failed libext2fs call.
 #[derive(Debug, thiserror::Error)]
@@ -51,10 +51,22 @@ impl Ext2Error {
             sys::EXT2_ET_BLOCK_ALLOC_FAIL,
             sys::EXT2_ET_INODE_ALLOC_FAIL,
             sys::EXT2_ET_DIR_NO_SPACE,
-            sys::EXT2_ET_EA_NO_SPACE,
         ]
         .iter()
         .any(|&c| i64::from(c) == self.code)
+    }
+}
+
+impl Ext2Error {
+    /// True when a file's extended attributes do not fit in its inode and one attribute
+    /// block: a matter of the attributes, not of the image's size.
+    pub fn is_xattr_overflow(&self) -> bool {
+        self.code == i64::from(sys::EXT2_ET_EA_NO_SPACE)
+    }
+
+    /// True when an inode would get more names than its 16-bit link count holds.
+    pub fn is_link_overflow(&self) -> bool {
+        self.op == LINK_OP && self.code == 0
     }
 }
 
@@ -119,6 +131,9 @@ impl FsKind {
 /// escape.
 pub const LINK_MAX: u32 = 65_000;
 
+/// [`Ext2Error::op`] of a link count that would overflow its 16 bits.
+const LINK_OP: &str = "link";
+
 /// An inode time as ext4 stores it: the low 32 bits (read as signed), and the `_extra` word
 /// whose two low bits extend them past 2038 (zero nanoseconds: reproducible).
 fn inode_time(time: u64) -> (u32, u32) {
@@ -170,6 +185,82 @@ pub struct Filesystem {
     time: u64,
 }
 
+/// The superblock fields the builder chooses for `geometry`; libext2fs derives the rest.
+fn superblock_params(geometry: &Geometry) -> sys::ext2_super_block {
+    // SAFETY: ext2_super_block is plain old data; all-zero is the "use defaults" value that
+    // ext2fs_initialize expects for every field we do not set.
+    let mut param: sys::ext2_super_block = unsafe { std::mem::zeroed() };
+    param.s_blocks_count = geometry.blocks as u32;
+    param.s_blocks_count_hi = (geometry.blocks >> 32) as u32;
+    param.s_inodes_count = geometry.inodes;
+    param.s_log_block_size = BLOCK_SIZE.trailing_zeros() - 10;
+    param.s_rev_level = sys::EXT2_DYNAMIC_REV;
+    param.s_inode_size = INODE_SIZE;
+    // A read-only tool image: nothing is reserved for root.
+    param.s_r_blocks_count = 0;
+    param.s_feature_compat = sys::EXT2_FEATURE_COMPAT_EXT_ATTR | sys::EXT2_FEATURE_COMPAT_DIR_INDEX;
+    param.s_feature_incompat = sys::EXT2_FEATURE_INCOMPAT_FILETYPE;
+    param.s_feature_ro_compat =
+        sys::EXT2_FEATURE_RO_COMPAT_SPARSE_SUPER | sys::EXT2_FEATURE_RO_COMPAT_LARGE_FILE;
+    if geometry.kind == FsKind::Ext4 {
+        param.s_feature_incompat |= sys::EXT3_FEATURE_INCOMPAT_EXTENTS;
+        param.s_feature_ro_compat |=
+            sys::EXT4_FEATURE_RO_COMPAT_HUGE_FILE | sys::EXT4_FEATURE_RO_COMPAT_DIR_NLINK;
+    }
+    param
+}
+
+/// What libext2fs lays out for a geometry, before anything is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Blocks of the filesystem (libext2fs drops a last group too small for its own metadata).
+    pub blocks: u64,
+    /// Blocks its metadata takes: superblocks and their backups, group descriptors, bitmaps,
+    /// inode tables.
+    pub metadata: u64,
+    /// Blocks per group (fewer than 32,768 when the inodes would not fit in that many groups).
+    pub blocks_per_group: u64,
+    /// Inode-table blocks per group.
+    pub inode_blocks_per_group: u64,
+    /// Group descriptor blocks.
+    pub descriptor_blocks: u64,
+}
+
+/// Asks libext2fs which layout it gives `geometry`: the same `ext2fs_initialize` the writer
+/// calls, on `/dev/null`, then freed without writing.
+pub fn layout_of(geometry: &Geometry) -> Result<Layout, Ext2Error> {
+    let mut param = superblock_params(geometry);
+    let name = c"/dev/null";
+    let mut fs: sys::ext2_filsys = ptr::null_mut();
+    // SAFETY: as in `Filesystem::create`; nothing is written to /dev/null before ext2fs_free.
+    let rc = unsafe {
+        sys::ext2fs_initialize(
+            name.as_ptr(),
+            sys::EXT2_FLAG_64BITS as i32,
+            &mut param,
+            sys::unix_io_manager,
+            &mut fs,
+        )
+    };
+    check(rc, "lay out a filesystem of", Path::new("/dev/null"))?;
+    // SAFETY: `fs` is a valid handle and its superblock lives until ext2fs_free below.
+    let layout = unsafe {
+        let sb = &*(*fs).super_;
+        let blocks = u64::from(sb.s_blocks_count) | u64::from(sb.s_blocks_count_hi) << 32;
+        let free = u64::from(sb.s_free_blocks_count) | u64::from(sb.s_free_blocks_hi) << 32;
+        Layout {
+            blocks,
+            metadata: blocks - free,
+            blocks_per_group: u64::from(sb.s_blocks_per_group),
+            inode_blocks_per_group: u64::from((*fs).inode_blocks_per_group),
+            descriptor_blocks: (*fs).desc_blocks,
+        }
+    };
+    // SAFETY: a live handle, not used after this; ext2fs_free writes nothing.
+    unsafe { sys::ext2fs_free(fs) };
+    Ok(layout)
+}
+
 impl Filesystem {
     /// Lays out a new filesystem in the existing file `image` (already sized by the caller).
     ///
@@ -181,27 +272,7 @@ impl Filesystem {
             code: 0,
             message: "path contains a NUL byte".into(),
         })?;
-        // SAFETY: ext2_super_block is plain old data; all-zero is the "use defaults" value that
-        // ext2fs_initialize expects for every field we do not set.
-        let mut param: sys::ext2_super_block = unsafe { std::mem::zeroed() };
-        param.s_blocks_count = geometry.blocks as u32;
-        param.s_blocks_count_hi = (geometry.blocks >> 32) as u32;
-        param.s_inodes_count = geometry.inodes;
-        param.s_log_block_size = BLOCK_SIZE.trailing_zeros() - 10;
-        param.s_rev_level = sys::EXT2_DYNAMIC_REV;
-        param.s_inode_size = INODE_SIZE;
-        // A read-only tool image: nothing is reserved for root.
-        param.s_r_blocks_count = 0;
-        param.s_feature_compat =
-            sys::EXT2_FEATURE_COMPAT_EXT_ATTR | sys::EXT2_FEATURE_COMPAT_DIR_INDEX;
-        param.s_feature_incompat = sys::EXT2_FEATURE_INCOMPAT_FILETYPE;
-        param.s_feature_ro_compat =
-            sys::EXT2_FEATURE_RO_COMPAT_SPARSE_SUPER | sys::EXT2_FEATURE_RO_COMPAT_LARGE_FILE;
-        if geometry.kind == FsKind::Ext4 {
-            param.s_feature_incompat |= sys::EXT3_FEATURE_INCOMPAT_EXTENTS;
-            param.s_feature_ro_compat |=
-                sys::EXT4_FEATURE_RO_COMPAT_HUGE_FILE | sys::EXT4_FEATURE_RO_COMPAT_DIR_NLINK;
-        }
+        let mut param = superblock_params(&geometry);
         let mut fs: sys::ext2_filsys = ptr::null_mut();
         // SAFETY: `name` and `param` outlive the call; unix_io_manager is the library's static
         // manager for files; on success `fs` receives an owned handle that Drop frees.
@@ -380,7 +451,7 @@ impl Filesystem {
         raw.osd2.linux2.l_i_blocks_hi = (sectors >> 32) as u16;
         raw.i_flags = record.flags;
         raw.i_block = record.block;
-        raw.i_extra_isize = EXTRA_ISIZE;
+        raw.i_extra_isize = INODE_EXTRA_ISIZE;
         // SAFETY: valid handle; `raw` is a full ext2_inode_large and its size is passed.
         let rc = unsafe {
             sys::ext2fs_write_inode_full(
@@ -416,10 +487,10 @@ impl Filesystem {
     pub fn add_link(&mut self, ino: u32, path: &Path) -> Result<(), Ext2Error> {
         self.update_inode(ino, path, |raw| {
             raw.i_links_count = raw.i_links_count.checked_add(1).ok_or(Ext2Error {
-                op: "link",
+                op: LINK_OP,
                 path: path.to_path_buf(),
                 code: 0,
-                message: "too many hard links (65535)".into(),
+                message: "more names than an ext inode counts (65535)".into(),
             })?;
             Ok(())
         })

@@ -26,6 +26,7 @@ use crate::dirblock::{self, DirEntry, FileType};
 use crate::ext2::{
     self, Ext2Error, Filesystem, FsKind, Geometry, InodeRecord, BLOCK_SIZE, JOURNAL_BLOCKS,
 };
+use crate::limits::{self, XattrProblem};
 use crate::placement::{BlockFields, PlaceError, Placed, Placement};
 use crate::progress::Progress;
 use crate::relocate::{self, Rewriter};
@@ -35,8 +36,6 @@ use crate::tree::{Child, DirId, ListError, Named, Tree, TreeError, ROOT};
 const CHUNK: usize = 1 << 20;
 /// Longest symlink target kept inside the inode ("fast" symlink).
 const FAST_SYMLINK_MAX: usize = 59;
-/// The longest extended attribute name, prefix included (the kernel's `XATTR_NAME_MAX`).
-const XATTR_NAME_MAX: usize = 255;
 /// `lost+found` mode, as mke2fs makes it.
 const LOST_FOUND_PERM: u32 = 0o700;
 
@@ -87,16 +86,25 @@ pub enum WriteError {
         /// What is wrong with the target.
         problem: &'static str,
     },
-    /// An extended attribute name ext cannot hold: longer than 255 bytes (the kernel's
-    /// `XATTR_NAME_MAX`; libext2fs would cut the length to one byte) or with a NUL byte.
-    #[error("{}: extended attribute {name:?}: {problem}", path.display())]
+    /// Extended attributes ext cannot give back as given ([`limits::check_xattrs`]): a name
+    /// too long, with a NUL byte or in no namespace Linux reads, an ACL ext does not store
+    /// exactly, or more bytes than the inode and one attribute block hold.
+    #[error("{}: {}{problem}", path.display(), xattr_label(name))]
     BadXattr {
         /// Path in the image.
         path: PathBuf,
-        /// The name, lossily decoded.
+        /// The attribute's name, lossily decoded; empty when the problem is their sum.
         name: String,
         /// What is wrong with it.
-        problem: &'static str,
+        problem: XattrProblem,
+    },
+    /// A device number or owner ext cannot hold ([`limits`]).
+    #[error("{}: {problem}", path.display())]
+    Unrepresentable {
+        /// Path in the image.
+        path: PathBuf,
+        /// What cannot be stored.
+        problem: String,
     },
     /// A directory with more subdirectories than ext3 can count.
     #[error("{}: {subdirs} subdirectories are more than ext3 counts (at most {}); use --fs ext4", path.display(), ext2::LINK_MAX - 2)]
@@ -286,6 +294,11 @@ impl ImageWriter {
         Ok(writer)
     }
 
+    /// Whether input owners are kept (`--keep-owner`) rather than made root.
+    pub fn keeps_owner(&self) -> bool {
+        self.opts.keep_owner
+    }
+
     /// Whether (`dev`, `ino`) is the image file being written.
     pub fn is_own_file(&self, dev: u64, ino: u64) -> bool {
         self.own_id == Some((dev, ino))
@@ -320,23 +333,25 @@ impl ImageWriter {
         }
     }
 
-    /// Refuses extended attribute names ext cannot hold, before anything is written.
-    fn check_xattrs(path: &Path, attrs: &Attributes) -> Result<(), WriteError> {
-        for (name, _) in &attrs.xattrs {
-            let problem = if name.len() > XATTR_NAME_MAX {
-                "a name longer than 255 bytes"
-            } else if name.contains(&0) {
-                "a name with a NUL byte"
-            } else {
-                continue;
-            };
-            return Err(WriteError::BadXattr {
-                path: path.to_path_buf(),
-                name: String::from_utf8_lossy(name).into_owned(),
-                problem,
-            });
+    /// Refuses what ext would not give back as given, before anything is written: owners
+    /// (when kept) and extended attributes.
+    fn check_attrs(path: &Path, attrs: &Attributes, kind: FileType) -> Result<(), WriteError> {
+        for (what, id) in [("uid", attrs.uid), ("gid", attrs.gid)] {
+            if let Some(problem) = limits::owner_problem(what, u64::from(id)) {
+                return Err(WriteError::Unrepresentable {
+                    path: path.to_path_buf(),
+                    problem,
+                });
+            }
         }
-        Ok(())
+        let file_or_dir = matches!(kind, FileType::Regular | FileType::Directory);
+        limits::check_xattrs(&attrs.xattrs, file_or_dir).map_err(|(name, problem)| {
+            WriteError::BadXattr {
+                path: path.to_path_buf(),
+                name: String::from_utf8_lossy(&name).into_owned(),
+                problem,
+            }
+        })
     }
 
     /// Owner as written: the input's with `--keep-owner`, root otherwise.
@@ -378,7 +393,7 @@ impl ImageWriter {
             // able to reach the tools.
             return Ok(());
         }
-        Self::check_xattrs(path, &attrs)?;
+        Self::check_attrs(path, &attrs, FileType::Directory)?;
         let (parent, name) = self.parent_of(path, origin)?;
         let fs = &mut self.fs;
         self.tree
@@ -425,7 +440,7 @@ impl ImageWriter {
         write: impl FnOnce(&mut Self, &Path, &Attributes) -> Result<Body, WriteError>,
     ) -> Result<(u32, Record), WriteError> {
         let attrs = self.owned(attrs);
-        Self::check_xattrs(&slot.path, &attrs)?;
+        Self::check_attrs(&slot.path, &attrs, kind)?;
         let ino = self.fs.new_inode(false, &slot.path)?;
         let body = write(self, &slot.path, &attrs)?;
         let record = InodeRecord {
@@ -461,6 +476,12 @@ impl ImageWriter {
         let slot = self.slot(path, origin)?;
         if let Some(&(ino, record)) = link_key.and_then(|key| self.links.get(&key)) {
             return self.link(slot, ino, FileType::Regular, record, origin);
+        }
+        if let Some(problem) = limits::file_size_problem(self.opts.kind, size) {
+            return Err(WriteError::Unrepresentable {
+                path: slot.path,
+                problem,
+            });
         }
         let mode = S_IFREG | (attrs.perm & 0o7777);
         let (ino, record) = self.new_entry(
@@ -592,6 +613,15 @@ impl ImageWriter {
             Special::Fifo => (S_IFIFO, FileType::Fifo, 0),
             Special::Socket => (S_IFSOCK, FileType::Socket, 0),
         };
+        if matches!(special, Special::CharDevice(_) | Special::BlockDevice(_)) {
+            let (major, minor) = (rustix::fs::major(rdev), rustix::fs::minor(rdev));
+            if let Some(problem) = limits::device_problem(major.into(), minor.into()) {
+                return Err(WriteError::Unrepresentable {
+                    path: slot.path,
+                    problem,
+                });
+            }
+        }
         let mode = fmt | (attrs.perm & 0o7777);
         self.new_entry(slot, kind, mode, attrs, origin, |_, _, attrs| {
             let mut block = [0u32; 15];
@@ -855,6 +885,15 @@ fn digest_dir(
         path.truncate(len);
     }
     Ok(())
+}
+
+/// `"extended attribute NAME: "`, or nothing when the problem is all of them together.
+fn xattr_label(name: &str) -> String {
+    if name.is_empty() {
+        String::new()
+    } else {
+        format!("extended attribute {name:?}: ")
+    }
 }
 
 /// `i_block` encoding of a device number (old 16-bit form when it fits, as the kernel does).

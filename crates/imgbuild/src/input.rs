@@ -19,7 +19,8 @@ use crashcart_layout::STORE_DIR;
 use crate::attributes::{Attributes, Xattrs};
 use crate::content::{Content, Mapped};
 use crate::image::{ImageWriter, Special, WriteError};
-use crate::pax::{named, MemberPax, PaxRecoder, SparseReader};
+use crate::limits;
+use crate::pax::{self, named, MemberPax, PaxRecoder, SparseReader};
 
 /// Regular files opened and read ahead of the one being written.
 const READ_AHEAD_FILES: usize = 8;
@@ -325,6 +326,31 @@ fn is_store_ancestor(member: &[u8], store_dir: &[u8]) -> bool {
         || (store.starts_with(trimmed) && store.get(trimmed.len()) == Some(&b'/'))
 }
 
+/// A device member's major and minor: its PAX `SCHILY.devmajor`/`devminor` records, else its
+/// header fields (octal, or GNU base-256); 0 for a header without them (v7).
+fn device_numbers(
+    header: &tar::Header,
+    pax_major: Option<u64>,
+    pax_minor: Option<u64>,
+) -> std::io::Result<(u64, u64)> {
+    let raw = header.as_bytes();
+    let has_fields = header.as_ustar().is_some() || header.as_gnu().is_some();
+    let field = |pax: Option<u64>, range: std::ops::Range<usize>, what: &str| match pax {
+        Some(n) => Ok(n),
+        None if !has_fields => Ok(0),
+        None => pax::numeric_field(&raw[range]).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("malformed device {what} field"),
+            )
+        }),
+    };
+    Ok((
+        field(pax_major, 329..337, "major")?,
+        field(pax_minor, 337..345, "minor")?,
+    ))
+}
+
 /// Writes every member of a tar stream into the image as it is read.
 pub fn add_tar(
     writer: &mut ImageWriter,
@@ -338,14 +364,28 @@ pub fn add_tar(
         source,
     };
     let mut archive = tar::Archive::new(stream);
+    // Records of the global PAX headers so far, in force for every later member.
+    let mut global = Vec::new();
     for entry in archive.entries().map_err(tar_err)? {
         let mut entry = entry.map_err(tar_err)?;
+        if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).map_err(tar_err)?;
+            global.extend(pax::global_records(&data).map_err(tar_err)?);
+            continue;
+        }
         let MemberPax {
             path,
             linkpath,
             xattrs,
             sparse,
-        } = MemberPax::of(&mut entry).map_err(tar_err)?;
+            uid,
+            gid,
+            devmajor,
+            devminor,
+        } = MemberPax::of(&mut entry, &global)
+            .map_err(|e| named(Path::new(OsStr::from_bytes(&entry.path_bytes())), e))
+            .map_err(tar_err)?;
         // A GNU sparse file's real name, else a path only the PAX reader could read.
         let member = (sparse.as_ref().and_then(|s| s.name.clone()))
             .or(path)
@@ -355,10 +395,26 @@ pub fn add_tar(
         }
         let target = tar_target(&member, store_dir);
         let header = entry.header().clone();
+        // Owners ext cannot hold are refused only when they would be kept (`--keep-owner`).
+        let owner = |what: &str, pax: Option<u64>, field: std::io::Result<u64>| {
+            let id = match pax {
+                Some(id) => id,
+                None => field.map_err(tar_err)?,
+            };
+            if !writer.keeps_owner() {
+                return Ok(0);
+            }
+            u32::try_from(id).map_err(|_| {
+                InputError::Write(WriteError::Unrepresentable {
+                    path: Path::new("/").join(&target),
+                    problem: limits::owner_problem(what, id).unwrap_or_default(),
+                })
+            })
+        };
         let mut attrs = Attributes {
             perm: header.mode().map_err(tar_err)? & 0o7777,
-            uid: header.uid().map_err(tar_err)? as u32,
-            gid: header.gid().map_err(tar_err)? as u32,
+            uid: owner("uid", uid, header.uid())?,
+            gid: owner("gid", gid, header.gid())?,
             xattrs,
         };
         if target.starts_with(STORE_DIR) {
@@ -380,9 +436,19 @@ pub fn add_tar(
         };
         let kind = header.entry_type();
         let rdev = || -> Result<u64, InputError> {
-            let major = header.device_major().map_err(tar_err)?.unwrap_or(0);
-            let minor = header.device_minor().map_err(tar_err)?.unwrap_or(0);
-            Ok(rustix::fs::makedev(major, minor))
+            let (major, minor) = device_numbers(&header, devmajor, devminor)
+                .map_err(|e| named(&target, e))
+                .map_err(tar_err)?;
+            // Numbers past 32 bits cannot even be encoded in a dev_t; the writer refuses those
+            // past ext's 12 and 20 bits.
+            let fits = |n: u64| u32::try_from(n).ok();
+            match (fits(major), fits(minor)) {
+                (Some(major), Some(minor)) => Ok(rustix::fs::makedev(major, minor)),
+                _ => Err(InputError::Write(WriteError::Unrepresentable {
+                    path: Path::new("/").join(&target),
+                    problem: limits::device_problem(major, minor).unwrap_or_default(),
+                })),
+            }
         };
         match kind {
             tar::EntryType::Directory => writer.dir(&target, attrs, origin)?,
@@ -432,7 +498,7 @@ pub fn add_tar(
             }
             tar::EntryType::Fifo => writer.special(&target, attrs, Special::Fifo, origin)?,
             // Headers that only describe the next member; the tar crate applies them.
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => {}
+            tar::EntryType::XHeader => {}
             other => {
                 return Err(InputError::TarEntry {
                     origin: origin_name.to_string(),

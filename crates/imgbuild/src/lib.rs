@@ -24,6 +24,7 @@ pub mod ext2;
 pub mod host;
 pub mod image;
 pub mod input;
+pub mod limits;
 pub mod manifest;
 pub mod nix;
 pub mod output;

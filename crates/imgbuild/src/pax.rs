@@ -73,10 +73,17 @@ impl<R: Read> PaxRecoder<R> {
             b'x' => {
                 let data = self.read_up_to(padded as usize)?;
                 let records = &data[..(size as usize).min(data.len())];
-                match (data.len() as u64 == padded)
-                    .then(|| recode(records))
-                    .flatten()
-                {
+                let complete = data.len() as u64 == padded;
+                match complete.then(|| recode(records)).flatten() {
+                    // A length that runs past the header, a record not ending in a newline or
+                    // without `=`: GNU tar refuses these ("Malformed extended header"), and the
+                    // tar crate would read some of them otherwise.
+                    None if complete => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "malformed PAX extended header",
+                        ))
+                    }
                     Some((records, pax_size)) => {
                         self.pax_size = pax_size;
                         let mut header = header;
@@ -87,7 +94,7 @@ impl<R: Read> PaxRecoder<R> {
                         self.pending.resize(len, 0);
                     }
                     None => {
-                        // Not PAX as anyone reads it: the tar crate reports it.
+                        // Cut short: the tar crate reports the truncated archive.
                         self.passthrough = true;
                         self.pending = header;
                         self.pending.extend_from_slice(&data);
@@ -153,11 +160,20 @@ impl<R: Read> Read for PaxRecoder<R> {
     }
 }
 
-/// The size field of a header: octal, or base-256 when its high bit is set.
+/// The size field of a header.
 fn field_size(header: &[u8]) -> Option<u64> {
-    let field = &header[124..136];
-    if field[0] & 0x80 != 0 {
-        let mut v: u64 = u64::from(field[0] & 0x7f);
+    numeric_field(&header[124..136])
+}
+
+/// A numeric header field: octal digits (space or NUL padded, empty for 0), or base-256 when
+/// its high bit is set (GNU tar's form for values octal cannot hold); `None` when it is
+/// neither or overflows 64 bits.
+pub fn numeric_field(field: &[u8]) -> Option<u64> {
+    if field.first().is_some_and(|&b| b & 0x80 != 0) {
+        if field[0] & 0x40 != 0 {
+            return None; // negative
+        }
+        let mut v: u64 = u64::from(field[0] & 0x3f);
         for &b in &field[1..] {
             v = v.checked_mul(256)?.checked_add(u64::from(b))?;
         }
@@ -255,6 +271,14 @@ pub struct MemberPax {
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// A GNU sparse file's `GNU.sparse.*` records.
     pub sparse: Option<Sparse>,
+    /// `uid`, which overrides the header's.
+    pub uid: Option<u64>,
+    /// `gid`, which overrides the header's.
+    pub gid: Option<u64>,
+    /// `SCHILY.devmajor` (libarchive and star write it for numbers ustar cannot hold).
+    pub devmajor: Option<u64>,
+    /// `SCHILY.devminor`.
+    pub devminor: Option<u64>,
 }
 
 /// A GNU sparse file described in PAX records: formats 0.0 (`offset`/`numbytes` pairs), 0.1
@@ -444,10 +468,65 @@ impl<R: Read> Read for SparseReader<R> {
     }
 }
 
+/// A PAX number: decimal digits only, as POSIX defines `uid`, `gid` and the like. An empty
+/// value (which POSIX makes "no value") gives `None`.
+fn pax_number(key: &[u8], value: &[u8]) -> io::Result<Option<u64>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    std::str::from_utf8(value)
+        .ok()
+        .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "PAX record {}={:?} is not a number of at most 64 bits",
+                    String::from_utf8_lossy(key),
+                    String::from_utf8_lossy(value)
+                ),
+            )
+        })
+}
+
+/// The records of a global PAX header (`g`), which apply to every member after it. Records
+/// that name or size one member (`path`, `linkpath`, `size`, `GNU.sparse.*`) are refused:
+/// applied to every member they would make no sense. So are extended attributes: POSIX
+/// applies them to every later member, GNU tar 1.34 ignores them; either reading would
+/// surprise someone, and neither may happen silently.
+pub fn global_records(data: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed global PAX header");
+    let mut out = Vec::new();
+    for (key, value) in records(data).ok_or_else(malformed)? {
+        if matches!(key, b"path" | b"linkpath" | b"size")
+            || key.starts_with(b"GNU.sparse.")
+            || key.starts_with(b"SCHILY.xattr.")
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "global PAX record {} is not supported",
+                    String::from_utf8_lossy(key)
+                ),
+            ));
+        }
+        out.push((key.to_vec(), value.to_vec()));
+    }
+    Ok(out)
+}
+
 impl MemberPax {
-    /// Reads the PAX records of `entry`.
-    pub fn of<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<MemberPax> {
+    /// Reads the PAX records of `entry`, after the `global` ones in force.
+    pub fn of<R: Read>(
+        entry: &mut tar::Entry<'_, R>,
+        global: &[(Vec<u8>, Vec<u8>)],
+    ) -> io::Result<MemberPax> {
         let mut pax = MemberPax::default();
+        for (key, value) in global {
+            pax.apply(key, value.clone())?;
+        }
         let Some(exts) = entry.pax_extensions()? else {
             return Ok(pax);
         };
@@ -467,15 +546,31 @@ impl MemberPax {
                 }
                 None => (ext.key_bytes().to_vec(), ext.value_bytes().to_vec()),
             };
-            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                pax.xattrs.push((name.to_vec(), value));
-            } else if let Some(key) = key.strip_prefix(b"GNU.sparse.") {
-                pax.sparse
-                    .get_or_insert_with(Sparse::default)
-                    .record(key, &value)?;
-            }
+            pax.apply(&key, value)?;
         }
         Ok(pax)
+    }
+
+    /// Applies one record; a later one of the same key wins, as in GNU tar.
+    fn apply(&mut self, key: &[u8], value: Vec<u8>) -> io::Result<()> {
+        if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+            self.xattrs.retain(|(n, _)| n != name);
+            self.xattrs.push((name.to_vec(), value));
+        } else if let Some(key) = key.strip_prefix(b"GNU.sparse.") {
+            self.sparse
+                .get_or_insert_with(Sparse::default)
+                .record(key, &value)?;
+        } else {
+            let slot = match key {
+                b"uid" => &mut self.uid,
+                b"gid" => &mut self.gid,
+                b"SCHILY.devmajor" => &mut self.devmajor,
+                b"SCHILY.devminor" => &mut self.devminor,
+                _ => return Ok(()),
+            };
+            *slot = pax_number(key, &value)?;
+        }
+        Ok(())
     }
 }
 

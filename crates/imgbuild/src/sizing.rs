@@ -11,12 +11,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::ext2::{has_super_backup, FsKind, Geometry, BLOCK_SIZE, INODE_SIZE, JOURNAL_BLOCKS};
+use crate::ext2::{layout_of, Ext2Error, FsKind, Geometry, BLOCK_SIZE, INODE_SIZE, JOURNAL_BLOCKS};
 use crate::input::InputError;
+use crate::limits::needs_xattr_block;
 
 const BS: u64 = BLOCK_SIZE as u64;
-/// Blocks per group with 4 KiB blocks (one bitmap block's worth).
-const BLOCKS_PER_GROUP: u64 = BS * 8;
+/// The smallest image computed: 16 MiB.
+const MIN_BLOCKS: u64 = 4096;
 /// Inodes reserved by ext2 (1..=10), `lost+found`, `.crashcartrc`, `.crashcart/` and its
 /// manifest, and a margin.
 const FIXED_INODES: u64 = 32;
@@ -113,42 +114,48 @@ impl Estimate {
 
     /// Blocks the content needs, before filesystem overhead.
     pub fn content_blocks(&self) -> u64 {
-        // Every directory has at least one block; big ones are packed to ~90% with an index.
-        let dir_blocks = (self.dirs + 2) * 2 + (self.dir_bytes * 10 / 9).div_ceil(BS);
-        // Attributes of tar members are not measured: allow a block per 64 entries besides.
-        let xattr_blocks = self.xattr_blocks + (self.files + self.dirs) / 64 + 1;
-        self.data_blocks + self.map_blocks + dir_blocks + xattr_blocks
+        // A directory takes whole blocks, so at most one block more than its entries fill
+        // ("." and ".." included); big ones are packed to ~90% and indexed, with at most one
+        // index block per leaf. Two more for the root and lost+found.
+        let entries = self.dir_bytes + 24 * self.dirs;
+        let dir_blocks = self.dirs + 2 + 2 * (entries * 10 / 9).div_ceil(BS);
+        self.data_blocks + self.map_blocks + dir_blocks + self.xattr_blocks
     }
 
     /// The smallest geometry that holds this content plus `headroom_percent`.
-    pub fn geometry(&self, kind: FsKind, headroom_percent: u32) -> Geometry {
+    ///
+    /// The metadata (inode tables, bitmaps, superblock and descriptor backups) is what
+    /// libext2fs lays out for the candidate size ([`layout_of`]), not a model of it: with many
+    /// inodes it shrinks the groups below 32,768 blocks, which multiplies bitmaps and backups.
+    pub fn geometry(&self, kind: FsKind, headroom_percent: u32) -> Result<Geometry, Ext2Error> {
         let content = self.content_blocks();
         let content = content + content * u64::from(headroom_percent) / 100 + 16;
-        let inodes = self.inodes();
+        let inodes = u32::try_from(self.inodes()).unwrap_or(u32::MAX);
+        // All but the metadata: content, the journal and its map block, and a margin.
+        let payload = content + u64::from(JOURNAL_BLOCKS) + 64;
         let inodes_per_block = BS / u64::from(INODE_SIZE);
-        let mut total = content + u64::from(JOURNAL_BLOCKS) + 64;
-        for _ in 0..4 {
-            let groups = total.div_ceil(BLOCKS_PER_GROUP);
-            let gdt = (groups * 32).div_ceil(BS);
-            let backups = (0..groups).filter(|&g| has_super_backup(g)).count() as u64;
-            // Inode tables are whole blocks per group.
-            let itable = groups * inodes.div_ceil(groups).div_ceil(inodes_per_block).max(1);
-            total = content
-                + u64::from(JOURNAL_BLOCKS)
-                + itable
-                + groups * 2
-                + backups * (1 + gdt)
-                + 64;
-        }
-        // libext2fs drops a last group too small to hold its own metadata; keep it roomy.
-        let tail = total % BLOCKS_PER_GROUP;
-        if tail != 0 && tail < 1024 {
-            total += 1024 - tail;
-        }
-        Geometry {
-            blocks: total.max(4096),
-            inodes: u32::try_from(inodes).unwrap_or(u32::MAX),
-            kind,
+        let mut blocks = (payload + u64::from(inodes).div_ceil(inodes_per_block)).max(MIN_BLOCKS);
+        loop {
+            let layout = layout_of(&Geometry {
+                blocks,
+                inodes,
+                kind,
+            })?;
+            let need = payload + layout.metadata;
+            if layout.blocks >= need {
+                return Ok(Geometry {
+                    blocks: layout.blocks,
+                    inodes,
+                    kind,
+                });
+            }
+            blocks = if layout.blocks < blocks {
+                // libext2fs dropped a last group too small for its own metadata (less than
+                // 50 blocks past it): give that group room to stay.
+                blocks + 3 + layout.inode_blocks_per_group + layout.descriptor_blocks + 50
+            } else {
+                need.max(blocks + 1)
+            };
         }
     }
 
@@ -174,7 +181,7 @@ impl Estimate {
             let ft = meta.file_type();
             let further_name =
                 ft.is_file() && meta.nlink() > 1 && !linked.insert((meta.dev(), meta.ino()));
-            if !further_name && xattr_bytes(entry.path()) > IN_INODE_XATTR_BYTES {
+            if !further_name && has_xattr_block(entry.path()) {
                 self.xattr_blocks += 1;
             }
             if ft.is_dir() {
@@ -206,9 +213,21 @@ impl Estimate {
         // directory (`tar cf x.tar d/f` has none), and the writer makes the missing ones.
         let mut dirs: HashSet<Vec<u8>> = HashSet::new();
         let mut archive = tar::Archive::new(stream);
+        let mut global = Vec::new();
         for entry in archive.entries().map_err(tar_err)? {
             let mut entry = entry.map_err(tar_err)?;
-            let mut pax = crate::pax::MemberPax::of(&mut entry).map_err(tar_err)?;
+            if entry.header().entry_type() == tar::EntryType::XGlobalHeader {
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).map_err(tar_err)?;
+                global.extend(crate::pax::global_records(&data).map_err(tar_err)?);
+                continue;
+            }
+            let mut pax = crate::pax::MemberPax::of(&mut entry, &global)
+                .map_err(|e| {
+                    let member = entry.path_bytes();
+                    crate::pax::named(Path::new(std::ffi::OsStr::from_bytes(&member)), e)
+                })
+                .map_err(tar_err)?;
             let member = (pax.sparse.as_ref().and_then(|s| s.name.clone()))
                 .or_else(|| pax.path.clone())
                 .unwrap_or_else(|| entry.path_bytes().into_owned());
@@ -236,13 +255,12 @@ impl Estimate {
             }
             // A directory member after its children was counted as their parent already.
             let new_dir = kind == tar::EntryType::Directory && dirs.insert(names.join(&b'/'));
-            let xattrs: u64 = pax
-                .xattrs
-                .iter()
-                .map(|(name, value)| 16 + name.len() as u64 + value.len() as u64)
-                .sum();
-            if kind != tar::EntryType::Link && xattrs > IN_INODE_XATTR_BYTES {
-                self.xattr_blocks += 1;
+            if kind != tar::EntryType::Link {
+                let mut xattrs = pax.xattrs.clone();
+                xattrs.sort();
+                if needs_xattr_block(&xattrs) {
+                    self.xattr_blocks += 1;
+                }
             }
             match kind {
                 tar::EntryType::Directory => {
@@ -279,50 +297,15 @@ impl Estimate {
     }
 }
 
-/// Room for extended attributes inside a 256-byte inode (after the large-inode fields and the
-/// attribute header); more goes to a block of its own.
-const IN_INODE_XATTR_BYTES: u64 = 256 - 128 - 32 - 4;
-
-/// What the extended attributes of `path` take on disk, roughly: names, values and a 16-byte
-/// entry header each; 0 when the filesystem has none or they cannot be read (the writer then
-/// reports the error).
-fn xattr_bytes(path: &Path) -> u64 {
-    // Most files have no attributes: ask with a small buffer on the stack first.
+/// Whether the extended attributes of `path` take a block of their own in the image. A file
+/// without any (most) costs one `llistxattr` with a small buffer on the stack; attributes that
+/// cannot be read count as none (the writer then reports the error).
+fn has_xattr_block(path: &Path) -> bool {
     let mut small = [0u8; 256];
-    let large;
-    let names: &[u8] = match rustix::fs::llistxattr(path, &mut small) {
-        Ok(n) => &small[..n],
-        Err(rustix::io::Errno::RANGE) => {
-            // The kernel's limit for a list (XATTR_LIST_MAX).
-            let mut buf = vec![0u8; 64 * 1024];
-            match rustix::fs::llistxattr(path, &mut buf) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    large = buf;
-                    &large
-                }
-                Err(_) => return 0,
-            }
-        }
-        Err(_) => return 0,
-    };
-    if names.is_empty() {
-        return 0;
+    match rustix::fs::llistxattr(path, &mut small) {
+        Ok(0) | Err(rustix::io::Errno::NOTSUP) => false,
+        _ => crate::input::read_xattrs(path).is_ok_and(|x| needs_xattr_block(&x)),
     }
-    let mut value = vec![0u8; 4096];
-    names
-        .split(|&b| b == 0)
-        .filter(|n| !n.is_empty())
-        .map(|n| {
-            let size = match rustix::fs::lgetxattr(path, n, &mut value) {
-                Ok(size) => size as u64,
-                // Larger than any inode could hold.
-                Err(rustix::io::Errno::RANGE) => value.len() as u64,
-                Err(_) => 0,
-            };
-            16 + n.len() as u64 + size
-        })
-        .sum()
 }
 
 /// Parses `--size`: bytes with an optional K, M, G or T suffix (powers of 1024).
@@ -396,7 +379,7 @@ mod tests {
         for _ in 0..10_000 {
             e.file(12, 100_000);
         }
-        let g = e.geometry(FsKind::Ext3, 2);
+        let g = e.geometry(FsKind::Ext3, 2).unwrap();
         let data = 10_000 * 100_000u64.div_ceil(BS);
         assert!(g.blocks > data);
         assert!(
@@ -413,7 +396,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("f");
         std::fs::write(&f, b"x").unwrap();
-        let before = xattr_bytes(&f);
+        assert!(!has_xattr_block(&f));
         if rustix::fs::lsetxattr(
             &f,
             "user.big",
@@ -424,7 +407,7 @@ mod tests {
         {
             return; // no user xattrs on this filesystem: nothing to measure
         }
-        assert!(xattr_bytes(&f) >= before + 500 + 8);
+        assert!(has_xattr_block(&f));
         let mut e = Estimate::default();
         let mut linked = HashSet::new();
         e.add_tree(dir.path(), &mut linked, true).unwrap();
