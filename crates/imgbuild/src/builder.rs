@@ -603,10 +603,10 @@ fn write_generated(
     inputs: &Inputs,
 ) -> Result<(String, crate::image::Totals), BuildError> {
     let origin = writer.add_origin("the builder".into());
-    if writer.exists(Path::new(MANIFEST_PATH)) {
+    if writer.exists(Path::new(MANIFEST_PATH))? {
         return Err(InputError::Reserved(MANIFEST_PATH.into()).into());
     }
-    if !writer.exists(Path::new(RC_PATH)) {
+    if !writer.exists(Path::new(RC_PATH))? {
         let rc = manifest::rc_file(&inputs.env);
         let size = rc.len() as u64;
         writer.file(
@@ -626,7 +626,7 @@ fn write_generated(
         .flat_map(|c| c.store_paths.iter().map(|p| p.display().to_string()))
         .collect();
     if inputs.tar.is_some() {
-        for name in writer.names_in(Path::new(STORE_DIR)) {
+        for name in writer.names_in(Path::new(STORE_DIR))? {
             let name = String::from_utf8_lossy(&name);
             store_paths.push(format!("{}/{name}", inputs.store_dir));
         }
@@ -635,7 +635,7 @@ fn write_generated(
     store_paths.dedup();
     // Everything but the manifest is counted and digested.
     let totals = writer.totals();
-    let digest = writer.digest();
+    let digest = writer.digest()?;
     let relocation = inputs.relocation.as_ref();
     let record = Manifest {
         format: FORMAT,
@@ -652,6 +652,7 @@ fn write_generated(
         files: totals.files,
         bytes: totals.bytes,
         digest: digest.clone(),
+        digest_scheme: crate::digest::DIGEST_SCHEME.into(),
     };
     let json = record.to_json();
     writer.dir(Path::new(META_DIR), plain(0o755), origin)?;
@@ -694,8 +695,17 @@ pub fn build(cli: &Cli) -> Result<Summary, BuildError> {
         confinement: inputs.confinement.clone(),
     };
     let progress = Progress::new(show, estimate.bytes);
-    let mut writer = ImageWriter::create(pending.file()?, pending.path(), geometry, opts, progress)
-        .map_err(|e| with_hint(e.into()))?;
+    // The directory tree's names, kept out of memory next to the output (an unnamed file).
+    let scratch = output::scratch_file(&cli.output)?;
+    let mut writer = ImageWriter::create(
+        pending.file()?,
+        scratch,
+        pending.path(),
+        geometry,
+        opts,
+        progress,
+    )
+    .map_err(|e| with_hint(e.into()))?;
     write_inputs(&mut writer, cli, &mut inputs).map_err(with_hint)?;
     warn_unrewritable(writer.unrewritable(), &inputs);
     let (digest, totals) = write_generated(&mut writer, cli, &inputs).map_err(with_hint)?;
@@ -727,7 +737,7 @@ fn plain(perm: u32) -> Attributes {
 fn link_profile(writer: &mut ImageWriter, profile: &Path) -> Result<(), BuildError> {
     let origin = writer.add_origin(format!("--profile {}", profile.display()));
     let in_store = image_store_path(profile);
-    if !writer.exists(&in_store) {
+    if !writer.exists(&in_store)? {
         return Err(BuildError::Usage(format!(
             "--profile {} is not in the image",
             profile.display()
@@ -740,7 +750,7 @@ fn link_profile(writer: &mut ImageWriter, profile: &Path) -> Result<(), BuildErr
         origin,
     )?;
     for sub in [BIN_DIR, SBIN_DIR] {
-        if writer.exists(&in_store.join(sub)) {
+        if writer.exists(&in_store.join(sub))? {
             let target = format!("{PROFILE_LINK}/{sub}");
             writer.symlink(Path::new(sub), plain(0o777), target.as_bytes(), origin)?;
         }
@@ -770,7 +780,7 @@ fn write_profile(
         }
     }
     for sub in [BIN_DIR, SBIN_DIR, SHARE_DIR] {
-        if profile.has(sub) && !writer.exists(Path::new(sub)) {
+        if profile.has(sub) && !writer.exists(Path::new(sub))? {
             let target = format!("{PROFILE_LINK}/{sub}");
             writer.symlink(Path::new(sub), plain(0o777), target.as_bytes(), origin)?;
         }

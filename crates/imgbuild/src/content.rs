@@ -1,5 +1,7 @@
 //! Where a regular file's bytes come from: an open file (its holes found with `SEEK_DATA`
-//! and never read), a stream of announced length (a tar member), or bytes the builder made.
+//! and never read), a stream of announced length (a tar member), a stream with a map of its
+//! data (a GNU sparse tar member: the holes skipped, not read as zeros), or bytes the builder
+//! made.
 //! An input shorter than it said is an error naming it, never a file padded with zeros.
 
 use std::fs::File;
@@ -38,8 +40,19 @@ pub enum Content<'a> {
     File(&'a File),
     /// A stream of exactly `size` bytes (a tar member).
     Stream(&'a mut dyn Read),
+    /// A file of `size` bytes read in order from a stream that knows where its data lies.
+    Mapped(&'a mut dyn Mapped),
     /// Bytes the builder generated.
     Bytes(&'a [u8]),
+}
+
+/// A file read in order whose data lies in known chunks, zeros elsewhere (a GNU sparse tar
+/// member).
+pub trait Mapped: Read {
+    /// The data chunks, offset and length, in order.
+    fn chunks(&self) -> &[(u64, u64)];
+    /// Moves on to file offset `to` without reading: everything before it is hole.
+    fn skip_hole(&mut self, to: u64) -> std::io::Result<()>;
 }
 
 impl Content<'_> {
@@ -48,6 +61,7 @@ impl Content<'_> {
     pub fn data_segments(&self, size: u64, path: &Path) -> Result<Vec<(u64, u64)>, ContentError> {
         match self {
             Content::File(f) => data_segments(f, size, path),
+            Content::Mapped(m) => Ok(mapped_segments(m.chunks(), size)),
             _ => Ok(vec![(0, size)]),
         }
     }
@@ -63,6 +77,13 @@ impl Content<'_> {
         match self {
             Content::File(f) => read_full(buf, pos, path, size, |chunk, at| f.read_at(chunk, at)),
             Content::Stream(r) => read_full(buf, pos, path, size, |chunk, _| r.read(chunk)),
+            Content::Mapped(m) => {
+                m.skip_hole(pos).map_err(|source| ContentError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                read_full(buf, pos, path, size, |chunk, _| m.read(chunk))
+            }
             Content::Bytes(b) => {
                 buf.copy_from_slice(&b[pos as usize..pos as usize + buf.len()]);
                 Ok(())
@@ -97,6 +118,21 @@ fn read_full(
         done += n;
     }
     Ok(())
+}
+
+/// The block-aligned ranges of a file of `size` bytes holding `chunks` (offset, length).
+fn mapped_segments(chunks: &[(u64, u64)], size: u64) -> Vec<(u64, u64)> {
+    let bs = u64::from(BLOCK_SIZE);
+    let mut segments: Vec<(u64, u64)> = Vec::new();
+    for &(offset, len) in chunks.iter().filter(|c| c.1 > 0) {
+        let a = offset / bs * bs;
+        let b = (offset + len).next_multiple_of(bs).min(size);
+        match segments.last_mut() {
+            Some(last) if last.1 >= a => last.1 = last.1.max(b),
+            _ => segments.push((a, b)),
+        }
+    }
+    segments
 }
 
 /// The block-aligned ranges of `f` that hold data (everything when the file is not sparse).
@@ -155,6 +191,16 @@ mod tests {
         assert!(covered < 2 << 20, "{segments:?}");
         assert!(segments.iter().all(|(a, _)| a % u64::from(BLOCK_SIZE) == 0));
         assert_eq!(segments[0].0, 0);
+    }
+
+    #[test]
+    fn mapped_chunks_become_block_aligned_segments() {
+        let bs = u64::from(BLOCK_SIZE);
+        assert_eq!(
+            mapped_segments(&[(10, 5), (100, 0), (bs + 1, 2), (10 * bs, 3)], 10 * bs + 3),
+            vec![(0, 2 * bs), (10 * bs, 10 * bs + 3)]
+        );
+        assert!(mapped_segments(&[(5, 0)], 1 << 40).is_empty());
     }
 
     #[test]

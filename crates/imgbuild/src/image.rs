@@ -30,7 +30,7 @@ use crate::limits::{self, XattrProblem};
 use crate::placement::{BlockFields, PlaceError, Placed, Placement};
 use crate::progress::Progress;
 use crate::relocate::{self, Rewriter};
-use crate::tree::{DirId, Tree, TreeError, ROOT};
+use crate::tree::{Child, DirId, ListError, Named, Tree, TreeError, ROOT};
 
 /// Bytes read from an input per step: large sequential writes, bounded memory.
 const CHUNK: usize = 1 << 20;
@@ -114,6 +114,9 @@ pub enum WriteError {
         /// How many it has.
         subdirs: usize,
     },
+    /// The scratch file holding the directory tree's names failed.
+    #[error("cannot use the scratch file of the directory tree (next to the output)")]
+    Spill(#[source] std::io::Error),
     /// A symlink target longer than a block.
     #[error("{}: symlink target of {len} bytes is longer than a block", path.display())]
     LongSymlink {
@@ -122,6 +125,15 @@ pub enum WriteError {
         /// Target length.
         len: usize,
     },
+}
+
+impl From<ListError> for WriteError {
+    fn from(e: ListError) -> Self {
+        match e {
+            ListError::Tree(e) => WriteError::Tree(e),
+            ListError::Spill(e) => WriteError::Spill(e),
+        }
+    }
 }
 
 impl WriteError {
@@ -141,6 +153,7 @@ impl WriteError {
                 i32::try_from(e.code).ok() == enospc
             }
             WriteError::Image { source, .. }
+            | WriteError::Spill(source)
             | WriteError::Place(PlaceError::Image { source, .. }) => {
                 source.raw_os_error() == enospc
             }
@@ -234,9 +247,11 @@ fn default_dir_attrs() -> Attributes {
 
 impl ImageWriter {
     /// Lays out a filesystem of `geometry` in `file` (at `image`, already sized) and creates
-    /// the root and `lost+found`.
+    /// the root and `lost+found`. The names of the tree are kept in `scratch`, an empty
+    /// unnamed file ([`Tree`]).
     pub fn create(
         file: File,
+        scratch: File,
         image: &Path,
         geometry: Geometry,
         opts: WriteOptions,
@@ -251,7 +266,7 @@ impl ImageWriter {
             file.metadata().ok().map(|m| (m.dev(), m.ino()))
         };
         let placement = Placement::new(file, image, opts.kind);
-        let tree = Tree::new(ext2fs_sys::EXT2_ROOT_INO, default_dir_attrs());
+        let tree = Tree::new(ext2fs_sys::EXT2_ROOT_INO, default_dir_attrs(), scratch);
         let mut writer = ImageWriter {
             fs,
             placement,
@@ -304,18 +319,17 @@ impl ImageWriter {
     }
 
     /// Whether the image already has something at `path`.
-    pub fn exists(&self, path: &Path) -> bool {
-        self.tree.lookup(path).is_some()
+    pub fn exists(&mut self, path: &Path) -> Result<bool, WriteError> {
+        Ok(self.tree.lookup(path).map_err(WriteError::Spill)?.is_some())
     }
 
     /// Names in the directory at `path` (empty when there is none).
-    pub fn names_in(&self, path: &Path) -> Vec<Vec<u8>> {
-        match self.tree.lookup(path) {
-            Some(child) => child
-                .dir
-                .map(|d| self.tree.dir(d).children.keys().cloned().collect())
-                .unwrap_or_default(),
-            None => Vec::new(),
+    pub fn names_in(&mut self, path: &Path) -> Result<Vec<Vec<u8>>, WriteError> {
+        match self.tree.lookup(path).map_err(WriteError::Spill)? {
+            Some(Child { dir: Some(d), .. }) => {
+                Ok(self.tree.children(d)?.into_iter().map(|n| n.name).collect())
+            }
+            _ => Ok(Vec::new()),
         }
     }
 
@@ -505,6 +519,7 @@ impl ImageWriter {
         let existing = self
             .tree
             .lookup(target)
+            .map_err(WriteError::Spill)?
             .filter(|c| c.dir.is_none())
             .ok_or_else(|| WriteError::LinkTarget {
                 path: path.to_path_buf(),
@@ -645,11 +660,12 @@ impl ImageWriter {
     /// The content digest: BLAKE3 over every path, depth first in name order, with what is
     /// recorded about it (type, mode, owner, xattrs, size, BLAKE3 of the contents or the link
     /// target). Independent of input order and of the image layout.
-    pub fn digest(&mut self) -> String {
+    /// Two names that clash anywhere in the tree are found here, as an error.
+    pub fn digest(&mut self) -> Result<String, WriteError> {
         let mut h = blake3::Hasher::new();
         let mut path = Vec::new();
-        digest_dir(&self.tree, &mut self.hasher, ROOT, &mut path, &mut h);
-        format!("blake3:{}", h.finalize().to_hex())
+        digest_dir(&mut self.tree, &mut self.hasher, ROOT, &mut path, &mut h)?;
+        Ok(format!("blake3:{}", h.finalize().to_hex()))
     }
 
     /// Streams `content` into newly allocated blocks, skipping all-zero blocks, and hands each
@@ -767,7 +783,7 @@ impl ImageWriter {
     /// Lays out every directory, sets the identity derived from `digest` (unless `uuid` is
     /// given), writes all metadata and closes the filesystem. Returns the image file.
     pub fn finish(mut self, uuid: Option<[u8; 16]>) -> Result<File, WriteError> {
-        let digest = self.digest();
+        let digest = self.digest()?;
         let uuid = uuid.unwrap_or_else(|| derive_uuid(&digest));
         let seed_bytes = blake3::hash(&[b"hash-seed".as_slice(), &uuid].concat());
         let mut seed = [0u32; 4];
@@ -791,16 +807,16 @@ impl ImageWriter {
     }
 
     fn write_dir(&mut self, id: DirId, seed: &[u32; 4]) -> Result<(), WriteError> {
+        let children = self.tree.children(id)?;
         let dir = self.tree.dir(id);
         let path = self.tree.path_of(id);
         let parent_ino = self.tree.dir(dir.parent).ino;
-        let entries: Vec<DirEntry<'_>> = dir
-            .children
+        let entries: Vec<DirEntry<'_>> = children
             .iter()
-            .map(|(name, c)| DirEntry {
-                name,
-                ino: c.ino,
-                kind: c.kind,
+            .map(|n| DirEntry {
+                name: &n.name,
+                ino: n.child.ino,
+                kind: n.child.kind,
             })
             .collect();
         let fs = &self.fs;
@@ -845,22 +861,21 @@ impl ImageWriter {
 
 /// Adds directory `id` (at `path`) and everything below it to the digest.
 fn digest_dir(
-    tree: &Tree,
+    tree: &mut Tree,
     hasher: &mut ContentHasher,
     id: DirId,
     path: &mut Vec<u8>,
     h: &mut blake3::Hasher,
-) {
-    let dir = tree.dir(id);
+) -> Result<(), WriteError> {
     h.update(if path.is_empty() { b"/" } else { path });
     h.update(&[0]);
-    h.update(&entry_record(b'd', &dir.attrs, 0, &[0; 32]));
-    for (name, child) in &dir.children {
+    h.update(&entry_record(b'd', &tree.dir(id).attrs, 0, &[0; 32]));
+    for Named { name, child } in tree.children(id)? {
         let len = path.len();
         path.push(b'/');
-        path.extend_from_slice(name);
+        path.extend_from_slice(&name);
         match child.dir {
-            Some(sub) => digest_dir(tree, hasher, sub, path, h),
+            Some(sub) => digest_dir(tree, hasher, sub, path, h)?,
             None => {
                 h.update(path);
                 h.update(&[0]);
@@ -869,6 +884,7 @@ fn digest_dir(
         }
         path.truncate(len);
     }
+    Ok(())
 }
 
 /// `"extended attribute NAME: "`, or nothing when the problem is all of them together.

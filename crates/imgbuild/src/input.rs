@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 use crashcart_layout::STORE_DIR;
 
 use crate::attributes::{Attributes, Xattrs};
-use crate::content::Content;
+use crate::content::{Content, Mapped};
 use crate::image::{ImageWriter, Special, WriteError};
 use crate::limits;
-use crate::pax::{self, named, MemberPax, PaxRecoder};
+use crate::pax::{self, named, MemberPax, PaxRecoder, SparseReader};
 
 /// Regular files opened and read ahead of the one being written.
 const READ_AHEAD_FILES: usize = 8;
@@ -258,6 +258,16 @@ fn add_entry(
     Ok(())
 }
 
+impl<R: Read> Mapped for SparseReader<R> {
+    fn chunks(&self) -> &[(u64, u64)] {
+        SparseReader::chunks(self)
+    }
+
+    fn skip_hole(&mut self, to: u64) -> std::io::Result<()> {
+        SparseReader::skip_hole(self, to)
+    }
+}
+
 /// Opens a tar input (`-` is stdin), undoes gzip when the stream starts with its magic, and
 /// re-encodes PAX records the tar crate would misread ([`PaxRecoder`]).
 pub fn open_tar(reader: Box<dyn Read>) -> Result<Box<dyn Read>, std::io::Error> {
@@ -454,7 +464,7 @@ pub fn add_tar(
                     &target,
                     attrs,
                     size,
-                    Content::Stream(&mut file),
+                    Content::Mapped(&mut file),
                     None,
                     origin,
                 )?;

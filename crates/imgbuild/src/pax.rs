@@ -10,7 +10,10 @@
 //!
 //! GNU tar's PAX sparse formats (0.0, 0.1 and 1.0) are read here too, since the tar crate
 //! hands them over as plain members of the stored data: [`Sparse`] holds the map and the real
-//! name and size, [`SparseReader`] gives the file back with its holes.
+//! name and size, [`SparseReader`] gives the file back with its holes, and lets the writer skip
+//! them. An old GNU sparse member (`S`, `tar -S` in the default format) is rewritten into a
+//! PAX 1.0 one on the way (its map moved into the data), so its holes are skipped too instead
+//! of being read as zeros from the tar crate.
 
 use std::io::{self, Read};
 
@@ -32,6 +35,8 @@ pub struct PaxRecoder<R> {
     /// Past the end-of-archive block, or a header this reader cannot follow: the tar crate
     /// sees the rest as it is and judges it.
     passthrough: bool,
+    /// The last header was a local PAX header (it describes the next member).
+    after_pax: bool,
 }
 
 impl<R: Read> PaxRecoder<R> {
@@ -44,6 +49,7 @@ impl<R: Read> PaxRecoder<R> {
             copy: 0,
             pax_size: None,
             passthrough: false,
+            after_pax: false,
         }
     }
 
@@ -69,6 +75,7 @@ impl<R: Read> PaxRecoder<R> {
             return Ok(());
         };
         let padded = size.next_multiple_of(BLOCK as u64);
+        let after_pax = std::mem::replace(&mut self.after_pax, header[156] == b'x');
         match header[156] {
             b'x' => {
                 let data = self.read_up_to(padded as usize)?;
@@ -108,16 +115,29 @@ impl<R: Read> PaxRecoder<R> {
             }
             // An old GNU sparse member: extension blocks of its map (each flagging whether
             // another follows) come before the data and are not counted in its size.
+            // Handed over as a PAX 1.0 sparse member of the same map and data, which the tar
+            // crate passes through as stored, so the holes are skipped rather than read as
+            // zeros; left as it is after a PAX header of its own (the crate keeps one only).
             b'S' => {
                 let mut more = header[482] != 0;
-                self.pending = header;
+                let mut extensions = Vec::new();
                 while more {
                     let block = self.read_up_to(BLOCK)?;
                     more = block.len() == BLOCK && block[504] != 0;
-                    self.pending.extend_from_slice(&block);
+                    extensions.push(block);
                 }
                 let size = self.pax_size.take().unwrap_or(size);
                 self.copy = size.next_multiple_of(BLOCK as u64);
+                match (!after_pax)
+                    .then(|| old_gnu_sparse_as_pax(&header, &extensions, size))
+                    .flatten()
+                {
+                    Some(converted) => self.pending = converted,
+                    None => {
+                        self.pending = header;
+                        self.pending.extend(extensions.concat());
+                    }
+                }
             }
             _ => {
                 let size = self.pax_size.take().unwrap_or(size);
@@ -193,6 +213,61 @@ fn set_size(header: &mut [u8], size: u64) {
     header[148..156].copy_from_slice(b"        ");
     let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
     header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+/// An old GNU sparse member's header (`S`), its map's extension blocks and the size of its
+/// stored data, as the headers of a PAX 1.0 sparse member (a PAX header with the map's
+/// format and the real size, a regular member whose data opens with the map); the stored
+/// data follows unchanged. `None` when the map cannot be read: the tar crate judges it.
+fn old_gnu_sparse_as_pax(header: &[u8], extensions: &[Vec<u8>], stored: u64) -> Option<Vec<u8>> {
+    // Map entries: offset and length, 12 bytes each; one whose length is empty ends the map.
+    let mut chunks = Vec::new();
+    let mut take = |entries: &[u8]| -> Option<bool> {
+        for entry in entries.chunks_exact(24) {
+            if entry[12] == 0 {
+                return Some(false);
+            }
+            chunks.push((numeric_field(&entry[..12])?, numeric_field(&entry[12..])?));
+        }
+        Some(true)
+    };
+    let mut more = take(&header[386..482])?;
+    for block in extensions {
+        if block.len() != BLOCK {
+            return None;
+        }
+        if more {
+            more = take(&block[..504])?;
+        }
+    }
+    let real_size = numeric_field(&header[483..495])?;
+    let mut records = record(b"GNU.sparse.major", b"1");
+    records.extend(record(b"GNU.sparse.minor", b"0"));
+    records.extend(record(
+        b"GNU.sparse.realsize",
+        real_size.to_string().as_bytes(),
+    ));
+    let mut pax = vec![0u8; BLOCK];
+    pax[..14].copy_from_slice(b"././@PaxHeader");
+    pax[100..108].copy_from_slice(b"0000644\0");
+    pax[156] = b'x';
+    pax[257..265].copy_from_slice(b"ustar\x0000");
+    set_size(&mut pax, records.len() as u64);
+    records.resize(records.len().next_multiple_of(BLOCK), 0);
+    let mut map = format!("{}\n", chunks.len());
+    for (offset, len) in &chunks {
+        map.push_str(&format!("{offset}\n{len}\n"));
+    }
+    let mut map = map.into_bytes();
+    map.resize(map.len().next_multiple_of(BLOCK), 0);
+    let member_size = map.len() as u64 + stored;
+    if member_size >= 1 << 33 {
+        return None; // past what the octal size field holds
+    }
+    let mut member = header.to_vec();
+    member[156] = b'0';
+    set_size(&mut member, member_size);
+    Some([pax, records, member, map].concat())
 }
 
 /// Splits PAX header data into its records by their length prefixes.
@@ -416,6 +491,26 @@ impl<R> SparseReader<R> {
     /// The data chunks: offset and length.
     pub fn chunks(&self) -> &[(u64, u64)] {
         &self.chunks
+    }
+
+    /// Moves on to `to` without producing the zeros before it: everything from here to `to`
+    /// must be hole.
+    pub fn skip_hole(&mut self, to: u64) -> io::Result<()> {
+        if to == self.pos {
+            return Ok(());
+        }
+        while let Some(&(offset, len)) = self.chunks.get(self.next) {
+            if self.pos < offset + len {
+                break;
+            }
+            self.next += 1;
+        }
+        let until = self.chunks.get(self.next).map_or(self.size, |c| c.0);
+        if to < self.pos || to > until {
+            return Err(sparse_err("skip over data"));
+        }
+        self.pos = to;
+        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::blockmap::{BlockMap, MapError, Node, Run};
+use crate::digest::is_zero;
 use crate::ext2::{Ext2Error, Filesystem, FsKind, BLOCK_SIZE};
 
 /// Why blocks could not be placed.
@@ -236,13 +237,6 @@ fn push_run(runs: &mut Vec<Run>, run: Run) {
         }
     }
     runs.push(run);
-}
-
-/// Whether a block (or the tail of one) is all zero bytes.
-fn is_zero(block: &[u8]) -> bool {
-    static ZERO: [u8; BLOCK_SIZE as usize] = [0; BLOCK_SIZE as usize];
-    // A comparison with a zero block compiles to memcmp, the fastest scan available.
-    block == &ZERO[..block.len()]
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ mod manifest;
 
 pub use manifest::{
     alias_name, exportable_env_name, Fs, Manifest, Package, Program, Relocation, RelocationError,
-    SessionManifest, FORMAT,
+    SessionManifest, DIGEST_SCHEME, FORMAT,
 };
 
 /// The image root in the container, as a literal for `concat!`.

@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 /// Version of the manifest format.
 pub const FORMAT: u32 = 1;
 
+/// The content hash of a file in the digest: BLAKE3 over each 4096-byte block that is not all
+/// zeros, numbered, then the size (crashcart-imgbuild's `digest` module has the definition).
+pub const DIGEST_SCHEME: &str = "blake3-nonzero-4k-v2";
+
 /// The filesystem flavour of the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -161,6 +165,10 @@ pub struct Manifest {
     pub bytes: u64,
     /// Content digest of everything but the manifest (`blake3:<hex>`).
     pub digest: String,
+    /// How file contents enter the digest ([`DIGEST_SCHEME`]); empty in manifests from
+    /// before it was recorded, which hashed every byte.
+    #[serde(default)]
+    pub digest_scheme: String,
 }
 
 impl Manifest {
@@ -272,6 +280,31 @@ mod tests {
     }
 
     #[test]
+    fn manifests_without_a_digest_scheme_still_parse() {
+        let old = r#"{"format":1,"builder":"crashcart-imgbuild 0.1.0","fs":"ext3","env":{},
+            "ignores":[],"store_paths":[],"programs":[],"files":1,"bytes":2,
+            "digest":"blake3:00"}"#;
+        let m: Manifest = serde_json::from_str(old).unwrap();
+        assert_eq!(m.digest_scheme, "");
+        let new = String::from_utf8(
+            Manifest {
+                digest_scheme: DIGEST_SCHEME.into(),
+                ..m
+            }
+            .to_json(),
+        )
+        .unwrap();
+        assert!(
+            new.contains(r#""digest_scheme": "blake3-nonzero-4k-v2""#),
+            "{new}"
+        );
+        assert_eq!(
+            SessionManifest::parse(&new).unwrap(),
+            SessionManifest::default()
+        );
+    }
+
+    #[test]
     fn hostile_aliases_are_refused() {
         for a in [
             "/dev/../etc",
@@ -346,6 +379,7 @@ mod tests {
             files: 1,
             bytes: 2,
             digest: "blake3:00".into(),
+            digest_scheme: DIGEST_SCHEME.into(),
         };
         let json = String::from_utf8(m.to_json()).unwrap();
         let keys: Vec<usize> = [
@@ -363,6 +397,7 @@ mod tests {
             "\"files\"",
             "\"bytes\"",
             "\"digest\"",
+            "\"digest_scheme\"",
         ]
         .iter()
         .map(|k| {
