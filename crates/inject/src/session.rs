@@ -162,7 +162,7 @@ pub fn run(request: &Request) -> Result<u8, SessionError> {
     sealed::ensure()?;
     let exe = sealed::original_exe();
     let spec = request.target.as_str();
-    let target = resolver.resolve(spec)?;
+    let target = resolver.resolve_or_suggest(spec)?;
     step!(
         "target {spec:?} is pid {} ({:?}{})",
         target.pid,

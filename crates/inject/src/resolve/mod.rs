@@ -816,17 +816,23 @@ fn split_scheme(spec: &str) -> Result<(Scope, &str), ResolveError> {
     Ok((scope, rest))
 }
 
-/// Resolves `spec` with [`Resolver::from_env`]; when nothing matches, suggests a running
-/// container's name close to it.
+/// Resolves `spec` with [`Resolver::from_env`]; see [`Resolver::resolve_or_suggest`].
 pub fn resolve(spec: &str) -> Result<Target, ResolveError> {
-    let resolver = Resolver::from_env();
-    resolver.resolve(spec).map_err(|e| match e {
-        ResolveError::NotFound(spec) => match resolver.suggest(&spec) {
-            Some(suggestion) => ResolveError::DidYouMean { spec, suggestion },
-            None => ResolveError::NotFound(spec),
-        },
-        e => e,
-    })
+    Resolver::from_env().resolve_or_suggest(spec)
+}
+
+impl Resolver {
+    /// [`Resolver::resolve`], and when nothing matches, a running container's name close to
+    /// `spec` as "did you mean".
+    pub fn resolve_or_suggest(&self, spec: &str) -> Result<Target, ResolveError> {
+        self.resolve(spec).map_err(|e| match e {
+            ResolveError::NotFound(spec) => match self.suggest(&spec) {
+                Some(suggestion) => ResolveError::DidYouMean { spec, suggestion },
+                None => ResolveError::NotFound(spec),
+            },
+            e => e,
+        })
+    }
 }
 
 #[cfg(test)]
