@@ -90,6 +90,21 @@ pub fn tmpfs_detached() -> Result<OwnedFd, MountError> {
     .map_err(MountError::Tmpfs)
 }
 
+/// A detached, empty tmpfs that allows device nodes (no `nodev`), never attached anywhere:
+/// [`crate::loopdev`] makes a loop device's node here when crashcart's `/dev` lacks it.
+pub fn device_scratch() -> Result<OwnedFd, MountError> {
+    let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(MountError::Tmpfs)?;
+    fsconfig_set_string(fs.as_fd(), "mode", "0700").map_err(MountError::Tmpfs)?;
+    fsconfig_set_string(fs.as_fd(), "size", "4k").map_err(MountError::Tmpfs)?;
+    fsconfig_create(fs.as_fd()).map_err(MountError::Tmpfs)?;
+    fsmount(
+        fs.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )
+    .map_err(MountError::Tmpfs)
+}
+
 /// Moves the calling process into a private copy of its current mount namespace whose mounts
 /// receive but never send propagation.
 ///

@@ -240,7 +240,7 @@ fn mount_image(image: &Image) -> Result<(OwnedFd, Manifest), SessionError> {
         let device = loopdev::attach_read_only(image, &lock)?;
         // The mount holds the device from here on; dropping our descriptor (and the lock)
         // leaves autoclear to the mounts.
-        mount::mount_image_detached(&device.path)?
+        mount::mount_image_detached(&device.mount_source())?
     };
     let manifest = Manifest::read(mount.as_fd(), &image.path)?;
     Ok((mount, manifest))
