@@ -105,6 +105,33 @@ pub fn device_scratch() -> Result<OwnedFd, MountError> {
     .map_err(MountError::Tmpfs)
 }
 
+/// A detached mount of a whole cgroup hierarchy (as the calling process's cgroup namespace
+/// shows it): cgroup2 when `controllers` is empty, else the v1 hierarchy with exactly these
+/// controllers (`name=X` for a named one). The kernel hands back the existing hierarchy; the
+/// mount is attached nowhere and goes with its last descriptor.
+pub fn cgroup_detached(controllers: &[String]) -> Result<OwnedFd, Errno> {
+    let fs = if controllers.is_empty() {
+        fsopen("cgroup2", FsOpenFlags::FSOPEN_CLOEXEC)?
+    } else {
+        let fs = fsopen("cgroup", FsOpenFlags::FSOPEN_CLOEXEC)?;
+        for controller in controllers {
+            match controller.strip_prefix("name=") {
+                Some(name) => fsconfig_set_string(fs.as_fd(), "name", name)?,
+                None => fsconfig_set_flag(fs.as_fd(), controller.as_str())?,
+            }
+        }
+        fs
+    };
+    fsconfig_create(fs.as_fd())?;
+    fsmount(
+        fs.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )
+}
+
 /// Moves the calling process into a private copy of its current mount namespace whose mounts
 /// receive but never send propagation.
 ///

@@ -8,7 +8,9 @@
 
 use std::path::Path;
 
-use crate::cgroupfs::{parse_membership, parse_mountinfo, HierarchyMount};
+use std::io::Read;
+
+use crate::cgroupfs::{parse_membership, parse_mountinfo, CgroupDir, HierarchyMount};
 
 /// True when `pid`'s cgroup is frozen. Anything unreadable (no such process, hierarchy not
 /// mounted, a fake proc tree) counts as not frozen: this check only turns a hang into an
@@ -39,12 +41,14 @@ pub(crate) fn is_frozen_in(proc_root: &Path, pid: u32, mounts: &[HierarchyMount]
         } else {
             return false;
         };
-        mounts
-            .iter()
-            .filter(|mount| mount.serves(line))
-            .filter_map(|mount| mount.dir_of(line.path))
-            .filter_map(|dir| std::fs::read_to_string(dir.join(file)).ok())
-            .any(|text| frozen(&text))
+        // A cgroup no mount shows (crashcart in a container) is read through its hierarchy.
+        CgroupDir::locate(line, mounts)
+            .and_then(|dir| dir.open(file, false).ok())
+            .and_then(|mut f| {
+                let mut text = String::new();
+                f.read_to_string(&mut text).ok().map(|_| text)
+            })
+            .is_some_and(|text| frozen(&text))
     })
 }
 
