@@ -1011,3 +1011,89 @@ fn from_a_privileged_pod() {
         text(&out.stdout)
     );
 }
+
+/// What every pod gets on a cgroup v2 node, here with Docker: a container with a cgroup
+/// namespace of its own (and the capabilities, devices and host PID namespace a debugging pod
+/// has; `--privileged` itself needs every capability in the bounding set). From there the
+/// target's cgroups read as `/../...`: crashcart joins them from the target's cgroup
+/// namespace and sees the target's freezer the same way.
+#[test]
+fn from_a_container_with_its_own_cgroup_namespace() {
+    if !crashcart_tests::docker_ready() {
+        return;
+    }
+    let target = crashcart_tests::Container::start(&[], &[]);
+    let pid = target.pid().to_string();
+    let image = ToolImage::new();
+    let crashcart = bin("crashcart");
+    let mut volumes = vec![
+        format!("{}:/crashcart:ro", crashcart.display()),
+        format!("{}:/host/images:ro", image.path.parent().unwrap().display()),
+    ];
+    for lib in library_mounts(&crashcart) {
+        volumes.push(format!("{0}:{0}:ro", lib.host_path));
+    }
+    let mut args = vec![
+        "--cgroupns=private",
+        "--pid=host",
+        "--cap-add=ALL",
+        "--cap-drop=SYS_RESOURCE",
+        "--security-opt=seccomp=unconfined",
+        "--security-opt=apparmor=unconfined",
+        "--device=/dev/loop-control",
+        "--device-cgroup-rule=b 7:* rwm",
+    ];
+    for volume in &volumes {
+        args.extend(["-v", volume]);
+    }
+    let debugger = crashcart_tests::Container::start(&args, &[]);
+    let docker_exec = |cmd: &[&str]| {
+        run(Command::new("docker")
+            .arg("exec")
+            .arg(&debugger.id)
+            .args(cmd))
+    };
+    // The precondition: from the debugger, the target's cgroups are outside its namespace.
+    let seen = docker_exec(&["/busybox", "cat", &format!("/proc/{pid}/cgroup")]);
+    assert!(stdout(&seen).contains(":/.."), "{}", stdout(&seen));
+
+    let crashcart_in = |command: &[&str]| {
+        // A session on a frozen target would hang: busybox's timeout ends it.
+        let mut cmd = vec![
+            "/busybox",
+            "timeout",
+            "20",
+            "/crashcart",
+            "-i",
+            "/host/images/tools.img",
+            &pid,
+        ];
+        cmd.extend(command);
+        docker_exec(&cmd)
+    };
+    let out = crashcart_in(&["sh", "-c", "cat /proc/self/cgroup; exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let want = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(stdout(&out), want);
+
+    run_ok(Command::new("docker").args(["pause", &target.id]));
+    let out = crashcart_in(&["true"]);
+    run_ok(Command::new("docker").args(["unpause", &target.id]));
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is frozen"), "{}", stderr(&out));
+
+    assert!(
+        wait_until(Duration::from_secs(5), || loop_devices_backed_by(
+            &image.path
+        )
+        .is_empty()),
+        "loop devices left: {:?}",
+        loop_devices_backed_by(&image.path)
+    );
+    let mounts = docker_exec(&["/busybox", "cat", "/proc/self/mountinfo"]);
+    assert!(
+        !stdout(&mounts).contains(" /dev/crashcart "),
+        "{}",
+        stdout(&mounts)
+    );
+}

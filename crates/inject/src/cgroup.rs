@@ -13,9 +13,10 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
-
-use crate::cgroupfs::{parse_membership, parse_mountinfo, CgroupDir, HierarchyMount};
+use crate::cgroupfs::{
+    in_cgroup_namespace, outside_our_namespace, parse_membership, parse_mountinfo, CgroupDir,
+    HierarchyMount,
+};
 use crate::process::{ProcessError, TargetProcess};
 use crate::step;
 
@@ -62,23 +63,15 @@ impl CgroupProcs {
     /// cgroup's `cgroup.procs` for writing.
     pub fn open(target: &TargetProcess) -> Result<CgroupProcs, CgroupError> {
         let membership = String::from_utf8_lossy(&target.read("cgroup")?).into_owned();
-        if !parse_membership(&membership)
-            .iter()
-            .any(|l| l.path.split('/').any(|c| c == ".."))
-        {
+        if !outside_our_namespace(&membership) {
             return Self::open_here(target);
         }
         // The target's cgroups lie outside crashcart's cgroup namespace: look (and mount)
         // from the target's own, which holds them, then come back.
-        let ours = File::open("/proc/self/ns/cgroup").map_err(CgroupError::Namespace)?;
-        let theirs = target.open_file("ns/cgroup")?;
-        move_into_link_name_space(theirs.as_fd(), Some(LinkNameSpaceType::ControlGroup))
-            .map_err(|e| CgroupError::Namespace(e.into()))?;
         step!("the target's cgroups are outside our cgroup namespace: looking from its own");
-        let opened = Self::open_here(target);
-        move_into_link_name_space(ours.as_fd(), Some(LinkNameSpaceType::ControlGroup))
-            .map_err(|e| CgroupError::Namespace(e.into()))?;
-        opened
+        let theirs = target.open_file("ns/cgroup")?;
+        in_cgroup_namespace(theirs.as_fd(), || Self::open_here(target))
+            .map_err(CgroupError::Namespace)?
     }
 
     /// [`CgroupProcs::open`] as the current cgroup namespace shows the cgroups.

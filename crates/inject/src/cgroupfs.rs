@@ -91,6 +91,29 @@ impl HierarchyMount {
     }
 }
 
+/// True when a cgroup path of `/proc/PID/cgroup` climbs out of the reader's cgroup namespace
+/// (`/../x`): the process's cgroups are not below ours, so no mount we make can show them.
+pub(crate) fn outside_our_namespace(membership: &str) -> bool {
+    parse_membership(membership)
+        .iter()
+        .any(|l| l.path.split('/').any(|c| c == ".."))
+}
+
+/// Runs `f` in the cgroup namespace `ns` (a `/proc/PID/ns/cgroup`), then returns to the
+/// caller's. What `f` reads of `/proc/*/cgroup` and mountinfo, and the cgroup mounts it makes,
+/// are then relative to that namespace's root.
+pub(crate) fn in_cgroup_namespace<T>(
+    ns: std::os::fd::BorrowedFd<'_>,
+    f: impl FnOnce() -> T,
+) -> std::io::Result<T> {
+    use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
+    let ours = File::open("/proc/thread-self/ns/cgroup")?;
+    move_into_link_name_space(ns, Some(LinkNameSpaceType::ControlGroup))?;
+    let result = f();
+    move_into_link_name_space(ours.as_fd(), Some(LinkNameSpaceType::ControlGroup))?;
+    Ok(result)
+}
+
 /// Where the files of one of a process's cgroups are reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum CgroupDir {
