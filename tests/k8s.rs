@@ -1058,10 +1058,13 @@ fn from_a_container_with_its_own_cgroup_namespace() {
     assert!(stdout(&seen).contains(":/.."), "{}", stdout(&seen));
 
     let crashcart_in = |command: &[&str]| {
-        // A session on a frozen target would hang: busybox's timeout ends it.
+        // A session on a frozen target would hang (SIGTERM is passed on to a command that
+        // cannot run): busybox's timeout kills it.
         let mut cmd = vec![
             "/busybox",
             "timeout",
+            "-s",
+            "KILL",
             "20",
             "/crashcart",
             "-i",
