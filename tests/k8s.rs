@@ -871,7 +871,10 @@ fn from_a_privileged_pod() {
         host_network: true,
         privileged: true,
         mounts: &mounts,
-        envs: &[("CRASHCART_RUN", "/host/run")],
+        envs: &[
+            ("CRASHCART_RUN", "/host/run"),
+            ("CRASHCART_IMAGE", "/host/images/tools.img"),
+        ],
         ..PodSpec::simple("kube-system", "crashcart-debug")
     });
     let dbg = debugger.containers["main"].clone();
@@ -888,7 +891,8 @@ fn from_a_privileged_pod() {
     assert!(dev.contains("loop-control"), "{dev}");
     assert!(!dev.contains("loop0"), "{dev}");
 
-    // The bundle route: CRASHCART_RUN is the host's /run as mounted in the pod.
+    // The bundle route: CRASHCART_RUN is the host's /run as mounted in the pod, and
+    // CRASHCART_IMAGE the image (the pod's environment, as in the README's pod).
     let want_cmdline = format!("/busybox sleep {}", sleep_seconds("main"));
     let want_cgroups = std::fs::read_to_string(format!("/proc/{target_pid}/cgroup")).unwrap();
     let out = exec(
@@ -896,8 +900,6 @@ fn from_a_privileged_pod() {
         &dbg,
         &[
             "/crashcart",
-            "-i",
-            img,
             "k8s://shop/web-0/main",
             "--",
             "sh",
