@@ -12,13 +12,12 @@
 //! then makes one for the moment in a detached tmpfs of its own, from the device number sysfs
 //! gives, opens it and unlinks it: nothing is left in any `/dev`.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{flock, open, FileType, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
-use std::os::fd::AsRawFd;
 
 use crate::image::Image;
 use crate::step;
