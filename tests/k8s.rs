@@ -1012,6 +1012,27 @@ fn from_a_privileged_pod() {
         "{}",
         text(&out.stdout)
     );
+
+    // The same pod without hostPID sees none of the runtime's PIDs: the error says why.
+    let no_host_pid = node.run_pod(&PodSpec {
+        host_network: true,
+        privileged: true,
+        mounts: &mounts,
+        envs: &[
+            ("CRASHCART_RUN", "/host/run"),
+            ("CRASHCART_IMAGE", "/host/images/tools.img"),
+        ],
+        ..PodSpec::simple("kube-system", "crashcart-no-hostpid")
+    });
+    let out = exec(
+        &mut node,
+        &no_host_pid.containers["main"],
+        &["/crashcart", "k8s://shop/web-0", "true"],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.exit_code, 125, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("(from a pod: hostPID: true)"), "{err}");
 }
 
 /// What every pod gets on a cgroup v2 node, here with Docker: a container with a cgroup

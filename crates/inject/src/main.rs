@@ -11,7 +11,10 @@ fn main() -> ExitCode {
     match crashcart::run(&cli.request()) {
         Ok(status) => ExitCode::from(status),
         Err(e) => {
-            eprintln!("crashcart: {}", crashcart::log::chain(&e));
+            match e.hint() {
+                Some(hint) => eprintln!("crashcart: {}; {hint}", crashcart::log::chain(&e)),
+                None => eprintln!("crashcart: {}", crashcart::log::chain(&e)),
+            }
             ExitCode::from(crashcart::cli::EXIT_CRASHCART)
         }
     }
