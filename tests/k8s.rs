@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crashcart::resolve::{list, render, ContainerState, ResolveError, Resolver, Runtime, Target};
-use crashcart_tests::{bin, busybox_tree, mke2fs_image, run, run_ok};
+use crashcart_tests::{bin, busybox_tree, mke2fs_image, run, run_ok, wait_until};
 
 use node::{sleep_seconds, Node, Pod, PodSpec};
 
@@ -749,4 +749,377 @@ fn bench_resolution_with_50_pods() {
     if let Some(out) = std::env::var_os("CRASHCART_BENCH_OUT") {
         std::fs::write(Path::new(&out), section).unwrap();
     }
+}
+
+/// A `hostPath` volume of the debugging pod.
+fn host_path(container_path: &str, host_path: &Path, readonly: bool) -> cri::Mount {
+    cri::Mount {
+        container_path: container_path.into(),
+        host_path: host_path.display().to_string(),
+        readonly,
+    }
+}
+
+/// The loader and shared libraries `binary` needs (from `ldd`), each mounted at its own path:
+/// the debugging pod's image (busybox) has none of them. Empty for a static binary.
+fn library_mounts(binary: &Path) -> Vec<cri::Mount> {
+    let out = run(Command::new("ldd").arg(binary));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let path = match line.split_once("=>") {
+                Some((_, right)) => right.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/')
+                .then(|| host_path(path, Path::new(path), true))
+        })
+        .collect()
+}
+
+/// `cmd` run in the debugging container as `kubectl exec` runs it (CRI `ExecSync`, no terminal),
+/// at most 60 s.
+fn exec(node: &mut Node, container: &str, cmd: &[&str]) -> cri::ExecSyncResponse {
+    node.cri
+        .exec_sync(container, cmd, 60)
+        .unwrap_or_else(|e| panic!("exec {cmd:?}: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Loop devices backed by the file at `image` (by inode: the debugging pod attached it under
+/// another path).
+fn loop_devices_backed_by(image: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(image).unwrap();
+    let (major, minor) = (libc_major(meta.dev()), libc_minor(meta.dev()));
+    let out =
+        run_ok(Command::new("losetup").args(["-l", "-n", "-O", "NAME,BACK-INO,BACK-MAJ:MIN"]));
+    out.lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() == 3 && f[1] == meta.ino().to_string() && f[2] == format!("{major}:{minor}")
+        })
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect()
+}
+
+fn libc_major(dev: u64) -> u64 {
+    ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff)
+}
+
+fn libc_minor(dev: u64) -> u64 {
+    ((dev >> 12) & 0xffff_ff00) | (dev & 0xff)
+}
+
+/// Sets the freezer of `pid`'s cgroup (v1 `freezer.state`, else v2 `cgroup.freeze`), as
+/// `crictl`/`docker pause` do.
+fn freeze(pid: u32, frozen: bool) {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let v1 = cgroups
+        .lines()
+        .find_map(|l| l.split_once(":freezer:").map(|(_, p)| p.to_string()));
+    match v1 {
+        Some(path) if Path::new("/sys/fs/cgroup/freezer").exists() => std::fs::write(
+            format!("/sys/fs/cgroup/freezer{path}/freezer.state"),
+            if frozen { "FROZEN" } else { "THAWED" },
+        )
+        .unwrap(),
+        _ => {
+            let path = cgroups.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+            std::fs::write(
+                format!("/sys/fs/cgroup{path}/cgroup.freeze"),
+                if frozen { "1" } else { "0" },
+            )
+            .unwrap()
+        }
+    }
+}
+
+/// crashcart as a `kubectl crashcart` plugin (or `kubectl debug node/...`) would run it: from a
+/// short-lived privileged pod on the node (hostPID, hostNetwork, privileged; the host's `/run`,
+/// the CRI socket and the image as `hostPath` volumes; the binary and its libraries mounted
+/// in), created over CRI like any pod and driven with `ExecSync` like `kubectl exec`.
+///
+/// From there it resolves the target pod from the bundles (`CRASHCART_RUN`) and over the CRI
+/// socket (`--cri-endpoint`, `CONTAINER_RUNTIME_ENDPOINT`), the command runs in the target
+/// container (its init, hostname and cgroups), the exit status passes through, a paused target
+/// is refused rather than hung on, `--list` works, and nothing is left behind: no loop device,
+/// no mount on the host, in the target or in the debugging pod, no node in the pod's `/dev`.
+#[test]
+fn from_a_privileged_pod() {
+    let Some((_guard, mut node)) = node() else {
+        return;
+    };
+    let pod = node.run_pod(&PodSpec::simple("shop", "web-0"));
+    let target_pid = node.pid(&pod.containers["main"]);
+    let image = ToolImage::new();
+    let empty_run = tempfile::tempdir().unwrap();
+    let crashcart = bin("crashcart");
+    let mut mounts = vec![
+        host_path("/host/run", &node.run_root, true),
+        host_path("/host/empty-run", empty_run.path(), true),
+        host_path("/host/cri.sock", &node.socket, false),
+        host_path("/host/images", image.path.parent().unwrap(), true),
+        host_path("/crashcart", &crashcart, true),
+    ];
+    mounts.extend(library_mounts(&crashcart));
+    let debugger = node.run_pod(&PodSpec {
+        host_pid: true,
+        host_network: true,
+        privileged: true,
+        mounts: &mounts,
+        envs: &[
+            ("CRASHCART_RUN", "/host/run"),
+            ("CRASHCART_IMAGE", "/host/images/tools.img"),
+        ],
+        ..PodSpec::simple("kube-system", "crashcart-debug")
+    });
+    let dbg = debugger.containers["main"].clone();
+    let img = "/host/images/tools.img";
+
+    // The pod's /dev is a copy of the host's made when it started: loop devices made since have
+    // no node there. Take them all away, so crashcart must do without.
+    let out = exec(
+        &mut node,
+        &dbg,
+        &["/busybox", "sh", "-c", "rm -f /dev/loop[0-9]*; ls /dev"],
+    );
+    let dev = text(&out.stdout);
+    assert!(dev.contains("loop-control"), "{dev}");
+    assert!(!dev.contains("loop0"), "{dev}");
+
+    // The bundle route: CRASHCART_RUN is the host's /run as mounted in the pod, and
+    // CRASHCART_IMAGE the image (the pod's environment, as in the README's pod).
+    let want_cmdline = format!("/busybox sleep {}", sleep_seconds("main"));
+    let want_cgroups = std::fs::read_to_string(format!("/proc/{target_pid}/cgroup")).unwrap();
+    let out = exec(
+        &mut node,
+        &dbg,
+        &[
+            "/crashcart",
+            "k8s://shop/web-0/main",
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/1/cmdline; echo; hostname; cat /proc/self/cgroup; exit 7",
+        ],
+    );
+    let got = text(&out.stdout).replace('\0', " ");
+    assert_eq!(out.exit_code, 7, "{got}\n{}", text(&out.stderr));
+    let mut lines = got.lines();
+    assert_eq!(lines.next().map(str::trim), Some(want_cmdline.as_str()));
+    assert_eq!(lines.next(), Some("web-0"));
+    // The command joined the target's cgroups, not the debugging pod's.
+    let cgroups: Vec<&str> = lines.collect();
+    assert_eq!(cgroups, want_cgroups.lines().collect::<Vec<_>>());
+
+    // The CRI socket route, with the bundles out of sight (an empty directory as /run):
+    // through --cri-endpoint, then CONTAINER_RUNTIME_ENDPOINT.
+    let hidden = ["/busybox", "env", "CRASHCART_RUN=/host/empty-run"];
+    let endpoint = "unix:///host/cri.sock";
+    let by_flag = [
+        &hidden[..],
+        &["/crashcart", "-i", img, "--cri-endpoint", endpoint],
+    ]
+    .concat();
+    let by_env = [
+        &hidden[..],
+        &[
+            "CONTAINER_RUNTIME_ENDPOINT=unix:///host/cri.sock",
+            "/crashcart",
+            "-i",
+            img,
+        ],
+    ]
+    .concat();
+    for prefix in [by_flag, by_env] {
+        let cmd = [&prefix[..], &["k8s://shop/web-0", "cat", "/proc/1/cmdline"]].concat();
+        let out = exec(&mut node, &dbg, &cmd);
+        assert_eq!(out.exit_code, 0, "{cmd:?}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).replace('\0', " ").trim(), want_cmdline);
+    }
+    // Without the socket, the empty /run knows no pod: the route above was the socket's.
+    let cmd = [
+        &hidden[..],
+        &["/crashcart", "-i", img, "k8s://shop/web-0", "true"],
+    ]
+    .concat();
+    let out = exec(&mut node, &dbg, &cmd);
+    assert_eq!(out.exit_code, 125);
+    assert!(
+        text(&out.stderr).contains("no pod shop/web-0 on this node"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // `--list` from the pod: the target, and the debugging pod itself.
+    let out = exec(&mut node, &dbg, &["/crashcart", "--list"]);
+    assert_eq!(out.exit_code, 0, "{}", text(&out.stderr));
+    let list = text(&out.stdout);
+    for name in [
+        "k8s://shop/web-0/main",
+        "k8s://kube-system/crashcart-debug/main",
+    ] {
+        assert!(list.contains(name), "{name} not in\n{list}");
+    }
+
+    // A paused target: refused (the freezer is read through the whole hierarchy, since the
+    // pod's cgroup mounts show only its own cgroups), not hung on.
+    freeze(target_pid, true);
+    let out = node.cri.exec_sync(
+        &dbg,
+        &["/crashcart", "-i", img, "k8s://shop/web-0", "true"],
+        20,
+    );
+    freeze(target_pid, false);
+    let out = out.unwrap();
+    assert_eq!(out.exit_code, 125, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("paused"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Nothing left behind.
+    assert!(
+        wait_until(Duration::from_secs(5), || loop_devices_backed_by(
+            &image.path
+        )
+        .is_empty()),
+        "loop devices left: {:?}",
+        loop_devices_backed_by(&image.path)
+    );
+    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let target = std::fs::read_to_string(format!("/proc/{target_pid}/mountinfo")).unwrap();
+    let out = exec(
+        &mut node,
+        &dbg,
+        &["/busybox", "cat", "/proc/self/mountinfo"],
+    );
+    let pod_mounts = text(&out.stdout);
+    for (what, mountinfo) in [("host", &host), ("target", &target), ("pod", &pod_mounts)] {
+        assert!(
+            !mountinfo.contains(" /dev/crashcart ") && !mountinfo.contains("/proc/self/fd/"),
+            "{what}: {mountinfo}"
+        );
+    }
+    let out = exec(&mut node, &dbg, &["/busybox", "ls", "/dev"]);
+    assert!(
+        !text(&out.stdout).contains("loop0"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The same pod without hostPID sees none of the runtime's PIDs: the error says why.
+    let no_host_pid = node.run_pod(&PodSpec {
+        host_network: true,
+        privileged: true,
+        mounts: &mounts,
+        envs: &[
+            ("CRASHCART_RUN", "/host/run"),
+            ("CRASHCART_IMAGE", "/host/images/tools.img"),
+        ],
+        ..PodSpec::simple("kube-system", "crashcart-no-hostpid")
+    });
+    let out = exec(
+        &mut node,
+        &no_host_pid.containers["main"],
+        &["/crashcart", "k8s://shop/web-0", "true"],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.exit_code, 125, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("(from a pod: hostPID: true)"), "{err}");
+}
+
+/// What every pod gets on a cgroup v2 node, here with Docker: a container with a cgroup
+/// namespace of its own (and the capabilities, devices and host PID namespace a debugging pod
+/// has; `--privileged` itself needs every capability in the bounding set). From there the
+/// target's cgroups read as `/../...`: crashcart joins them from the target's cgroup
+/// namespace and sees the target's freezer the same way.
+#[test]
+fn from_a_container_with_its_own_cgroup_namespace() {
+    if !crashcart_tests::docker_ready() {
+        return;
+    }
+    let target = crashcart_tests::Container::start(&[], &[]);
+    let pid = target.pid().to_string();
+    let image = ToolImage::new();
+    let crashcart = bin("crashcart");
+    let mut volumes = vec![
+        format!("{}:/crashcart:ro", crashcart.display()),
+        format!("{}:/host/images:ro", image.path.parent().unwrap().display()),
+    ];
+    for lib in library_mounts(&crashcart) {
+        volumes.push(format!("{0}:{0}:ro", lib.host_path));
+    }
+    let mut args = vec![
+        "--cgroupns=private",
+        "--pid=host",
+        "--cap-add=ALL",
+        "--cap-drop=SYS_RESOURCE",
+        "--security-opt=seccomp=unconfined",
+        "--security-opt=apparmor=unconfined",
+        "--device=/dev/loop-control",
+        "--device-cgroup-rule=b 7:* rwm",
+    ];
+    for volume in &volumes {
+        args.extend(["-v", volume]);
+    }
+    let debugger = crashcart_tests::Container::start(&args, &[]);
+    let docker_exec = |cmd: &[&str]| {
+        run(Command::new("docker")
+            .arg("exec")
+            .arg(&debugger.id)
+            .args(cmd))
+    };
+    // The precondition: from the debugger, the target's cgroups are outside its namespace.
+    let seen = docker_exec(&["/busybox", "cat", &format!("/proc/{pid}/cgroup")]);
+    assert!(stdout(&seen).contains(":/.."), "{}", stdout(&seen));
+
+    let crashcart_in = |command: &[&str]| {
+        // A session on a frozen target would hang (SIGTERM is passed on to a command that
+        // cannot run): busybox's timeout kills it.
+        let mut cmd = vec![
+            "/busybox",
+            "timeout",
+            "-s",
+            "KILL",
+            "20",
+            "/crashcart",
+            "-i",
+            "/host/images/tools.img",
+            &pid,
+        ];
+        cmd.extend(command);
+        docker_exec(&cmd)
+    };
+    let out = crashcart_in(&["sh", "-c", "cat /proc/self/cgroup; exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let want = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(stdout(&out), want);
+
+    run_ok(Command::new("docker").args(["pause", &target.id]));
+    let out = crashcart_in(&["true"]);
+    run_ok(Command::new("docker").args(["unpause", &target.id]));
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is frozen"), "{}", stderr(&out));
+
+    assert!(
+        wait_until(Duration::from_secs(5), || loop_devices_backed_by(
+            &image.path
+        )
+        .is_empty()),
+        "loop devices left: {:?}",
+        loop_devices_backed_by(&image.path)
+    );
+    let mounts = docker_exec(&["/busybox", "cat", "/proc/self/mountinfo"]);
+    assert!(
+        !stdout(&mounts).contains(" /dev/crashcart "),
+        "{}",
+        stdout(&mounts)
+    );
 }

@@ -116,6 +116,21 @@ impl Client {
         self.call::<_, Empty>("StartContainer", request).map(drop)
     }
 
+    /// Runs `cmd` in container `id` and waits at most `timeout` seconds (`kubectl exec`).
+    pub fn exec_sync(
+        &mut self,
+        id: &str,
+        cmd: &[&str],
+        timeout: i64,
+    ) -> Result<ExecSyncResponse, String> {
+        let request = ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd: cmd.iter().map(|c| c.to_string()).collect(),
+            timeout,
+        };
+        self.call("ExecSync", request)
+    }
+
     pub fn stop_container(&mut self, id: &str, timeout: i64) -> Result<(), String> {
         let request = StopContainerRequest {
             container_id: id.to_string(),

@@ -40,6 +40,14 @@ pub struct PodSpec<'a> {
     pub share_pid: bool,
     /// `hostNetwork: true`.
     pub host_network: bool,
+    /// `hostPID: true`.
+    pub host_pid: bool,
+    /// `securityContext.privileged: true` for every container (and so the sandbox).
+    pub privileged: bool,
+    /// `hostPath` volumes of every container.
+    pub mounts: &'a [cri::Mount],
+    /// Environment of every container.
+    pub envs: &'a [(&'a str, &'a str)],
 }
 
 impl PodSpec<'_> {
@@ -51,6 +59,10 @@ impl PodSpec<'_> {
             containers: &["main"],
             share_pid: false,
             host_network: false,
+            host_pid: false,
+            privileged: false,
+            mounts: &[],
+            envs: &[],
         }
     }
 }
@@ -60,6 +72,9 @@ pub struct Pod {
     pub sandbox_id: String,
     config: cri::PodSandboxConfig,
     pid_mode: i32,
+    privileged: bool,
+    mounts: Vec<cri::Mount>,
+    envs: Vec<cri::KeyValue>,
     /// Container name → its current ID.
     pub containers: HashMap<String, String>,
     attempts: HashMap<String, u32>,
@@ -193,7 +208,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             self.pod_uids.len() as u64 + u64::from(rand_u16())
         );
         self.pod_uids.push(uid.clone());
-        let pid_mode = if spec.share_pid {
+        let pid_mode = if spec.host_pid {
+            cri::NS_NODE
+        } else if spec.share_pid {
             cri::NS_POD
         } else {
             cri::NS_CONTAINER
@@ -233,6 +250,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                         pid: pid_mode,
                         ipc: cri::NS_POD,
                     }),
+                    privileged: spec.privileged,
                 }),
             }),
         };
@@ -246,6 +264,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             sandbox_id,
             config,
             pid_mode,
+            privileged: spec.privileged,
+            mounts: spec.mounts.to_vec(),
+            envs: spec
+                .envs
+                .iter()
+                .map(|(key, value)| cri::KeyValue {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                })
+                .collect(),
             containers: HashMap::new(),
             attempts: HashMap::new(),
         };
@@ -271,6 +299,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             }),
             command: vec!["/busybox".into()],
             args: vec!["sleep".into(), sleep_seconds(name).to_string()],
+            envs: pod.envs.clone(),
+            mounts: pod.mounts.clone(),
             labels: HashMap::from([
                 ("io.kubernetes.container.name".into(), name.into()),
                 ("io.kubernetes.pod.name".into(), meta.name.clone()),
@@ -284,6 +314,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             log_path: format!("{name}/{attempt}.log"),
             linux: Some(cri::LinuxContainerConfig {
                 security_context: Some(cri::LinuxContainerSecurityContext {
+                    privileged: pod.privileged,
                     namespace_options: pod
                         .config
                         .linux

@@ -1,12 +1,22 @@
 //! The target's cgroups (v1, every hierarchy, and v2): `cgroup.procs` of each is opened on the
 //! host before anything is entered, and the command's host PID is written to each, so the
 //! command is accounted (and limited, and frozen, and killed) with the container.
+//!
+//! From a container (a privileged debugging pod) the cgroup mounts crashcart sees show only
+//! its own cgroups, and with a cgroup namespace of its own the target's cgroups read as
+//! `/../..` paths: a cgroup no mount shows is reached through a detached mount of its whole
+//! hierarchy (see [`crate::cgroupfs::CgroupDir`]), looked up and made from the target's own
+//! cgroup namespace when the paths climb out of crashcart's.
 
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-use crate::cgroupfs::{parse_membership, parse_mountinfo, HierarchyMount};
+use crate::cgroupfs::{
+    in_cgroup_namespace, outside_our_namespace, parse_membership, parse_mountinfo, CgroupDir,
+    HierarchyMount,
+};
 use crate::process::{ProcessError, TargetProcess};
 use crate::step;
 
@@ -27,6 +37,9 @@ pub enum CgroupError {
         /// Why.
         source: std::io::Error,
     },
+    /// Entering the target's cgroup namespace (or coming back) failed.
+    #[error("cannot enter the target's cgroup namespace to reach its cgroups")]
+    Namespace(#[source] std::io::Error),
     /// Writing the PID failed.
     #[error("cannot move pid {pid} into {}", path.display())]
     Join {
@@ -50,20 +63,32 @@ impl CgroupProcs {
     /// cgroup's `cgroup.procs` for writing.
     pub fn open(target: &TargetProcess) -> Result<CgroupProcs, CgroupError> {
         let membership = String::from_utf8_lossy(&target.read("cgroup")?).into_owned();
+        if !outside_our_namespace(&membership) {
+            return Self::open_here(target);
+        }
+        // The target's cgroups lie outside crashcart's cgroup namespace: look (and mount)
+        // from the target's own, which holds them, then come back.
+        step!("the target's cgroups are outside our cgroup namespace: looking from its own");
+        let theirs = target.open_file("ns/cgroup")?;
+        in_cgroup_namespace(theirs.as_fd(), || Self::open_here(target))
+            .map_err(CgroupError::Namespace)?
+    }
+
+    /// [`CgroupProcs::open`] as the current cgroup namespace shows the cgroups.
+    fn open_here(target: &TargetProcess) -> Result<CgroupProcs, CgroupError> {
+        let membership = String::from_utf8_lossy(&target.read("cgroup")?).into_owned();
         let mountinfo =
             std::fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::Mountinfo)?;
         let mounts = parse_mountinfo(&mountinfo);
         let mut files = Vec::new();
-        for path in procs_paths(&membership, &mounts) {
-            let file =
-                File::options()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|source| CgroupError::Open {
-                        path: path.clone(),
-                        source,
-                    })?;
-            files.push((path, file));
+        for dir in procs_dirs(&membership, &mounts) {
+            let file = dir
+                .open("cgroup.procs", true)
+                .map_err(|source| CgroupError::Open {
+                    path: PathBuf::from(format!("{dir}/cgroup.procs")),
+                    source,
+                })?;
+            files.push((PathBuf::from(format!("{dir}/cgroup.procs")), file));
         }
         step!("cgroups to join: {}", files.len());
         Ok(CgroupProcs { files })
@@ -90,29 +115,21 @@ impl CgroupProcs {
     }
 }
 
-/// `cgroup.procs` paths for `/proc/PID/cgroup` content, given the cgroup mounts. Hierarchies
-/// not mounted here, or whose cgroup lies outside the mounted part, are skipped.
-fn procs_paths(membership: &str, mounts: &[HierarchyMount]) -> Vec<PathBuf> {
-    let mut paths = Vec::new();
+/// The directories of the cgroups in `/proc/PID/cgroup` content, given the cgroup mounts: under
+/// a mount that shows them, else in their whole hierarchy. A path that climbs out of the
+/// current cgroup namespace is skipped.
+fn procs_dirs(membership: &str, mounts: &[HierarchyMount]) -> Vec<CgroupDir> {
+    let mut dirs = Vec::new();
     for line in parse_membership(membership) {
-        let Some(mount) = mounts.iter().find(|m| m.serves(&line)) else {
-            step!(
-                "cgroup hierarchy {:?} is not mounted here; skipped",
-                line.controllers.join(",")
-            );
-            continue;
-        };
-        let Some(dir) = mount.dir_of(line.path) else {
-            step!(
-                "cgroup {} is outside the mounted {}; skipped",
-                line.path,
-                mount.root
-            );
-            continue;
-        };
-        paths.push(dir.join("cgroup.procs"));
+        match CgroupDir::locate(&line, mounts) {
+            Some(dir) => dirs.push(dir),
+            None => step!(
+                "cgroup {} is outside our cgroup namespace; skipped",
+                line.path
+            ),
+        }
     }
-    paths
+    dirs
 }
 
 #[cfg(test)]
@@ -131,25 +148,41 @@ mod tests {
         let mounts = parse_mountinfo(MOUNTINFO);
         assert_eq!(mounts.len(), 4);
         assert_eq!(mounts[3].mount_point, PathBuf::from("/mnt/cg v1"));
-        let paths = procs_paths(
+        let dirs = procs_dirs(
             "9:name=systemd:/docker/abc\n1:cpu:/docker/abc\n4:memory:/sub/x\n5:pids:/y\n0::/docker/abc\n",
             &mounts,
         );
         assert_eq!(
-            paths,
+            dirs,
             [
-                "/sys/fs/cgroup/systemd/docker/abc/cgroup.procs",
-                "/sys/fs/cgroup/cpu/docker/abc/cgroup.procs",
-                "/mnt/cg v1/x/cgroup.procs",
-                "/sys/fs/cgroup/unified/docker/abc/cgroup.procs",
+                CgroupDir::Mounted("/sys/fs/cgroup/systemd/docker/abc".into()),
+                CgroupDir::Mounted("/sys/fs/cgroup/cpu/docker/abc".into()),
+                CgroupDir::Mounted("/mnt/cg v1/x".into()),
+                // pids is not mounted here: its hierarchy is mounted for the moment.
+                CgroupDir::Hierarchy {
+                    controllers: vec!["pids".into()],
+                    path: "/y".into()
+                },
+                CgroupDir::Mounted("/sys/fs/cgroup/unified/docker/abc".into()),
             ]
-            .map(PathBuf::from)
         );
     }
 
     #[test]
-    fn cgroups_outside_the_mount_are_skipped() {
+    fn cgroups_outside_the_mount_are_reached_through_their_hierarchy() {
         let mounts = parse_mountinfo(MOUNTINFO);
-        assert!(procs_paths("4:memory:/other\n4:memory:/subway\n", &mounts).is_empty());
+        assert_eq!(
+            procs_dirs("4:memory:/other\n4:memory:/subway\n0::/../x\n", &mounts),
+            [
+                CgroupDir::Hierarchy {
+                    controllers: vec!["memory".into()],
+                    path: "/other".into()
+                },
+                CgroupDir::Hierarchy {
+                    controllers: vec!["memory".into()],
+                    path: "/subway".into()
+                },
+            ]
+        );
     }
 }

@@ -8,7 +8,11 @@
 //! into a mount; this module is a leaf they share, so the three cannot drift (mountinfo
 //! escapes `\040`-style octal in paths, for instance, and every caller must undo that).
 
+use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 /// One line of `/proc/PID/cgroup`: `hierarchy-ID:controller-list:cgroup-path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +88,115 @@ impl HierarchyMount {
             return None;
         }
         Some(self.mount_point.join(relative))
+    }
+}
+
+/// True when a cgroup path of `/proc/PID/cgroup` climbs out of the reader's cgroup namespace
+/// (`/../x`): the process's cgroups are not below ours, so no mount we make can show them.
+pub(crate) fn outside_our_namespace(membership: &str) -> bool {
+    parse_membership(membership)
+        .iter()
+        .any(|l| l.path.split('/').any(|c| c == ".."))
+}
+
+/// Runs `f` in the cgroup namespace `ns` (a `/proc/PID/ns/cgroup`), then returns to the
+/// caller's. What `f` reads of `/proc/*/cgroup` and mountinfo, and the cgroup mounts it makes,
+/// are then relative to that namespace's root.
+pub(crate) fn in_cgroup_namespace<T>(
+    ns: std::os::fd::BorrowedFd<'_>,
+    f: impl FnOnce() -> T,
+) -> std::io::Result<T> {
+    use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
+    let ours = File::open("/proc/thread-self/ns/cgroup")?;
+    move_into_link_name_space(ns, Some(LinkNameSpaceType::ControlGroup))?;
+    let result = f();
+    move_into_link_name_space(ours.as_fd(), Some(LinkNameSpaceType::ControlGroup))?;
+    Ok(result)
+}
+
+/// Where the files of one of a process's cgroups are reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CgroupDir {
+    /// A directory under one of the cgroup mounts crashcart sees.
+    Mounted(PathBuf),
+    /// No mount crashcart sees shows this cgroup (the hierarchy is not mounted, or only a
+    /// subtree of it is: in a container, `/sys/fs/cgroup/*` are the container's own cgroups);
+    /// it is reached through a detached mount of the whole hierarchy, made for the moment.
+    Hierarchy {
+        /// The hierarchy's v1 controllers (`name=systemd` included); empty for cgroup2.
+        controllers: Vec<String>,
+        /// The cgroup, relative to the hierarchy's root.
+        path: String,
+    },
+}
+
+impl CgroupDir {
+    /// Where `line`'s cgroup is: under a mount that shows it, else in its hierarchy; `None`
+    /// for a path that climbs out of crashcart's cgroup namespace (`/../..`), which no mount
+    /// made from that namespace can show.
+    pub fn locate(line: &Membership<'_>, mounts: &[HierarchyMount]) -> Option<CgroupDir> {
+        if let Some(dir) = mounts
+            .iter()
+            .filter(|m| m.serves(line))
+            .find_map(|m| m.dir_of(line.path))
+        {
+            return Some(CgroupDir::Mounted(dir));
+        }
+        if line.path.split('/').any(|c| c == "..") {
+            return None;
+        }
+        Some(CgroupDir::Hierarchy {
+            controllers: line.controllers.iter().map(|c| c.to_string()).collect(),
+            path: line.path.to_string(),
+        })
+    }
+
+    /// Opens `file` of this cgroup, for writing when `write`. A hierarchy's detached mount
+    /// lives only as long as the returned file: nothing is left mounted.
+    pub fn open(&self, file: &str, write: bool) -> std::io::Result<File> {
+        let flags = if write {
+            OFlags::WRONLY
+        } else {
+            OFlags::RDONLY
+        } | OFlags::CLOEXEC
+            | OFlags::NOFOLLOW;
+        match self {
+            CgroupDir::Mounted(dir) => Ok(File::from(rustix::fs::open(
+                dir.join(file),
+                flags,
+                Mode::empty(),
+            )?)),
+            CgroupDir::Hierarchy { controllers, path } => {
+                let root = crate::mount::cgroup_detached(controllers)?;
+                let relative = path.trim_start_matches('/');
+                let relative = if relative.is_empty() {
+                    file.to_string()
+                } else {
+                    format!("{relative}/{file}")
+                };
+                Ok(File::from(rustix::fs::openat2(
+                    root.as_fd(),
+                    relative,
+                    flags,
+                    Mode::empty(),
+                    ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+                )?))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for CgroupDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CgroupDir::Mounted(dir) => write!(f, "{}", dir.display()),
+            CgroupDir::Hierarchy { controllers, path } if controllers.is_empty() => {
+                write!(f, "cgroup2:{path}")
+            }
+            CgroupDir::Hierarchy { controllers, path } => {
+                write!(f, "cgroup {}:{path}", controllers.join(","))
+            }
+        }
     }
 }
 
@@ -174,6 +287,46 @@ mod tests {
         let mounts = parse_mountinfo(MOUNTINFO);
         assert!(!mounts[0].serves(&lines[1])); // cpuacct missing on that mount
         assert!(mounts[2].serves(&lines[2]));
+    }
+
+    #[test]
+    fn locates_cgroups_outside_the_mounts_in_their_hierarchy() {
+        // A container's view: each hierarchy mounted at the container's own cgroup.
+        let mounts = parse_mountinfo(
+            "201 200 0:29 /docker/me /sys/fs/cgroup/cpu ro - cgroup cgroup rw,cpu\n\
+             224 200 0:37 /docker/me /sys/fs/cgroup/systemd ro - cgroup cgroup rw,name=systemd\n",
+        );
+        let lines = parse_membership(
+            "1:cpu:/docker/me/sub\n1:cpu:/docker/it\n9:name=systemd:/x\n0::/y\n0::/../z\n",
+        );
+        let located: Vec<Option<CgroupDir>> = lines
+            .iter()
+            .map(|l| CgroupDir::locate(l, &mounts))
+            .collect();
+        assert_eq!(
+            located,
+            [
+                Some(CgroupDir::Mounted("/sys/fs/cgroup/cpu/sub".into())),
+                Some(CgroupDir::Hierarchy {
+                    controllers: vec!["cpu".into()],
+                    path: "/docker/it".into()
+                }),
+                Some(CgroupDir::Hierarchy {
+                    controllers: vec!["name=systemd".into()],
+                    path: "/x".into()
+                }),
+                Some(CgroupDir::Hierarchy {
+                    controllers: vec![],
+                    path: "/y".into()
+                }),
+                None,
+            ]
+        );
+        assert_eq!(
+            located[1].as_ref().unwrap().to_string(),
+            "cgroup cpu:/docker/it"
+        );
+        assert_eq!(located[3].as_ref().unwrap().to_string(), "cgroup2:/y");
     }
 
     #[test]

@@ -11,7 +11,12 @@ fn main() -> ExitCode {
     match crashcart::run(&cli.request()) {
         Ok(status) => ExitCode::from(status),
         Err(e) => {
-            crashcart::log::say(format_args!("{}", crashcart::log::chain(&e)));
+            match e.hint() {
+                Some(hint) => {
+                    crashcart::log::say(format_args!("{}; {hint}", crashcart::log::chain(&e)))
+                }
+                None => crashcart::log::say(format_args!("{}", crashcart::log::chain(&e))),
+            }
             ExitCode::from(crashcart::cli::EXIT_CRASHCART)
         }
     }

@@ -111,6 +111,48 @@ pub fn home_tmpfs_detached(uid: u32, gid: u32) -> Result<OwnedFd, MountError> {
     .map_err(MountError::Tmpfs)
 }
 
+/// A detached, empty tmpfs that allows device nodes (no `nodev`), never attached anywhere:
+/// [`crate::loopdev`] makes a loop device's node here when crashcart's `/dev` lacks it.
+pub fn device_scratch() -> Result<OwnedFd, MountError> {
+    let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(MountError::Tmpfs)?;
+    fsconfig_set_string(fs.as_fd(), "mode", "0700").map_err(MountError::Tmpfs)?;
+    fsconfig_set_string(fs.as_fd(), "size", "4k").map_err(MountError::Tmpfs)?;
+    fsconfig_create(fs.as_fd()).map_err(MountError::Tmpfs)?;
+    fsmount(
+        fs.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )
+    .map_err(MountError::Tmpfs)
+}
+
+/// A detached mount of a whole cgroup hierarchy (as the calling process's cgroup namespace
+/// shows it): cgroup2 when `controllers` is empty, else the v1 hierarchy with exactly these
+/// controllers (`name=X` for a named one). The kernel hands back the existing hierarchy; the
+/// mount is attached nowhere and goes with its last descriptor.
+pub fn cgroup_detached(controllers: &[String]) -> Result<OwnedFd, Errno> {
+    let fs = if controllers.is_empty() {
+        fsopen("cgroup2", FsOpenFlags::FSOPEN_CLOEXEC)?
+    } else {
+        let fs = fsopen("cgroup", FsOpenFlags::FSOPEN_CLOEXEC)?;
+        for controller in controllers {
+            match controller.strip_prefix("name=") {
+                Some(name) => fsconfig_set_string(fs.as_fd(), "name", name)?,
+                None => fsconfig_set_flag(fs.as_fd(), controller.as_str())?,
+            }
+        }
+        fs
+    };
+    fsconfig_create(fs.as_fd())?;
+    fsmount(
+        fs.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )
+}
+
 /// Moves the calling process into a private copy of its current mount namespace whose mounts
 /// receive but never send propagation.
 ///

@@ -65,6 +65,39 @@ use crashcart_layout as layout;
 /// prints no prompts and no job-control warnings into the output.
 const BASH_ARGS: [&str; 2] = ["--posix", "-i"];
 
+impl SessionError {
+    /// What to add to the one-line error when the likely cause is not in the error itself: a
+    /// container the runtime's state names but crashcart cannot see running, while crashcart
+    /// runs in a PID namespace of its own (a debugging pod without `hostPID`), where none of
+    /// the runtime's PIDs are.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            SessionError::Resolve(ResolveError::NotRunning(_) | ResolveError::PodNotRunning(_))
+                if in_nested_pid_namespace() =>
+            {
+                Some(
+                    "crashcart runs in a PID namespace of its own: if the runtime runs outside \
+                     it, its PIDs are not seen here (from a pod: hostPID: true)",
+                )
+            }
+            _ => None,
+        }
+    }
+}
+
+/// True when crashcart's PID namespace is not the initial one. Kernel threads live only in the
+/// initial one: there PID 2 is `kthreadd`, whose parent is 0. (`NSpid` does not tell: a
+/// container's `/proc` counts from the container's own namespace.)
+fn in_nested_pid_namespace() -> bool {
+    let kthreadd = std::fs::read_to_string("/proc/2/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .is_some_and(|ppid| ppid.trim() == "0")
+    });
+    !kthreadd
+}
+
 /// Why a crashcart run failed (exit status 125).
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -295,7 +328,7 @@ fn mount_image(image: &Image) -> Result<(OwnedFd, Manifest), SessionError> {
         let device = loopdev::attach_read_only(image, &lock)?;
         // The mount holds the device from here on; dropping our descriptor (and the lock)
         // leaves autoclear to the mounts.
-        mount::mount_image_detached(&device.path)?
+        mount::mount_image_detached(&device.mount_source())?
     };
     let manifest = Manifest::read(mount.as_fd(), &image.path)?;
     Ok((mount, manifest))

@@ -8,7 +8,13 @@
 
 use std::path::Path;
 
-use crate::cgroupfs::{parse_membership, parse_mountinfo, HierarchyMount};
+use std::io::Read;
+use std::os::fd::AsFd;
+
+use crate::cgroupfs::{
+    in_cgroup_namespace, outside_our_namespace, parse_membership, parse_mountinfo, CgroupDir,
+    HierarchyMount,
+};
 
 /// True when `pid`'s cgroup is frozen. Anything unreadable (no such process, hierarchy not
 /// mounted, a fake proc tree) counts as not frozen: this check only turns a hang into an
@@ -18,6 +24,22 @@ pub(crate) fn is_frozen(proc_root: &Path, pid: u32) -> bool {
         return false;
     };
     is_frozen_in(proc_root, pid, &parse_mountinfo(&mountinfo))
+}
+
+/// [`is_frozen`] for the one target of a session: when its cgroups lie outside crashcart's
+/// cgroup namespace (crashcart in a pod of a cgroup v2 node), they are read from the target's
+/// own cgroup namespace.
+pub(crate) fn target_is_frozen(proc_root: &Path, pid: u32) -> bool {
+    let dir = proc_root.join(pid.to_string());
+    let outside = std::fs::read_to_string(dir.join("cgroup"))
+        .is_ok_and(|membership| outside_our_namespace(&membership));
+    if !outside {
+        return is_frozen(proc_root, pid);
+    }
+    let Ok(ns) = std::fs::File::open(dir.join("ns/cgroup")) else {
+        return false;
+    };
+    in_cgroup_namespace(ns.as_fd(), || is_frozen(proc_root, pid)).unwrap_or(false)
 }
 
 /// [`is_frozen`] with the cgroup mounts already read (for callers that ask about many
@@ -39,12 +61,14 @@ pub(crate) fn is_frozen_in(proc_root: &Path, pid: u32, mounts: &[HierarchyMount]
         } else {
             return false;
         };
-        mounts
-            .iter()
-            .filter(|mount| mount.serves(line))
-            .filter_map(|mount| mount.dir_of(line.path))
-            .filter_map(|dir| std::fs::read_to_string(dir.join(file)).ok())
-            .any(|text| frozen(&text))
+        // A cgroup no mount shows (crashcart in a container) is read through its hierarchy.
+        CgroupDir::locate(line, mounts)
+            .and_then(|dir| dir.open(file, false).ok())
+            .and_then(|mut f| {
+                let mut text = String::new();
+                f.read_to_string(&mut text).ok().map(|_| text)
+            })
+            .is_some_and(|text| frozen(&text))
     })
 }
 

@@ -372,7 +372,9 @@ impl Resolver {
     fn resolve_pid(&self, pid: u32) -> Result<Target, ResolveError> {
         match procfs::read_stat(&self.proc_root, pid) {
             Ok(stat) if stat.is_exiting() => Err(ResolveError::PidExiting(pid)),
-            Ok(_) if freezer::is_frozen(&self.proc_root, pid) => Err(ResolveError::Frozen(pid)),
+            Ok(_) if freezer::target_is_frozen(&self.proc_root, pid) => {
+                Err(ResolveError::Frozen(pid))
+            }
             Ok(_) => Ok(Target {
                 pid,
                 runtime: Runtime::Pid,
@@ -651,7 +653,7 @@ impl Resolver {
         else {
             return Err(ResolveError::NotRunning(shown));
         };
-        if freezer::is_frozen(&self.proc_root, chosen.candidate.pid) {
+        if freezer::target_is_frozen(&self.proc_root, chosen.candidate.pid) {
             return Err(ResolveError::Paused(shown));
         }
         Ok(Target {
@@ -700,7 +702,7 @@ impl Resolver {
         if !alive {
             return Err(ResolveError::NotRunning(candidate.id.clone()));
         }
-        if freezer::is_frozen(&self.proc_root, candidate.pid) {
+        if freezer::target_is_frozen(&self.proc_root, candidate.pid) {
             return Err(ResolveError::Paused(candidate.id.clone()));
         }
         Ok(Target {
