@@ -75,19 +75,24 @@ pub fn mount_image_detached(device: &Path) -> Result<OwnedFd, MountError> {
     Ok(mnt)
 }
 
+/// A detached, empty tmpfs with these `fsconfig` string options and mount attributes, attached
+/// nowhere until the caller moves it.
+fn tmpfs(options: &[(&str, &str)], attributes: MountAttrFlags) -> Result<OwnedFd, MountError> {
+    let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(MountError::Tmpfs)?;
+    for &(key, value) in options {
+        fsconfig_set_string(fs.as_fd(), key, value).map_err(MountError::Tmpfs)?;
+    }
+    fsconfig_create(fs.as_fd()).map_err(MountError::Tmpfs)?;
+    fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, attributes).map_err(MountError::Tmpfs)
+}
+
 /// A detached, empty tmpfs (mode 0755) for the session's `/dev`.
 pub fn tmpfs_detached() -> Result<OwnedFd, MountError> {
-    let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(MountError::Tmpfs)?;
-    fsconfig_set_string(fs.as_fd(), "mode", "0755").map_err(MountError::Tmpfs)?;
     // Only directories, symlinks and empty mount points live here.
-    fsconfig_set_string(fs.as_fd(), "size", "1m").map_err(MountError::Tmpfs)?;
-    fsconfig_create(fs.as_fd()).map_err(MountError::Tmpfs)?;
-    fsmount(
-        fs.as_fd(),
-        FsMountFlags::FSMOUNT_CLOEXEC,
+    tmpfs(
+        &[("mode", "0755"), ("size", "1m")],
         MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
     )
-    .map_err(MountError::Tmpfs)
 }
 
 /// The size limit of the session's `HOME` (what a session writes there is charged to the
@@ -97,33 +102,24 @@ pub const HOME_SIZE: &str = "256m";
 /// A detached, empty tmpfs for the session's `HOME`: mode 0700, owned by the command's user
 /// (`uid`, `gid` as the host sees them), no devices, no set-user-ID; [`HOME_SIZE`] at most.
 pub fn home_tmpfs_detached(uid: u32, gid: u32) -> Result<OwnedFd, MountError> {
-    let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(MountError::Tmpfs)?;
-    fsconfig_set_string(fs.as_fd(), "mode", "0700").map_err(MountError::Tmpfs)?;
-    fsconfig_set_string(fs.as_fd(), "uid", uid.to_string()).map_err(MountError::Tmpfs)?;
-    fsconfig_set_string(fs.as_fd(), "gid", gid.to_string()).map_err(MountError::Tmpfs)?;
-    fsconfig_set_string(fs.as_fd(), "size", HOME_SIZE).map_err(MountError::Tmpfs)?;
-    fsconfig_create(fs.as_fd()).map_err(MountError::Tmpfs)?;
-    fsmount(
-        fs.as_fd(),
-        FsMountFlags::FSMOUNT_CLOEXEC,
+    tmpfs(
+        &[
+            ("mode", "0700"),
+            ("uid", &uid.to_string()),
+            ("gid", &gid.to_string()),
+            ("size", HOME_SIZE),
+        ],
         MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
     )
-    .map_err(MountError::Tmpfs)
 }
 
 /// A detached, empty tmpfs that allows device nodes (no `nodev`), never attached anywhere:
 /// [`crate::loopdev`] makes a loop device's node here when crashcart's `/dev` lacks it.
 pub fn device_scratch() -> Result<OwnedFd, MountError> {
-    let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(MountError::Tmpfs)?;
-    fsconfig_set_string(fs.as_fd(), "mode", "0700").map_err(MountError::Tmpfs)?;
-    fsconfig_set_string(fs.as_fd(), "size", "4k").map_err(MountError::Tmpfs)?;
-    fsconfig_create(fs.as_fd()).map_err(MountError::Tmpfs)?;
-    fsmount(
-        fs.as_fd(),
-        FsMountFlags::FSMOUNT_CLOEXEC,
+    tmpfs(
+        &[("mode", "0700"), ("size", "4k")],
         MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
     )
-    .map_err(MountError::Tmpfs)
 }
 
 /// A detached mount of a whole cgroup hierarchy (as the calling process's cgroup namespace
