@@ -1576,9 +1576,9 @@ mod tests {
         let privileges = Privileges::new(Profile::Debug, &own(), None, false, vec![]).unwrap();
         let i386 = |_: BorrowedFd<'_>| {
             privileges.apply(false).unwrap();
-            let mut eax: u32 = 20; // i386 getpid
-                                   // SAFETY: `int 0x80` with eax=20 is the i386 getpid, which takes no arguments and
-                                   // only writes eax.
+            let mut eax: u32 = 20;
+            // SAFETY: `int 0x80` with eax=20 is the i386 getpid, which takes no arguments and
+            // only writes eax.
             unsafe { std::arch::asm!("int 0x80", inout("eax") eax) };
             eax as i32
         };
