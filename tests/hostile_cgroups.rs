@@ -225,3 +225,67 @@ $B mv d $n"#,
         host_view
     );
 }
+
+#[test]
+fn a_cgroup_named_as_another_container_does_not_capture_its_sessions() {
+    if !docker_ready() {
+        return;
+    }
+    let image = ToolImage::new();
+    // The attacker starts first, so its init is the earlier "init" of the victim's ID.
+    let attacker = start("");
+    let victim = Container::start(&[], &[]);
+    let out = attacker.exec(&[
+        "sh",
+        "-c",
+        &format!(
+            "set -e; /busybox mkdir /u; /busybox mount -t cgroup2 none /u; \
+             /busybox mkdir /u/{0}; echo 1 > /u/{0}/cgroup.procs",
+            victim.id
+        ),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let forged = std::fs::read_to_string(format!("/proc/{}/cgroup", attacker.pid())).unwrap();
+    assert!(
+        forged
+            .lines()
+            .any(|l| l.starts_with("0::/") && l.ends_with(&format!("/{}", victim.id))),
+        "{forged}"
+    );
+    let hostname = |c: &Container| {
+        run(Command::new("docker").args(["inspect", "-f", "{{.Config.Hostname}}", &c.id]))
+    };
+    let victim_name = stdout(&hostname(&victim)).trim().to_string();
+    let attacker_name = stdout(&hostname(&attacker)).trim().to_string();
+    assert_ne!(victim_name, attacker_name);
+
+    // Runtime state crashcart reads knows the victim: its ID is authoritative there.
+    let out = image.crashcart(&victim.id, &["hostname"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), victim_name);
+
+    // A runtime whose state crashcart does not read: the ID is looked up in the cgroup paths,
+    // where two cgroups carry it. crashcart used to pick the earlier init, the attacker's.
+    let no_state = tempfile::tempdir().unwrap();
+    for spec in [victim.id.clone(), victim.id[..12].to_string()] {
+        let out = run(Command::new("timeout")
+            .args(["-s", "KILL", "30"])
+            .arg(bin("crashcart"))
+            .arg("-i")
+            .arg(&image.path)
+            .arg(&spec)
+            .arg("hostname")
+            .env("CRASHCART_RUN", no_state.path())
+            .env_remove("CRASHCART_IMAGE")
+            .stdin(Stdio::null()));
+        assert_ne!(stdout(&out).trim(), attacker_name, "entered the attacker");
+        assert_crashcart_error(&out, "is ambiguous");
+        assert!(
+            stderr(&out).contains(&format!("cgroup /docker/{}/{}", attacker.id, victim.id)),
+            "{}",
+            stderr(&out)
+        );
+    }
+    image.assert_nothing_left(&attacker);
+    image.assert_nothing_left(&victim);
+}
