@@ -94,6 +94,28 @@ fn start(script: &str) -> Container {
     container
 }
 
+/// The init of [`crafted_cgroup_names_do_not_move_the_session`]: it tries names with a newline
+/// (a forged `4:memory:/` or `0::/` line after it), keeping what the kernel said in
+/// `/newline-mkdir` and `/newline-rename`, then moves itself into cgroups whose names look like
+/// lines, hierarchy fields and `..`.
+const CRAFTED: &str = r#"set -e
+B=/busybox
+$B mkdir -p /m /p /c
+$B mount -t cgroup -o memory none /m
+$B mount -t cgroup -o pids none /p
+$B mount -t cgroup -o cpu none /c
+nl='
+'
+if $B mkdir "/m/a${nl}4:memory:/" 2>/newline-mkdir; then echo CREATED >> /newline-mkdir; fi
+$B mkdir /m/plain
+if $B mv /m/plain "/m/b${nl}0::/" 2>/newline-rename; then echo RENAMED >> /newline-rename; fi
+$B mkdir "/m/x:4:memory:"
+$B mkdir -p "/p/.../ ../.. ."
+$B mkdir "/c/1:cpu:"
+echo 1 > "/m/x:4:memory:/cgroup.procs"
+echo 1 > "/p/.../ ../.. ./cgroup.procs"
+echo 1 > "/c/1:cpu:/cgroup.procs""#;
+
 /// The cgroup path of hierarchy `controller` in `/proc/PID/cgroup` text.
 fn path_of<'a>(cgroup: &'a str, controller: &str) -> &'a str {
     cgroup
@@ -115,28 +137,7 @@ fn crafted_cgroup_names_do_not_move_the_session() {
         return;
     }
     let image = ToolImage::new();
-    // The init tries names with a newline (a forged `4:memory:/` or `0::/` line after it),
-    // keeping what the kernel said, then moves itself into cgroups whose names look like
-    // lines, hierarchy fields and `..`.
-    let container = start(
-        r#"set -e
-B=/busybox
-$B mkdir -p /m /p /c
-$B mount -t cgroup -o memory none /m
-$B mount -t cgroup -o pids none /p
-$B mount -t cgroup -o cpu none /c
-nl='
-'
-if $B mkdir "/m/a${nl}4:memory:/" 2>/newline-mkdir; then echo CREATED >> /newline-mkdir; fi
-$B mkdir /m/plain
-if $B mv /m/plain "/m/b${nl}0::/" 2>/newline-rename; then echo RENAMED >> /newline-rename; fi
-$B mkdir "/m/x:4:memory:"
-$B mkdir -p "/p/.../ ../.. ."
-$B mkdir "/c/1:cpu:"
-echo 1 > "/m/x:4:memory:/cgroup.procs"
-echo 1 > "/p/.../ ../.. ./cgroup.procs"
-echo 1 > "/c/1:cpu:/cgroup.procs""#,
-    );
+    let container = start(CRAFTED);
     // This kernel refuses a newline in a cgroup name, made or renamed: no line of
     // /proc/PID/cgroup can be forged. (A kernel that took one would fail here, and would
     // need crashcart to cross-check the lines.)
@@ -288,4 +289,103 @@ fn a_cgroup_named_as_another_container_does_not_capture_its_sessions() {
     }
     image.assert_nothing_left(&attacker);
     image.assert_nothing_left(&victim);
+}
+
+/// The loader and libraries `binary` needs (`ldd`), as `docker run -v` read-only mounts at
+/// their own paths.
+fn library_volumes(binary: &std::path::Path) -> Vec<String> {
+    let out = run(Command::new("ldd").arg(binary));
+    stdout(&out)
+        .lines()
+        .filter_map(|line| {
+            let path = match line.split_once("=>") {
+                Some((_, right)) => right.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| format!("{path}:{path}:ro"))
+        })
+        .collect()
+}
+
+/// Loop devices backed by the file at `image`, by inode (the debugger names it by another
+/// path).
+fn loop_devices_backed_by(image: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(image).unwrap().ino().to_string();
+    let out = run(Command::new("losetup").args(["-l", "-n", "-O", "NAME,BACK-INO"]));
+    stdout(&out)
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some(ino.as_str()))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn crafted_cgroup_names_seen_from_a_debugger_with_its_own_cgroup_namespace() {
+    if !docker_ready() {
+        return;
+    }
+    // crashcart in a container of its own cgroup namespace (a debugging pod): the target's
+    // cgroups climb out of it (`/..`), so crashcart reads and mounts them from the target's
+    // cgroup namespace, the one the target made its crafted cgroups in.
+    let image = ToolImage::new();
+    let target = start(CRAFTED);
+    let pid = target.pid().to_string();
+    let crashcart = bin("crashcart");
+    let mut volumes = vec![
+        format!("{}:/crashcart:ro", crashcart.display()),
+        format!("{}:/host/images:ro", image.path.parent().unwrap().display()),
+    ];
+    volumes.extend(library_volumes(&crashcart));
+    let mut args = vec![
+        "--cgroupns=private",
+        "--pid=host",
+        "--cap-add=ALL",
+        "--cap-drop=SYS_RESOURCE",
+        "--security-opt=seccomp=unconfined",
+        "--security-opt=apparmor=unconfined",
+        "--device=/dev/loop-control",
+        "--device-cgroup-rule=b 7:* rwm",
+    ];
+    for volume in &volumes {
+        args.extend(["-v", volume]);
+    }
+    let debugger = Container::start(&args, &[]);
+    let seen = debugger.exec(&["cat", &format!("/proc/{pid}/cgroup")]);
+    assert!(stdout(&seen).contains(":/.."), "{}", stdout(&seen));
+
+    let out = debugger.exec(&[
+        "timeout",
+        "-s",
+        "KILL",
+        "30",
+        "/crashcart",
+        "-i",
+        "/host/images/tools.img",
+        &pid,
+        "cat",
+        "/proc/self/cgroup",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let own_view = stdout(&target.exec(&["cat", "/proc/1/cgroup"]));
+    assert_eq!(stdout(&out), own_view);
+    assert_eq!(path_of(&own_view, "memory"), "/x:4:memory:");
+    assert_eq!(path_of(&own_view, "pids"), "/.../ ../.. .");
+
+    assert!(
+        wait_until(Duration::from_secs(5), || loop_devices_backed_by(
+            &image.path
+        )
+        .is_empty()),
+        "loop devices left: {:?}",
+        loop_devices_backed_by(&image.path)
+    );
+    for container in [&debugger, &target] {
+        let mounts = container.exec(&["cat", "/proc/1/mountinfo"]);
+        assert!(
+            !stdout(&mounts).contains("/dev/crashcart"),
+            "{}",
+            stdout(&mounts)
+        );
+    }
 }
