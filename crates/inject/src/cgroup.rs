@@ -40,6 +40,16 @@ pub enum CgroupError {
     /// Entering the target's cgroup namespace (or coming back) failed.
     #[error("cannot enter the target's cgroup namespace to reach its cgroups")]
     Namespace(#[source] std::io::Error),
+    /// A cgroup path as long as the kernel shows: it may be cut, and name another cgroup.
+    #[error(
+        "the target's cgroup path in hierarchy {hierarchy} is {len} bytes long, the most /proc/PID/cgroup shows: the kernel may have cut it short; refusing to guess the cgroup"
+    )]
+    TooLong {
+        /// The hierarchy ID of the line.
+        hierarchy: String,
+        /// The length shown.
+        len: usize,
+    },
     /// Writing the PID failed.
     #[error("cannot move pid {pid} into {}", path.display())]
     Join {
@@ -80,6 +90,15 @@ impl CgroupProcs {
         let mountinfo =
             std::fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::Mountinfo)?;
         let mounts = parse_mountinfo(&mountinfo);
+        if let Some(line) = parse_membership(&membership)
+            .into_iter()
+            .find(|l| l.may_be_truncated())
+        {
+            return Err(CgroupError::TooLong {
+                hierarchy: line.hierarchy.to_string(),
+                len: line.path.len(),
+            });
+        }
         let mut files = Vec::new();
         for dir in procs_dirs(&membership, &mounts) {
             let file = dir
@@ -166,6 +185,20 @@ mod tests {
                 CgroupDir::Mounted("/sys/fs/cgroup/unified/docker/abc".into()),
             ]
         );
+    }
+
+    #[test]
+    fn paths_the_kernel_may_have_cut_are_noticed() {
+        let cut = format!(
+            "4:memory:/{}\n",
+            "a".repeat(crate::cgroupfs::LONGEST_SHOWN_PATH)
+        );
+        let whole = format!(
+            "4:memory:/{}\n",
+            "a".repeat(crate::cgroupfs::LONGEST_SHOWN_PATH - 1)
+        );
+        assert!(parse_membership(&cut)[0].may_be_truncated());
+        assert!(!parse_membership(&whole)[0].may_be_truncated());
     }
 
     #[test]

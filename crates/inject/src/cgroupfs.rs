@@ -25,10 +25,20 @@ pub(crate) struct Membership<'a> {
     pub path: &'a str,
 }
 
+/// The longest cgroup path `/proc/PID/cgroup` shows in full. The kernel writes a longer one
+/// cut to this many bytes, silently (a container that can make cgroups can nest them that
+/// deep): the cut path names another cgroup, or none.
+pub(crate) const LONGEST_SHOWN_PATH: usize = 4094;
+
 impl Membership<'_> {
     /// True for the unified (cgroup v2) hierarchy's line, `0::PATH`.
     pub fn is_unified(&self) -> bool {
         self.hierarchy == "0" && self.controllers.is_empty()
+    }
+
+    /// True when the kernel may have cut this line's path (see [`LONGEST_SHOWN_PATH`]).
+    pub fn may_be_truncated(&self) -> bool {
+        self.path.len() > LONGEST_SHOWN_PATH
     }
 }
 

@@ -45,6 +45,15 @@ pub(crate) fn is_full_id(s: &str) -> bool {
 /// container decides. Within a path the innermost ID wins: a process of a container nested
 /// in another (Docker in Docker) belongs to the inner one.
 pub(crate) fn container_of(cgroup_file: &str) -> Option<CgroupContainer> {
+    container_and_cgroup_of(cgroup_file).map(|(container, _)| container)
+}
+
+/// [`container_of`] with the container's cgroup: the path up to the component naming it.
+///
+/// Two cgroups may carry one ID: a container that can make cgroups (its own cgroup
+/// namespace, a delegated subtree) can name one of its own as another container, and, nested
+/// innermost, it wins for the processes it moves there. The cgroup tells them apart.
+pub(crate) fn container_and_cgroup_of(cgroup_file: &str) -> Option<(CgroupContainer, String)> {
     let mut v1_answer = None;
     for line in parse_membership(cgroup_file) {
         let found = container_in_path(line.path);
@@ -58,14 +67,17 @@ pub(crate) fn container_of(cgroup_file: &str) -> Option<CgroupContainer> {
     v1_answer
 }
 
-/// The innermost container named by a cgroup path.
-fn container_in_path(path: &str) -> Option<CgroupContainer> {
+/// The innermost container named by a cgroup path, with the path up to its component.
+fn container_in_path(path: &str) -> Option<(CgroupContainer, String)> {
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     components
         .iter()
         .enumerate()
         .rev()
-        .find_map(|(i, component)| container_in_component(component, &components[..i]))
+        .find_map(|(i, component)| {
+            container_in_component(component, &components[..i])
+                .map(|c| (c, format!("/{}", components[..=i].join("/"))))
+        })
 }
 
 /// Recognizes one path component as a container's cgroup; `ancestors` are the components
@@ -122,6 +134,9 @@ pub(crate) struct ScannedContainer {
     pub container: CgroupContainer,
     /// Its init: see [`scan`].
     pub init_pid: u32,
+    /// The cgroup naming it (see [`container_and_cgroup_of`]). One ID found in two cgroups
+    /// is two entries: a container named as another by a cgroup it made, and that other.
+    pub cgroup: String,
 }
 
 /// Scans every process under `proc_root` and returns the containers whose ID satisfies
@@ -137,39 +152,54 @@ pub(crate) fn scan(
 ) -> std::io::Result<Vec<ScannedContainer>> {
     struct Member {
         container: CgroupContainer,
+        cgroup: String,
         stat: procfs::ProcStat,
     }
-    let mut container_by_pid: HashMap<u32, Option<String>> = HashMap::new();
+    // A container is its ID in one cgroup.
+    let mut container_by_pid: HashMap<u32, Option<(String, String)>> = HashMap::new();
     let mut members: Vec<(u32, Member)> = Vec::new();
     for pid in procfs::all_pids(proc_root)? {
         let Ok(text) = std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup"))
         else {
             continue;
         };
-        let container = container_of(&text);
-        container_by_pid.insert(pid, container.as_ref().map(|c| c.id.clone()));
-        let Some(container) = container.filter(|c| wanted(&c.id)) else {
+        let found = container_and_cgroup_of(&text);
+        container_by_pid.insert(
+            pid,
+            found
+                .as_ref()
+                .map(|(c, cgroup)| (c.id.clone(), cgroup.clone())),
+        );
+        let Some((container, cgroup)) = found.filter(|(c, _)| wanted(&c.id)) else {
             continue;
         };
         let Ok(stat) = procfs::read_stat(proc_root, pid) else {
             continue;
         };
         if !stat.is_exiting() {
-            members.push((pid, Member { container, stat }));
+            members.push((
+                pid,
+                Member {
+                    container,
+                    cgroup,
+                    stat,
+                },
+            ));
         }
     }
 
-    let mut inits: HashMap<String, (u32, Member)> = HashMap::new();
+    let mut inits: HashMap<(String, String), (u32, Member)> = HashMap::new();
     for (pid, member) in members {
+        let this = (member.container.id.clone(), member.cgroup.clone());
         let parent_container = container_by_pid.get(&member.stat.ppid).cloned().flatten();
-        if parent_container.as_deref() == Some(member.container.id.as_str()) {
+        if parent_container.as_ref() == Some(&this) {
             continue;
         }
         let key = (member.stat.start_time, pid);
-        match inits.get(&member.container.id) {
+        match inits.get(&this) {
             Some((best_pid, best)) if (best.stat.start_time, *best_pid) <= key => {}
             _ => {
-                inits.insert(member.container.id.clone(), (pid, member));
+                inits.insert(this, (pid, member));
             }
         }
     }
@@ -178,9 +208,10 @@ pub(crate) fn scan(
         .map(|(init_pid, member)| ScannedContainer {
             container: member.container,
             init_pid,
+            cgroup: member.cgroup,
         })
         .collect();
-    found.sort_by(|a, b| a.container.id.cmp(&b.container.id));
+    found.sort_by(|a, b| (&a.container.id, &a.cgroup).cmp(&(&b.container.id, &b.cgroup)));
     Ok(found)
 }
 
@@ -329,20 +360,41 @@ mod tests {
                         id: ID2.into(),
                         runtime: Runtime::Docker
                     },
-                    init_pid: 70
+                    init_pid: 70,
+                    cgroup: format!("/docker/{ID2}"),
                 },
                 ScannedContainer {
                     container: CgroupContainer {
                         id: ID.into(),
                         runtime: Runtime::Docker
                     },
-                    init_pid: 300
+                    init_pid: 300,
+                    cgroup: format!("/docker/{ID}"),
                 },
             ]
         );
         let only = scan(root, |id| id.starts_with("eca")).unwrap();
         assert_eq!(only.len(), 1);
         assert_eq!(only[0].init_pid, 300);
+    }
+
+    #[test]
+    fn one_id_in_two_cgroups_is_two_containers() {
+        let proc = tempfile::tempdir().unwrap();
+        let root = proc.path();
+        fake_process(root, 50, 1, 10, 'S', "0::/\n"); // the shim
+                                                      // Container ID2's init, started first, moved itself into a cgroup it named ID.
+        fake_process(root, 100, 50, 20, 'S', &format!("0::/docker/{ID2}/{ID}\n"));
+        fake_process(root, 101, 100, 21, 'S', &format!("0::/docker/{ID2}/{ID}\n"));
+        fake_process(root, 300, 50, 30, 'S', &format!("0::/docker/{ID}\n"));
+        let found = scan(root, |id| id == ID).unwrap();
+        let seen: Vec<(u32, &str)> = found
+            .iter()
+            .map(|f| (f.init_pid, f.cgroup.as_str()))
+            .collect();
+        let nested = format!("/docker/{ID2}/{ID}");
+        let own = format!("/docker/{ID}");
+        assert_eq!(seen, [(100, nested.as_str()), (300, own.as_str())]);
     }
 
     #[test]

@@ -404,11 +404,39 @@ impl Resolver {
         let known_to_state_files = !candidates.is_empty();
         candidates.retain(|c| scope.admits(&c.runtime));
         if !known_to_state_files && is_hex {
-            candidates = cgroup_scan::scan(&self.proc_root, wanted)
-                .map_err(|source| ResolveError::Proc {
+            let scanned = cgroup_scan::scan(&self.proc_root, wanted).map_err(|source| {
+                ResolveError::Proc {
                     path: self.proc_root.clone(),
                     source,
-                })?
+                }
+            })?;
+            // One ID in two cgroups: a container named a cgroup of its own as another
+            // container (or nests one under that ID). Which is meant cannot be told.
+            let twice: Vec<&cgroup_scan::ScannedContainer> = scanned
+                .iter()
+                .filter(|s| {
+                    scanned
+                        .iter()
+                        .any(|o| o.container.id == s.container.id && o.cgroup != s.cgroup)
+                })
+                .collect();
+            if !twice.is_empty() {
+                return Err(ResolveError::Ambiguous {
+                    spec: spec.to_string(),
+                    candidates: twice
+                        .iter()
+                        .map(|s| {
+                            format!(
+                                "{} (pid {}, cgroup {})",
+                                s.container.id,
+                                s.init_pid,
+                                listing::printable(&s.cgroup)
+                            )
+                        })
+                        .collect(),
+                });
+            }
+            candidates = scanned
                 .into_iter()
                 .map(|found| Candidate {
                     id: found.container.id,
